@@ -1,0 +1,20 @@
+"""The command line: one invoke task collection, used by tasks.py (`invoke ...`) and by the
+`kbisect` console script (invoke's Program), so both spell the same commands."""
+
+from __future__ import annotations
+
+from invoke.collection import Collection
+from invoke.program import Program
+
+from kbisect import __version__
+from kbisect.cli import config_tasks, pipeline_tasks
+
+ns = Collection()
+ns.add_task(config_tasks.check)
+ns.add_task(pipeline_tasks.nightly)
+ns.add_collection(Collection("config", config_tasks.reference))
+
+
+def main() -> None:
+    """Entry point of the `kbisect` console script."""
+    Program(namespace=ns, version=__version__, name="kbisect", binary="kbisect").run()

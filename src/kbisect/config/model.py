@@ -1,0 +1,277 @@
+"""The configuration model: what each YAML file may say, as typed objects.
+
+Field docs here are the single source of the configuration reference in README.md
+(`invoke config.reference` prints it). Rules that span files live in `kbisect.config.project`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from kbisect.config.schema import Model, doc
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+Outcome = Literal["pass", "fail", "skip"]
+
+
+def _name_problems(name: str) -> list[tuple[str, str]]:
+    if NAME_RE.match(name):
+        return []
+    return [("name", f"expected letters, digits, '.', '_' or '-', got {name!r}")]
+
+
+@dataclass(kw_only=True)
+class Settings(Model):
+    """Tool-wide settings (key `settings` in configs/*.yaml; at most once)."""
+
+    cache_dir: str | None = doc(
+        "Cache for mirrors, worktrees, build trees and artifacts. Overridden by $KBISECT_CACHE; "
+        "default $XDG_CACHE_HOME/kbisect. Must be outside the repository.",
+        None,
+    )
+    results_dir: str = doc("Where runs are stored, relative to the project root.", "results")
+    build_jobs: int | None = doc("make -jN for builds; default: the number of cores.", None)
+    artifact_limit_gb: float = doc("Size limit of the build artifact store (LRU pruning).", 40.0)
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.build_jobs is not None and self.build_jobs < 1:
+            problems.append(("build_jobs", "expected at least 1"))
+        if self.artifact_limit_gb <= 0:
+            problems.append(("artifact_limit_gb", "expected a positive number"))
+        return problems
+
+
+@dataclass(kw_only=True)
+class Tree(Model):
+    """A kernel tree (list `trees` in configs/*.yaml): a git repository or Debian source package."""
+
+    name: str = doc("Name used by pipelines and `--tree`.")
+    url: str | None = doc("Git URL or local path, mirrored into the cache.", None)
+    debian_package: str | None = doc(
+        "Debian source package whose point releases are imported, e.g. linux-source-6.1.", None
+    )
+    worktree_slots: int = doc("Reusable worktree slots for this tree.", 2)
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = _name_problems(self.name)
+        if (self.url is None) == (self.debian_package is None):
+            problems.append(("", "expected exactly one of 'url' or 'debian_package'"))
+        if self.worktree_slots < 1:
+            problems.append(("worktree_slots", "expected at least 1"))
+        return problems
+
+
+@dataclass(kw_only=True)
+class BuildProfile(Model):
+    """How to configure and build a kernel (list `profiles` in configs/*.yaml)."""
+
+    name: str = doc("Name used by pipelines and `--profile`.")
+    base: str = doc(
+        "Starting config: a make target (tinyconfig, defconfig, allnoconfig) or a config file "
+        "path relative to configs/."
+    )
+    fragments: list[str] = doc(
+        "Kconfig fragments relative to configs/, merged in order; every symbol they set must "
+        "survive olddefconfig.",
+        factory=list,
+    )
+    arch: str = doc("ARCH for make.", "x86_64")
+    targets: list[str] = doc("make targets.", factory=lambda: ["bzImage", "modules"])
+    build_timeout: int = doc("Seconds a build may take before it is stopped.", 3600)
+
+    MAKE_BASES = ("tinyconfig", "defconfig", "allnoconfig", "allmodconfig", "allyesconfig")
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = _name_problems(self.name)
+        if self.build_timeout < 1:
+            problems.append(("build_timeout", "expected at least 1"))
+        return problems
+
+
+@dataclass(kw_only=True)
+class QemuOptions(Model):
+    """The embedded Xen host under QEMU."""
+
+    memory_mb: int = doc("Guest memory for QEMU (-m).", 2048)
+    cpus: int = doc("Guest CPUs (-smp).", 2)
+    dom0_memory_mb: int = doc("dom0_mem for Xen.", 1024)
+    numa_fake: int = doc("numa=fake=N on the dom0 command line (0 = off).", 2)
+    numa_balancing: bool = doc("numa_balancing=enable on the dom0 command line.", True)
+    xen_image: str = doc("Xen hypervisor image (gzip or ELF).", "/boot/xen-4.17-amd64.gz")
+    extra_dom0_cmdline: str = doc("Appended to the dom0 kernel command line.", "")
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        for key in ("memory_mb", "cpus", "dom0_memory_mb"):
+            if getattr(self, key) < 1:
+                problems.append((key, "expected at least 1"))
+        if self.dom0_memory_mb >= self.memory_mb:
+            problems.append(("dom0_memory_mb", "expected less than memory_mb"))
+        if self.numa_fake < 0:
+            problems.append(("numa_fake", "expected 0 or more"))
+        return problems
+
+
+@dataclass(kw_only=True)
+class SshOptions(Model):
+    """How to reach a rack machine over SSH."""
+
+    address: str = doc("Host name or address.")
+    port: int = doc("SSH port.", 22)
+    user: str = doc("Login user.", "root")
+    key: str | None = doc("Private key file (ed25519); default: the lab key.", None)
+    power_cycle: list[str] | None = doc(
+        "Command (argv) run on this machine to power-cycle the host when it does not answer, "
+        "e.g. [ipmitool, -H, bmc1, power, cycle].",
+        None,
+    )
+    grub_fallback_entry: str | None = doc("grub2 entry that boots a known-good kernel.", None)
+
+    def check(self) -> list[tuple[str, str]]:
+        return [("port", "expected 1-65535")] if not 0 < self.port < 65536 else []
+
+
+@dataclass(kw_only=True)
+class Host(Model):
+    """A Xen test host (list `hosts` in configs/*.yaml)."""
+
+    name: str = doc("Name used by pipelines and `--host`.")
+    kind: Literal["qemu", "ssh"] = doc("qemu: the embedded host; ssh: a rack machine.")
+    qemu: QemuOptions | None = doc("Options for kind qemu.", None)
+    ssh: SshOptions | None = doc("Options for kind ssh (required there).", None)
+    boot_timeout: int = doc("Seconds from power-on or reboot to a working SSH login.", 300)
+    max_power_cycles: int = doc("Power cycles tried before the host is marked broken.", 2)
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = _name_problems(self.name)
+        if self.kind == "ssh" and self.ssh is None:
+            problems.append(("", "kind 'ssh' needs an 'ssh' section"))
+        if self.kind == "qemu" and self.ssh is not None:
+            problems.append(("ssh", "only for kind 'ssh'"))
+        if self.kind == "ssh" and self.qemu is not None:
+            problems.append(("qemu", "only for kind 'qemu'"))
+        if self.boot_timeout < 1:
+            problems.append(("boot_timeout", "expected at least 1"))
+        return problems
+
+    def qemu_options(self) -> QemuOptions:
+        return self.qemu or QemuOptions()
+
+
+@dataclass(kw_only=True)
+class Job(Model):
+    """What runs on a booted host (list `jobs` in configs/*.yaml)."""
+
+    name: str = doc("Name used by pipelines and `--job`.")
+    program: str = doc("Program to run: 'gntstress' (built and shipped by kbisect) or a path.")
+    args: list[str] = doc("Arguments of the program.", factory=list)
+    modules: list[str] = doc("Kernel modules loaded before the job.", factory=list)
+    sysctl: dict[str, str] = doc("sysctl settings applied before the job.", factory=dict)
+    timeout: int = doc("Seconds the job may run.", 600)
+    repeat: int = doc("Runs per cell.", 1)
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = _name_problems(self.name)
+        if self.timeout < 1:
+            problems.append(("timeout", "expected at least 1"))
+        if self.repeat < 1:
+            problems.append(("repeat", "expected at least 1"))
+        return problems
+
+
+@dataclass(kw_only=True)
+class ConfigFile(Model):
+    """One file under configs/: any of these sections; names are unique across all files."""
+
+    settings: Settings | None = doc("Tool-wide settings.", None)
+    trees: list[Tree] = doc("Kernel trees.", factory=list)
+    profiles: list[BuildProfile] = doc("Build profiles.", factory=list)
+    hosts: list[Host] = doc("Lab hosts.", factory=list)
+    jobs: list[Job] = doc("Jobs.", factory=list)
+
+
+@dataclass(kw_only=True)
+class Variant(Model):
+    """One way of patching the tree."""
+
+    name: str = doc("Name used by pipelines and `--variant`.")
+    description: str = doc("One line: what this variant does.")
+    patches: list[str] = doc("Patch files in this directory, applied in order.", factory=list)
+    expect: dict[str, Outcome] = doc(
+        "Expected outcome per stress subtest; key 'default' covers the others.", factory=dict
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        return _name_problems(self.name)
+
+
+@dataclass(kw_only=True)
+class Experiment(Model):
+    """A patch-variant experiment: seeds/NAME/experiment.yaml."""
+
+    name: str = doc("Experiment name.")
+    title: str = doc("One line.")
+    question: str = doc("What the experiment asks.")
+    origin: str = doc("Where it comes from (threads, commits).", "")
+    tree: str | None = doc("The tree the patches are written for.", None)
+    variants: list[Variant] = doc("The variants; names unique within the experiment.")
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = _name_problems(self.name)
+        if not self.variants:
+            problems.append(("variants", "expected at least one variant"))
+        return problems
+
+
+@dataclass(kw_only=True)
+class RevisionSet(Model):
+    """Revisions of one tree to test."""
+
+    tree: str = doc("Tree name.")
+    revisions: list[str] = doc("Named revisions (tags, branches, commit ids).", factory=list)
+    newest_tags: int = doc("Also the N newest tags of the tree.", 0)
+
+    def check(self) -> list[tuple[str, str]]:
+        if not self.revisions and self.newest_tags < 1:
+            return [("", "expected 'revisions' or 'newest_tags'")]
+        return []
+
+
+@dataclass(kw_only=True)
+class VariantSet(Model):
+    """Variants of one experiment to test."""
+
+    experiment: str = doc("Experiment name (a directory under seeds/).")
+    variants: list[str] | None = doc("Variant names; default: all of them.", None)
+
+
+@dataclass(kw_only=True)
+class AutoBisect(Model):
+    """When a new regression starts a bisection."""
+
+    enabled: bool = doc("Bisect new regressions automatically.", False)
+    max_bisections: int = doc("At most this many bisections per run.", 1)
+    repeat: int = doc("Runs per bisection step (a floor; flaky steps repeat more).", 3)
+
+
+@dataclass(kw_only=True)
+class Pipeline(Model):
+    """What to run: pipelines/NAME.yaml."""
+
+    description: str = doc("One line.", "")
+    revisions: list[RevisionSet] = doc("Trees and revisions.")
+    experiments: list[VariantSet] = doc("Experiments and variants.", factory=list)
+    profiles: list[str] = doc("Build profiles.")
+    hosts: list[str] = doc("Hosts the cells may run on.")
+    jobs: list[str] = doc("Jobs.")
+    repeat: int = doc("Runs per cell (on top of the job's own repeat).", 1)
+    baseline: Literal["previous", "none"] = doc(
+        "Compare against the previous completed run of this pipeline, or nothing.", "previous"
+    )
+    auto_bisect: AutoBisect = doc("Auto-bisect policy.", factory=AutoBisect)
+
+    def check(self) -> list[tuple[str, str]]:
+        return [("repeat", "expected at least 1")] if self.repeat < 1 else []

@@ -1,0 +1,67 @@
+"""The configuration reference, generated from the model so the docs cannot drift from the code."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+from kbisect.config.model import (
+    AutoBisect,
+    BuildProfile,
+    ConfigFile,
+    Experiment,
+    Host,
+    Job,
+    Pipeline,
+    QemuOptions,
+    RevisionSet,
+    Settings,
+    SshOptions,
+    Tree,
+    Variant,
+    VariantSet,
+)
+from kbisect.config.schema import describe, model_fields
+
+SECTIONS = [
+    ("configs/*.yaml", ConfigFile),
+    ("settings", Settings),
+    ("trees[]", Tree),
+    ("profiles[]", BuildProfile),
+    ("hosts[]", Host),
+    ("hosts[].qemu", QemuOptions),
+    ("hosts[].ssh", SshOptions),
+    ("jobs[]", Job),
+    ("seeds/NAME/experiment.yaml", Experiment),
+    ("variants[]", Variant),
+    ("pipelines/NAME.yaml", Pipeline),
+    ("revisions[]", RevisionSet),
+    ("experiments[]", VariantSet),
+    ("auto_bisect", AutoBisect),
+]
+
+
+def _default(f: dataclasses.Field[object]) -> str:
+    if f.default is not dataclasses.MISSING:
+        return "null" if f.default is None else repr(f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+        return "see below" if dataclasses.is_dataclass(value) else repr(value)
+    return "**required**"
+
+
+def reference_markdown() -> str:
+    """Markdown tables, one per configuration object."""
+    out: list[str] = []
+    for title, cls in SECTIONS:
+        out.append(f"#### `{title}`")
+        out.append("")
+        out.append(inspect.cleandoc(cls.__doc__ or ""))
+        out.append("")
+        out.append("| key | type | default | meaning |")
+        out.append("|---|---|---|---|")
+        for f, tp in model_fields(cls):
+            meaning = f.metadata.get("doc", "")
+            out.append(f"| `{f.name}` | {describe(tp)} | {_default(f)} | {meaning} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"

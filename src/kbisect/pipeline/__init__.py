@@ -1,0 +1,1 @@
+"""pipeline: expands a pipeline file into cells and schedules them over builders and hosts."""

@@ -1,0 +1,126 @@
+"""The command line: `invoke` (through tasks.py) and the `kbisect` console script are one
+collection, and both report configuration problems the same way."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.conftest import REPO, MakeProject
+from tests.test_config import VALID
+
+from kbisect.cli import main
+
+FIVE_MISTAKES = {
+    **VALID,
+    "configs/main.yaml": VALID["configs/main.yaml"]
+    .replace("kind: qemu", "kind: qemu\n    colour: blue")  # unknown key
+    .replace("port: 2222", "port: many"),  # wrong type
+    "configs/jobs.yaml": VALID["configs/jobs.yaml"].replace(
+        "    program: gntstress\n", ""
+    ),  # missing
+    "pipelines/nightly.yaml": VALID["pipelines/nightly.yaml"].replace(
+        "profiles: [small]", "profiles: [big]"
+    ),  # unknown name
+    "configs/other.yaml": "trees:\n  - name: linux\n    url: /srv/other.git\n",  # duplicate
+}
+EXPECTED = [
+    "configs/jobs.yaml:2: jobs[0].program: missing required key (a string)",
+    "configs/main.yaml:13: hosts[0].colour: unknown key (expected one of: name, kind, qemu, ssh, "
+    "boot_timeout, max_power_cycles)",
+    "configs/main.yaml:16: hosts[1].ssh.port: expected an integer, got 'many'",
+    "configs/other.yaml:2: trees[0].name: duplicate tree 'linux' (first at configs/main.yaml:4)",
+    "pipelines/nightly.yaml:7: profiles[0]: unknown profile 'big' (known: small)",
+    "kbisect: 5 configuration problems",
+]
+
+
+def tool(name: str) -> str:
+    """The console script installed next to this Python (pip install -e .)."""
+    path = Path(sys.executable).parent / name
+    found = str(path) if path.exists() else shutil.which(name)
+    assert found, f"{name} is not installed: run ./bootstrap --test"
+    return found
+
+
+def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "KBISECT_ROOT"}
+    return subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize("program", ["invoke", "kbisect"])
+def test_five_mistakes_give_five_messages_and_exit_2(
+    make_project: MakeProject, program: str
+) -> None:
+    root = make_project(FIVE_MISTAKES)
+    result = run([tool(program), "check", "--root", str(root)], cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == EXPECTED
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("program", ["invoke", "kbisect"])
+def test_valid_project_checks_clean(make_project: MakeProject, program: str) -> None:
+    root = make_project(VALID)
+    result = run([tool(program), "check"], cwd=root if program == "kbisect" else REPO)
+    if program == "invoke":  # invoke finds tasks.py in the repository; point it at the project
+        result = run([tool(program), "check", "--root", str(root)], cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "configuration OK: 1 trees, 1 build profiles, 2 hosts, 1 jobs, 1 experiments"
+        in result.stdout
+    )
+
+
+def test_in_process_program_matches(
+    make_project: MakeProject, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(FIVE_MISTAKES)
+    monkeypatch.setattr(sys, "argv", ["kbisect", "check", "--root", str(root)])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == EXPECTED
+
+
+def test_both_programs_list_the_same_tasks() -> None:
+    listings = [run([tool(p), "--list"], cwd=REPO) for p in ("invoke", "kbisect")]
+    assert all(r.returncode == 0 for r in listings)
+    tasks = [
+        [ln.split()[0] for ln in r.stdout.splitlines() if ln.startswith("  ") and ln.split()]
+        for r in listings
+    ]
+    assert tasks[0] == tasks[1]
+    assert "check" in tasks[0]
+
+
+def test_every_task_has_help_for_every_flag() -> None:
+    from kbisect.cli import ns
+
+    for name in ns.task_names:
+        t = ns[name]
+        assert t.__doc__ and t.__doc__.strip(), f"{name} has no docstring"
+        params = [p for p in t.get_arguments()]
+        for arg in params:
+            assert arg.help, f"{name} --{arg.name} has no help"
+
+
+def test_readme_reference_is_current() -> None:
+    from kbisect.config.reference import reference_markdown
+
+    readme = (REPO / "README.md").read_text()
+    assert reference_markdown() in readme, "README.md is stale: paste `invoke config.reference`"
+
+
+def test_readme_documents_every_task() -> None:
+    from kbisect.cli import ns
+
+    readme = (REPO / "README.md").read_text()
+    missing = [name for name in ns.task_names if f"| `{name}" not in readme]
+    assert not missing, f"tasks missing from README.md: {missing}"

@@ -1,0 +1,234 @@
+"""The configuration loader: valid files load into typed objects; every kind of mistake is
+reported with its file, line, key path and what was expected."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from tests.conftest import REPO, MakeProject
+
+from kbisect.config import load_project
+from kbisect.errors import ConfigError, UserError
+
+_VALID = {
+    "configs/main.yaml": """
+        settings:
+          build_jobs: 3
+        trees:
+          - name: linux
+            url: /srv/linux.git
+        profiles:
+          - name: small
+            base: tinyconfig
+            fragments: [frag/x.config]
+        hosts:
+          - name: qemu
+            kind: qemu
+          - name: rack1
+            kind: ssh
+            ssh: {address: rack1.example, port: 2222}
+        """,
+    "configs/jobs.yaml": """
+        jobs:
+          - name: stress
+            program: gntstress
+            sysctl: {kernel.numa_balancing: 1}
+        """,
+    "configs/frag/x.config": "CONFIG_XEN=y\n",
+    "seeds/exp/experiment.yaml": """
+        name: exp
+        title: an experiment
+        question: does it work?
+        variants:
+          - name: base
+            description: as it is
+          - name: patched
+            description: with the patch
+            patches: [a.patch]
+            expect: {default: pass, odirect-read: fail}
+        """,
+    "seeds/exp/a.patch": "--- a/x\n+++ b/x\n",
+    "pipelines/nightly.yaml": """
+        revisions:
+          - tree: linux
+            revisions: [v6.1, 6.2]
+        experiments:
+          - experiment: exp
+            variants: [patched]
+        profiles: [small]
+        hosts: [qemu, rack1]
+        jobs: [stress]
+        """,
+}
+VALID = {path: textwrap.dedent(text).lstrip("\n") for path, text in _VALID.items()}
+
+
+def problems_of(root: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_project(root)
+    return [str(p) for p in info.value.problems]
+
+
+def test_valid_project_loads_typed_objects(make_project: MakeProject) -> None:
+    p = load_project(make_project(VALID))
+    assert p.settings.build_jobs == 3
+    assert p.hosts["rack1"].ssh is not None and p.hosts["rack1"].ssh.port == 2222
+    assert p.hosts["qemu"].qemu_options().numa_fake == 2  # default applies
+    assert p.jobs["stress"].sysctl == {"kernel.numa_balancing": "1"}
+    assert p.experiments["exp"].variants[1].expect["odirect-read"] == "fail"
+    # a number-like revision stays the text the user wrote
+    assert p.pipelines["nightly"].revisions[0].revisions == ["v6.1", "6.2"]
+    assert p.experiment_dirs["exp"] == p.root / "seeds" / "exp"
+
+
+def test_repository_configuration_is_valid() -> None:
+    p = load_project(REPO)
+    assert "nightly" in p.pipelines
+    assert {"vm-mixedmap", "vm-io", "none", "mempolicy"} <= {
+        v.name for v in p.experiments["gntdev-numa"].variants
+    }
+
+
+def with_change(path: str, old: str, new: str) -> dict[str, str]:
+    files = dict(VALID)
+    assert old in files[path], old
+    files[path] = files[path].replace(old, new, 1)
+    return files
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (
+            with_change("configs/main.yaml", "base: tinyconfig", "bsae: tinyconfig"),
+            [
+                "configs/main.yaml:7: profiles[0].base: missing required key (a string)",
+                "configs/main.yaml:8: profiles[0].bsae: unknown key (did you mean 'base'? "
+                "expected one of: name, base, fragments, arch, targets, build_timeout)",
+            ],
+        ),
+        (
+            with_change("configs/main.yaml", "port: 2222", "port: twenty"),
+            ["configs/main.yaml:15: hosts[1].ssh.port: expected an integer, got 'twenty'"],
+        ),
+        (
+            with_change("configs/main.yaml", "kind: qemu", "kind: kvm"),
+            ["configs/main.yaml:12: hosts[0].kind: expected one of 'qemu', 'ssh', got 'kvm'"],
+        ),
+        (
+            with_change("pipelines/nightly.yaml", "hosts: [qemu, rack1]", "hosts: [qemu, rack2]"),
+            ["pipelines/nightly.yaml:8: hosts[1]: unknown host 'rack2' (known: qemu, rack1)"],
+        ),
+        (
+            with_change("pipelines/nightly.yaml", "variants: [patched]", "variants: [patchd]"),
+            [
+                "pipelines/nightly.yaml:6: experiments[0].variants[0]: unknown variant of exp "
+                "'patchd' (known: base, patched)"
+            ],
+        ),
+        (
+            with_change("configs/jobs.yaml", "name: stress", "name: stress\n    repeat: [1]"),
+            ["configs/jobs.yaml:3: jobs[0].repeat: expected an integer, got a list"],
+        ),
+        (
+            {**VALID, "configs/more.yaml": "hosts:\n  - name: qemu\n    kind: qemu\n"},
+            [
+                "configs/more.yaml:2: hosts[0].name: duplicate host 'qemu' "
+                "(first at configs/main.yaml:11)"
+            ],
+        ),
+        (
+            with_change(
+                "configs/jobs.yaml", "program: gntstress", "program: gntstress\n    timeout: 0"
+            ),
+            ["configs/jobs.yaml:4: jobs[0].timeout: expected at least 1"],
+        ),
+        (
+            with_change("seeds/exp/experiment.yaml", "[a.patch]", "[a.patch, b.patch]"),
+            [
+                "seeds/exp/experiment.yaml:9: variants[1].patches[1]: "
+                "no such file: seeds/exp/b.patch"
+            ],
+        ),
+        (
+            with_change(
+                "configs/main.yaml",
+                "url: /srv/linux.git",
+                "url: /srv/linux.git\n    debian_package: x",
+            ),
+            ["configs/main.yaml:4: trees[0]: expected exactly one of 'url' or 'debian_package'"],
+        ),
+        (
+            with_change("configs/main.yaml", "  build_jobs: 3", "  build_jobs: 3\n  build_jobs: 4"),
+            ["configs/main.yaml:3: settings.build_jobs: duplicate key"],
+        ),
+        (
+            with_change("pipelines/nightly.yaml", "jobs: [stress]", "jobs: [stress"),
+            [
+                "pipelines/nightly.yaml:10: YAML syntax error: "
+                "expected ',' or ']', but got '<stream end>'"
+            ],
+        ),
+        (
+            {**VALID, "pipelines/empty.yaml": "\n"},
+            ["pipelines/empty.yaml:1: empty file (expected Pipeline)"],
+        ),
+    ],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "bad-literal",
+        "unknown-host",
+        "unknown-variant",
+        "list-for-int",
+        "duplicate-name",
+        "range",
+        "missing-patch",
+        "exclusive-keys",
+        "duplicate-key",
+        "yaml-syntax",
+        "empty-file",
+    ],
+)
+def test_each_mistake_is_located(
+    make_project: MakeProject, files: dict[str, str], expected: list[str]
+) -> None:
+    assert problems_of(make_project(files)) == expected
+
+
+def test_unreadable_file_is_reported(make_project: MakeProject) -> None:
+    root = make_project(VALID)
+    (root / "configs" / "broken.yaml").mkdir()  # a directory where a file should be
+    assert problems_of(root) == ["configs/broken.yaml: cannot read: Is a directory"]
+
+
+def test_cache_inside_repository_is_refused(
+    make_project: MakeProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KBISECT_CACHE")
+    root = make_project(with_change("configs/main.yaml", "build_jobs: 3", "cache_dir: .cache"))
+    [problem] = problems_of(root)
+    assert problem.startswith("configs/main.yaml:2: settings.cache_dir: cache directory ")
+    assert "inside the repository" in problem
+
+
+def test_cache_dir_precedence(
+    make_project: MakeProject, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    root = make_project(
+        with_change("configs/main.yaml", "build_jobs: 3", f"cache_dir: {tmp_path}/fromconfig")
+    )
+    assert load_project(root).cache_dir == tmp_path / "cache"  # $KBISECT_CACHE wins
+    monkeypatch.delenv("KBISECT_CACHE")
+    assert load_project(root).cache_dir == tmp_path / "fromconfig"
+    root2 = make_project(VALID)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert load_project(root2).cache_dir == tmp_path / "xdg" / "kbisect"
+
+
+def test_unknown_name_lookup_lists_known_names(make_project: MakeProject) -> None:
+    p = load_project(make_project(VALID))
+    with pytest.raises(UserError, match=r"unknown host 'nope' \(known: qemu, rack1\)"):
+        p.get("hosts", "nope")
