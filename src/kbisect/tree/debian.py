@@ -1,0 +1,263 @@
+"""Debian's linux-source point releases as a real git history, one commit per release.
+
+Each release's .deb is fetched with `apt-get download` (kept in the cache), its source tarball is
+streamed straight into `git fast-import` (no 1.3 GB extraction), and the commit gets the release's
+date and a fixed author, so importing the same release twice gives the same commit id. Releases are
+appended in Debian version order; refs move only when a release is complete (`done`), so an
+interrupted import leaves the repository as it was after the last finished release.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from kbisect.errors import InfraError, UserError
+from kbisect.progress import advance, byte_progress
+from kbisect.tree.git import Git
+
+AUTHOR = "kbisect import <kbisect@localhost>"
+BRANCH = "refs/heads/main"
+APT_TIMEOUT = 900.0
+IMPORT_TIMEOUT = 1800.0
+
+
+@dataclass(frozen=True)
+class Release:
+    package: str
+    version: str
+
+    @property
+    def tag(self) -> str:
+        """Tag of this release, e.g. v6.1.192-2 (an epoch, if any, is dropped)."""
+        return "v" + self.version.split(":", 1)[-1]
+
+    @property
+    def deb_name(self) -> str:
+        return f"{self.package}_{self.version.replace(':', '%3a')}_all.deb"
+
+
+def _run(argv: list[str], timeout: float) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise InfraError(f"{argv[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise InfraError(f"{' '.join(argv)} did not finish within {timeout:g} s") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise InfraError(f"{' '.join(argv)} failed: {last}")
+    return done.stdout
+
+
+def compare_versions(a: str, b: str) -> int:
+    """Debian version order, as dpkg defines it."""
+    if a == b:
+        return 0
+    less = subprocess.run(
+        ["dpkg", "--compare-versions", a, "lt", b], timeout=30, check=False
+    ).returncode
+    return -1 if less == 0 else 1
+
+
+def available_releases(package: str) -> list[Release]:
+    """The versions the package archive offers now, oldest first (`apt-cache madison`)."""
+    out = _run(["apt-cache", "madison", package], timeout=120)
+    versions = {line.split("|")[1].strip() for line in out.splitlines() if line.count("|") >= 2}
+    if not versions:
+        raise InfraError(f"apt knows no versions of {package}: run `apt-get update` first")
+    ordered = sorted(versions, key=functools.cmp_to_key(compare_versions))
+    return [Release(package, v) for v in ordered]
+
+
+def download(release: Release, debs_dir: Path) -> Path:
+    """The release's .deb in the cache, downloaded once; a partial download is never kept."""
+    target = debs_dir / release.deb_name
+    if target.is_file():
+        return target
+    partial = debs_dir / f".partial-{release.version.replace(':', '_')}"
+    partial.mkdir(parents=True, exist_ok=True)
+    for stale in partial.iterdir():
+        stale.unlink()
+    spec = f"{release.package}={release.version}"
+    try:
+        subprocess.run(
+            ["apt-get", "download", "-q", spec],
+            cwd=partial,
+            capture_output=True,
+            text=True,
+            timeout=APT_TIMEOUT,
+            check=True,
+        )
+    except subprocess.TimeoutExpired:
+        raise InfraError(
+            f"apt-get download {spec} did not finish within {APT_TIMEOUT:g} s"
+        ) from None
+    except subprocess.CalledProcessError as exc:
+        last = (exc.stderr.strip().splitlines() or ["failed"])[-1]
+        raise InfraError(f"apt-get download {spec}: {last}") from None
+    [fetched] = list(partial.glob("*.deb"))
+    fetched.rename(target)
+    partial.rmdir()
+    return target
+
+
+class _Counting:
+    """A read-only stream wrapper that reports how many bytes were read."""
+
+    def __init__(self, raw: IO[bytes], on_read: Callable[[int], None]) -> None:
+        self.raw, self.on_read = raw, on_read
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.on_read(len(data))
+        return data
+
+
+def _source_members(
+    deb: Path, package: str, on_read: Callable[[int], None]
+) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile, int]]:
+    """(member, archive, release date) for every entry of the source tarball inside the .deb."""
+    outer_proc = subprocess.Popen(
+        ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert outer_proc.stdout is not None
+    try:
+        with tarfile.open(fileobj=outer_proc.stdout, mode="r|") as outer:
+            for entry in outer:
+                if entry.name.lstrip("./") != f"usr/src/{package}.tar.xz":
+                    continue
+                inner_raw = outer.extractfile(entry)
+                assert inner_raw is not None
+                counted = _Counting(inner_raw, on_read)
+                with tarfile.open(fileobj=counted, mode="r|xz") as inner:  # type: ignore[call-overload]
+                    for member in inner:
+                        yield member, inner, int(entry.mtime)
+                return
+        raise InfraError(f"{deb.name}: no usr/src/{package}.tar.xz inside")
+    finally:
+        outer_proc.kill()
+        outer_proc.wait(timeout=30)
+
+
+def import_release(repo: Path, release: Release, deb: Path) -> tuple[str, int]:
+    """Append one release as a commit on main, tagged; returns (commit id, file count)."""
+    with Git(repo) as g:
+        tip = g.try_run("rev-parse", "--verify", "-q", BRANCH).stdout.strip()
+    size = _inner_size_hint(deb)
+    proc = subprocess.Popen(
+        ["git", "fast-import", "--quiet", "--date-format=raw"],
+        cwd=repo,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    out = proc.stdin
+    deadline = time.monotonic() + IMPORT_TIMEOUT
+    files: list[bytes] = []
+    marks: dict[str, int] = {}
+    date = 0
+    try:
+        out.write(b"feature done\n")
+        with byte_progress(f"importing {release.tag}", size) as bar:
+            for member, archive, member_date in _source_members(
+                deb, release.package, lambda n: advance(bar, n)
+            ):
+                date = member_date  # the release's date, the same for every member
+                if time.monotonic() > deadline:
+                    raise InfraError(
+                        f"importing {release.tag} took longer than {IMPORT_TIMEOUT:g} s"
+                    )
+                path = member.name.split("/", 1)[1] if "/" in member.name else ""
+                if not path:
+                    continue
+                if member.isfile():
+                    data = archive.extractfile(member).read()  # type: ignore[union-attr]
+                    mode = b"100755" if member.mode & 0o111 else b"100644"
+                elif member.issym():
+                    data, mode = member.linkname.encode(), b"120000"
+                elif member.islnk():
+                    target = member.linkname.split("/", 1)[1]
+                    files.append(
+                        b"M %s :%d %s\n" % (mode_of(files, target), marks[target], path.encode())
+                    )
+                    continue
+                else:
+                    continue  # directories are implied by their files
+                mark = len(marks) + 1
+                marks[path] = mark
+                out.write(b"blob\nmark :%d\ndata %d\n" % (mark, len(data)))
+                out.write(data)
+                out.write(b"\n")
+                files.append(b"M %s :%d %s\n" % (mode, mark, path.encode()))
+        message = (
+            f"{release.package} {release.version}\n\n"
+            f"Debian's {release.package} {release.version}, imported by kbisect.\n"
+        ).encode()
+        out.write(b"commit %s\n" % BRANCH.encode())
+        for role in (b"author", b"committer"):
+            out.write(b"%s %s %d +0000\n" % (role, AUTHOR.encode(), date))
+        out.write(b"data %d\n%s" % (len(message), message))
+        if tip:
+            out.write(b"from %s\n" % tip.encode())
+        out.write(b"deleteall\n")
+        out.writelines(files)
+        out.write(b"\nreset refs/tags/%s\nfrom %s\n\n" % (release.tag.encode(), BRANCH.encode()))
+        out.write(b"done\n")
+        out.close()
+        status = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except BaseException:
+        proc.kill()  # no `done` was sent: git fast-import discards the partial release
+        proc.wait(timeout=30)
+        raise
+    if status != 0:
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        raise InfraError(f"git fast-import failed for {release.tag}: {err.strip()[-300:]}")
+    with Git(repo) as g:
+        return g.run("rev-parse", f"{release.tag}^{{commit}}").strip(), len(files)
+
+
+def mode_of(files: list[bytes], path: str) -> bytes:
+    for line in files:
+        if line.endswith(b" " + path.encode() + b"\n"):
+            return line.split(b" ")[1]
+    return b"100644"
+
+
+def _inner_size_hint(deb: Path) -> int | None:
+    """Roughly the bytes of the source tarball, for the progress bar (the .deb's own size)."""
+    try:
+        return deb.stat().st_size
+    except OSError:
+        return None
+
+
+def imported_tags(repo: Path) -> list[str]:
+    """Release tags on main, oldest first."""
+    with Git(repo) as g:
+        if not g.try_run("rev-parse", "--verify", "-q", BRANCH).ok:
+            return []
+        log = g.run("log", "--first-parent", "--reverse", "--format=%H", BRANCH)
+        tags = g.run("for-each-ref", "--format=%(objectname) %(refname:short)", "refs/tags")
+    by_commit: dict[str, str] = {}
+    for line in tags.splitlines():
+        commit, tag = line.split(" ", 1)
+        by_commit[commit] = tag
+    return [by_commit[c] for c in log.split() if c in by_commit]
+
+
+def require_known(versions: list[str], releases: list[Release], package: str) -> list[Release]:
+    known = {r.version: r for r in releases}
+    unknown = [v for v in versions if v not in known]
+    if unknown:
+        raise UserError(
+            f"{package} has no version {', '.join(unknown)} "
+            f"(available: {', '.join(r.version for r in releases)})"
+        )
+    return [r for r in releases if r.version in versions]

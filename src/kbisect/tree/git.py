@@ -1,0 +1,80 @@
+"""git, through GitPython, with a deadline on every command and errors kbisect understands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+import git
+
+from kbisect.errors import InfraError
+
+DEFAULT_TIMEOUT = 600.0
+
+
+class GitResult:
+    """Exit status and output of one git command run with check=False."""
+
+    def __init__(self, status: int, stdout: str, stderr: str) -> None:
+        self.status, self.stdout, self.stderr = status, stdout, stderr
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+class Git:
+    """A GitPython repository that is always closed, and whose commands always have a deadline.
+
+    Use as a context manager. `run` raises InfraError when git fails unexpectedly or times out;
+    `try_run` returns the status for commands whose failure is an answer (apply --check, rev-parse).
+    """
+
+    def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path = path
+        self.timeout = timeout
+        try:
+            self.repo = git.Repo(path)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+            raise InfraError(f"{path}: not a git repository ({exc.__class__.__name__})") from None
+
+    def __enter__(self) -> Git:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.repo.close()
+
+    def try_run(
+        self, *args: str, timeout: float | None = None, env: dict[str, str] | None = None
+    ) -> GitResult:
+        limit = timeout or self.timeout
+        try:
+            status, out, err = self.repo.git.execute(
+                ["git", *args],
+                with_extended_output=True,
+                with_exceptions=False,
+                kill_after_timeout=limit,
+                env=env,
+                strip_newline_in_stdout=False,
+            )
+        except git.GitCommandNotFound:
+            raise InfraError("git is not installed (apt-get install git)") from None
+        err = str(err)
+        if err.startswith("Timeout:") or "did not complete in" in err:
+            raise InfraError(f"git {args[0]} in {self.path} did not finish within {limit:g} s")
+        return GitResult(int(status or 0), str(out), err)
+
+    def run(
+        self, *args: str, timeout: float | None = None, env: dict[str, str] | None = None
+    ) -> str:
+        result = self.try_run(*args, timeout=timeout, env=env)
+        if not result.ok:
+            lines = result.stderr.strip().splitlines()
+            detail = lines[-1] if lines else f"exit {result.status}"
+            raise InfraError(f"git {' '.join(args[:2])} failed in {self.path}: {detail}")
+        return result.stdout

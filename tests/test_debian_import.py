@@ -1,0 +1,210 @@
+"""Importing Debian source packages: a small .deb made by the test (fast, every path), and two
+real linux-source-6.1 point releases with all four gntdev variants (slow, needs apt)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.conftest import REPO
+from tests.fake_kernel import git
+
+from kbisect.config import load_project
+from kbisect.config.model import Settings
+from kbisect.config.project import Project, cache_dir
+from kbisect.tree import debian, repos
+from kbisect.tree.checkout import checkout, slot
+from kbisect.tree.variants import find_variant
+
+PACKAGE = "linux-source-6.1"
+
+
+def make_deb(where: Path, version: str, files: dict[str, str], mtime: int) -> Path:
+    """A linux-source-like .deb: usr/src/PACKAGE.tar.xz holding linux-source-6.1/<files>."""
+    pkg = where / f"pkg-{version}"
+    src = pkg / "usr" / "src"
+    src.mkdir(parents=True)
+    (pkg / "DEBIAN").mkdir()
+    (pkg / "DEBIAN" / "control").write_text(
+        f"Package: {PACKAGE}\nVersion: {version}\nArchitecture: all\n"
+        "Maintainer: test <t@localhost>\nDescription: fake source\n"
+    )
+    with tarfile.open(src / f"{PACKAGE}.tar.xz", "w:xz") as tar:
+        for rel, text in files.items():
+            info = tarfile.TarInfo(f"{PACKAGE}/{rel}")
+            if text.startswith("->"):
+                info.type, info.linkname = tarfile.SYMTYPE, text[2:]
+            else:
+                data = text.encode()
+                info.size = len(data)
+                info.mode = 0o755 if rel.endswith(".sh") else 0o644
+            info.mtime = mtime
+            tar.addfile(info, io.BytesIO(text.encode()) if info.isfile() else None)
+    os.utime(src / f"{PACKAGE}.tar.xz", (mtime, mtime))
+    deb = where / f"{PACKAGE}_{version}_all.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "--build", str(pkg), str(deb)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return deb
+
+
+FILES_1 = {
+    "Makefile": "all:\n",
+    "scripts/run.sh": "#!/bin/sh\n",
+    "arch/link": "->../Makefile",
+    "drivers/xen/gntdev.c": "VM_MIXEDMAP\n",
+}
+FILES_2 = {**FILES_1, "drivers/xen/gntdev.c": "VM_MIXEDMAP;\n", "new.c": "x\n"}
+
+
+@pytest.fixture
+def fake_debs(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "6.1.1-1": make_deb(tmp_path, "6.1.1-1", FILES_1, 1_700_000_000),
+        "6.1.2-1": make_deb(tmp_path, "6.1.2-1", FILES_2, 1_700_100_000),
+    }
+
+
+def bare(path: Path) -> Path:
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(path)], check=True, timeout=30)
+    return path
+
+
+def test_release_becomes_a_faithful_dated_commit(
+    tmp_path: Path, fake_debs: dict[str, Path]
+) -> None:
+    repo = bare(tmp_path / "a.git")
+    release = debian.Release(PACKAGE, "6.1.1-1")
+    commit, count = debian.import_release(repo, release, fake_debs["6.1.1-1"])
+    assert count == 4
+    assert git(repo, "rev-parse", "v6.1.1-1").strip() == commit
+    listing = git(repo, "ls-tree", "-r", commit)
+    assert "100755 blob" in next(ln for ln in listing.splitlines() if ln.endswith("scripts/run.sh"))
+    assert "120000 blob" in next(ln for ln in listing.splitlines() if ln.endswith("arch/link"))
+    assert git(repo, "show", f"{commit}:arch/link") == "../Makefile"
+    assert (
+        git(repo, "log", "-1", "--format=%at %s", commit).strip() == f"1700000000 {PACKAGE} 6.1.1-1"
+    )
+    # the same release imported elsewhere gets the same commit id
+    again, _ = debian.import_release(bare(tmp_path / "b.git"), release, fake_debs["6.1.1-1"])
+    assert again == commit
+
+
+def test_import_is_incremental_idempotent_and_survives_interruption(
+    tmp_path: Path, fake_debs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KBISECT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "p" / "configs").mkdir(parents=True)
+    (tmp_path / "p" / "configs" / "t.yaml").write_text(
+        f"trees:\n  - name: deb\n    debian_package: {PACKAGE}\n"
+    )
+    project = load_project(tmp_path / "p")
+    tree = repos.open_tree(project, "deb")
+    offered = [debian.Release(PACKAGE, "6.1.1-1")]
+    monkeypatch.setattr(debian, "available_releases", lambda package: list(offered))
+    monkeypatch.setattr(debian, "download", lambda release, debs: fake_debs[release.version])
+
+    assert repos.import_debian(project, tree, None, print) == ["v6.1.1-1"]
+    first = git(tree.path, "rev-parse", "main").strip()
+
+    # interrupted half-way through the next release: nothing of it becomes visible
+    offered.append(debian.Release(PACKAGE, "6.1.2-1"))
+    real_members = debian._source_members
+
+    def dies_midway(*args: object, **kwargs: object) -> Iterator[object]:
+        for n, item in enumerate(real_members(*args, **kwargs)):  # type: ignore[arg-type]
+            if n == 2:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(debian, "_source_members", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        repos.import_debian(project, tree, None, print)
+    assert git(tree.path, "rev-parse", "main").strip() == first
+    assert debian.imported_tags(tree.path) == ["v6.1.1-1"]
+    git(tree.path, "fsck", "--no-progress")
+
+    monkeypatch.setattr(debian, "_source_members", real_members)
+    assert repos.import_debian(project, tree, None, print) == ["v6.1.2-1"]
+    assert git(tree.path, "rev-parse", "main~1").strip() == first  # history appended, not rewritten
+    assert repos.import_debian(project, tree, None, print) == []  # nothing new: no change
+    assert debian.imported_tags(tree.path) == ["v6.1.1-1", "v6.1.2-1"]
+    assert repos.newest_tags(tree, 1) == ["v6.1.2-1"]
+
+
+def test_versions_sort_the_debian_way() -> None:
+    import functools
+
+    versions = ["6.1.192-2", "6.1.99-1", "6.1.192-1", "6.1.170-3"]
+    assert sorted(versions, key=functools.cmp_to_key(debian.compare_versions)) == [
+        "6.1.99-1",
+        "6.1.170-3",
+        "6.1.192-1",
+        "6.1.192-2",
+    ]
+
+
+# --- the real thing -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def debian_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    """The repository's own configuration with a fresh cache; .deb downloads are shared with the
+    user's kbisect cache so they are fetched once per machine."""
+    if shutil.which("apt-get") is None:
+        pytest.fail("apt-get is needed for the Debian import test")
+    persistent_debs = cache_dir(Settings(), REPO) / "debian" / "debs"
+    persistent_debs.mkdir(parents=True, exist_ok=True)
+    cache = tmp_path_factory.mktemp("cache")
+    (cache / "debian").mkdir()
+    (cache / "debian" / "debs").symlink_to(persistent_debs)
+    old = os.environ.get("KBISECT_CACHE")
+    os.environ["KBISECT_CACHE"] = str(cache)
+    try:
+        yield load_project(REPO)
+    finally:
+        if old is None:
+            del os.environ["KBISECT_CACHE"]
+        else:
+            os.environ["KBISECT_CACHE"] = old
+
+
+@pytest.mark.slow
+def test_two_real_point_releases_take_all_four_variants(debian_project: Project) -> None:
+    project = debian_project
+    tree = repos.open_tree(project, "debian-6.1")
+    available = debian.available_releases(PACKAGE)
+    pick = [available[0].version, available[-1].version]
+    tags = repos.import_debian(project, tree, pick, print)
+    assert tags == [f"v{v}" for v in pick]
+    ids = {t: repos.resolve(tree, t) for t in tags}
+    assert repos.import_debian(project, tree, pick, print) == []
+    assert {t: repos.resolve(tree, t) for t in tags} == ids
+
+    wanted = {
+        "vm-mixedmap": ("VM_DONTEXPAND | VM_DONTDUMP | VM_MIXEDMAP;", None),
+        "vm-io": ("VM_DONTEXPAND | VM_DONTDUMP | VM_IO;", "VM_MIXEDMAP"),
+        "none": ("VM_DONTEXPAND | VM_DONTDUMP;", "VM_MIXEDMAP"),
+        "mempolicy": (".get_policy", "VM_MIXEDMAP"),
+    }
+    with slot(project, tree) as path:
+        for tag in tags:
+            for name, (present, absent) in wanted.items():
+                result = checkout(project, tree, tag, find_variant(project, name), path)
+                assert result.usable, result.detail
+                source = (path / "drivers/xen/gntdev.c").read_text()
+                assert present in source, (tag, name)
+                if absent:
+                    assert absent not in source, (tag, name)
+                    changed = git(path, "status", "--porcelain", "--untracked-files=all")
+                    assert changed.splitlines() == ["M  drivers/xen/gntdev.c"]
+                    assert result.outcome == "applied"
