@@ -140,6 +140,15 @@ def test_import_is_incremental_idempotent_and_survives_interruption(
     assert debian.imported_tags(tree.path) == ["v6.1.1-1", "v6.1.2-1"]
     assert repos.newest_tags(tree, 1) == ["v6.1.2-1"]
 
+    # a second Debian revision of the same upstream version moves the upstream tag to it
+    offered.append(debian.Release(PACKAGE, "6.1.2-2"))
+    fake_debs["6.1.2-2"] = make_deb(tmp_path, "6.1.2-2", FILES_1, 1_700_200_000)
+    assert repos.resolve(tree, "v6.1.2") == repos.resolve(tree, "v6.1.2-1")
+    assert repos.import_debian(project, tree, None, print) == ["v6.1.2-2"]
+    assert repos.resolve(tree, "v6.1.2") == repos.resolve(tree, "v6.1.2-2")
+    assert repos.resolve(tree, "v6.1.1") == repos.resolve(tree, "v6.1.1-1")
+    assert debian.imported_tags(tree.path) == ["v6.1.1-1", "v6.1.2-1", "v6.1.2-2"]
+
 
 def test_versions_sort_the_debian_way() -> None:
     import functools

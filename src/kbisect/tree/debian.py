@@ -39,6 +39,11 @@ class Release:
         return "v" + self.version.split(":", 1)[-1]
 
     @property
+    def upstream_tag(self) -> str:
+        """Tag of the upstream version, e.g. v6.1.192: the newest Debian revision of it."""
+        return upstream_tag(self.tag)
+
+    @property
     def deb_name(self) -> str:
         return f"{self.package}_{self.version.replace(':', '%3a')}_all.deb"
 
@@ -238,8 +243,21 @@ def _inner_size_hint(deb: Path) -> int | None:
         return None
 
 
+def upstream_tag(release_tag: str) -> str:
+    return release_tag.rsplit("-", 1)[0] if "-" in release_tag else release_tag
+
+
+def update_upstream_tags(repo: Path) -> None:
+    """Point each upstream tag (v6.1.170) at the newest imported Debian revision of it."""
+    with Git(repo) as g:
+        for tag in imported_tags(repo):  # oldest first: the newest revision wins
+            alias = upstream_tag(tag)
+            if alias != tag:
+                g.run("update-ref", f"refs/tags/{alias}", f"refs/tags/{tag}")
+
+
 def imported_tags(repo: Path) -> list[str]:
-    """Release tags on main, oldest first."""
+    """Release tags on main (one per imported Debian version), oldest first."""
     with Git(repo) as g:
         if not g.try_run("rev-parse", "--verify", "-q", BRANCH).ok:
             return []
@@ -248,7 +266,8 @@ def imported_tags(repo: Path) -> list[str]:
     by_commit: dict[str, str] = {}
     for line in tags.splitlines():
         commit, tag = line.split(" ", 1)
-        by_commit[commit] = tag
+        if upstream_tag(tag) != tag or commit not in by_commit:  # release tags over aliases
+            by_commit[commit] = tag
     return [by_commit[c] for c in log.split() if c in by_commit]
 
 

@@ -132,6 +132,7 @@ def import_debian(
         say(f"{release.tag}: imported {files} files as {commit[:12]}")
         added.append(release.tag)
         newest = release.tag
+    debian.update_upstream_tags(tree.path)
     return added
 
 
