@@ -1,0 +1,1 @@
+"""build: a worktree + build profile -> artifacts in a content-addressed store."""
