@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -40,3 +40,13 @@ def byte_progress(description: str, total: int | None) -> Iterator[Progress | No
 def advance(progress: Progress | None, amount: int) -> None:
     if progress is not None:
         progress.advance(progress.task_ids[0], amount)
+
+
+@contextmanager
+def line_progress(description: str) -> Iterator[Callable[[str], None]]:
+    """A spinner showing the last line of a long command on a terminal; quiet otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda line: None
+        return
+    with console().status(description) as status:
+        yield lambda line: status.update(f"{description}: {line.strip()[:80]}")

@@ -29,7 +29,9 @@ def toolchain_version(cc: str = "gcc") -> str:
                 [tool, "--version"], capture_output=True, text=True, timeout=30, check=True
             ).stdout
         except (OSError, subprocess.SubprocessError):
-            raise InfraError(f"{tool} is not installed or does not run (./bootstrap installs it)") from None
+            raise InfraError(
+                f"{tool} is not installed or does not run (./bootstrap installs it)"
+            ) from None
         lines.append(out.splitlines()[0] if out else tool)
     return " / ".join(lines)
 

@@ -7,13 +7,15 @@ from invoke.collection import Collection
 from invoke.program import Program
 
 from kbisect import __version__
-from kbisect.cli import config_tasks, pipeline_tasks, tree_tasks
+from kbisect.cli import build_tasks, config_tasks, pipeline_tasks, tree_tasks
 
 ns = Collection()
 ns.add_task(config_tasks.check)
 ns.add_task(pipeline_tasks.nightly)
 ns.add_task(tree_tasks.checkout)
 ns.add_task(tree_tasks.variants)
+ns.add_task(build_tasks.build)
+ns.add_task(build_tasks.builds)
 ns.add_collection(Collection("tree", tree_tasks.import_, tree_tasks.revs))
 ns.add_collection(Collection("config", config_tasks.reference))
 

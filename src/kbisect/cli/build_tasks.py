@@ -1,0 +1,107 @@
+"""Tasks for builds and the artifact store."""
+
+from __future__ import annotations
+
+import time
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+from kbisect.build.builder import build as do_build
+from kbisect.build.builder import store_for
+from kbisect.cli.common import project, say, task
+from kbisect.config import BuildProfile
+from kbisect.errors import UserError
+from kbisect.tree import repos
+from kbisect.tree.checkout import checkout, slot
+from kbisect.tree.variants import find_variant
+
+BUILD_FAILED_EXIT = 1
+SKIP_EXIT = 125
+
+
+@task(
+    help={
+        "tree": "Tree name (configs/) or path of any git repository.",
+        "rev": "Revision: tag, branch, commit id or any git revision expression.",
+        "variant": "EXPERIMENT/VARIANT or VARIANT; default: the tree as it is.",
+        "profile": "Build profile (configs/); default: the only one, or xen-dom0.",
+        "jobs": "make -jN (default: settings.build_jobs, else the number of cores).",
+    }
+)
+def build(
+    c: Context,
+    tree: str,
+    rev: str,
+    variant: str | None = None,
+    profile: str | None = None,
+    jobs: int = 0,
+) -> None:
+    """Check out and build (revision, variant, profile); print the build key and artifact path.
+
+    A key already in the store compiles nothing. Exit 1 when the kernel does not build (the
+    first compiler errors are printed), 125 when the variant does not apply (SKIP).
+    """
+    p = project()
+    chosen = _profile(p.profiles, profile)
+    handle = repos.open_tree(p, tree)
+    ref = find_variant(p, variant)
+    with slot(p, handle) as path:
+        co = checkout(p, handle, rev, ref, path)
+        if not co.usable:
+            raise Exit(
+                f"kbisect: {co.variant} does not apply to {rev}: SKIP ({co.detail})", SKIP_EXIT
+            )
+        outcome = do_build(p, co, chosen, jobs or None)
+    say(f"key       {outcome.key}")
+    say(f"status    {outcome.status}")
+    if outcome.artifact is not None:
+        meta = outcome.artifact.meta
+        say(f"artifact  {outcome.artifact.path}")
+        say(f"kernel    {meta['kernel_release']}  ({meta['commit'][:12]} {meta['variant']})")
+        if outcome.status == "built":
+            say(
+                f"took      {meta['duration_s']} s; rebuilt {meta['rebuilt_count']} objects; "
+                f"ccache {meta['ccache']['hits']} hits, {meta['ccache']['misses']} misses"
+            )
+        return
+    say(f"log       {outcome.log}")
+    for line in outcome.errors:
+        say(f"error     {line}")
+    raise Exit("kbisect: build failed", BUILD_FAILED_EXIT)
+
+
+@task(help={})
+def builds(c: Context) -> None:
+    """List the artifact store, most recently used first."""
+    p = project()
+    store = store_for(p)
+    artifacts = store.artifacts()
+    if not artifacts:
+        say(f"no builds in {store.root}")
+        return
+    total = 0
+    for a in artifacts:
+        meta, size = a.meta, a.size()
+        total += size
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(a.path.stat().st_mtime))
+        say(
+            f"{a.key}  {meta['tree']}:{meta['revision']:<12} {meta['variant']:<26} "
+            f"{meta['profile']:<10} {size / 2**20:7.1f} MiB  used {used}"
+        )
+    say(
+        f"{len(artifacts)} builds, {total / 2**30:.2f} GiB "
+        f"of {store.limit_bytes / 2**30:.0f} GiB; {store.root}"
+    )
+
+
+def _profile(profiles: dict[str, BuildProfile], name: str | None) -> BuildProfile:
+    if name is None:
+        if len(profiles) == 1:
+            return next(iter(profiles.values()))
+        name = "xen-dom0"
+    if name not in profiles:
+        raise UserError(
+            f"unknown build profile {name!r} (known: {', '.join(sorted(profiles)) or 'none'})"
+        )
+    return profiles[name]
