@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from kbisect.config import Project, Settings, cache_dir, load_project
+from kbisect.tree import debian, repos
+from kbisect.tree.repos import TreeRepo
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,3 +35,39 @@ def make_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MakeProject
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def real_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    """The repository's own configuration with a cache for this test run.
+
+    Downloads (.deb files) and ccache are shared with the machine's kbisect cache, so a second
+    run neither downloads nor compiles from scratch; everything else starts empty.
+    """
+    persistent = cache_dir(Settings(), REPO)
+    cache = tmp_path_factory.mktemp("kbisect-cache")
+    for shared in ("debian/debs", "ccache"):
+        (persistent / shared).mkdir(parents=True, exist_ok=True)
+        (cache / shared).parent.mkdir(parents=True, exist_ok=True)
+        (cache / shared).symlink_to(persistent / shared)
+    old = os.environ.get("KBISECT_CACHE")
+    os.environ["KBISECT_CACHE"] = str(cache)
+    try:
+        yield load_project(REPO)
+    finally:
+        if old is None:
+            os.environ.pop("KBISECT_CACHE", None)
+        else:
+            os.environ["KBISECT_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def debian_tree(real_project: Project) -> tuple[TreeRepo, list[str]]:
+    """debian-6.1 with the oldest and the newest available point releases imported, once."""
+    if shutil.which("apt-get") is None:
+        pytest.fail("apt-get is needed: the Debian tree is imported from Debian's packages")
+    tree = repos.open_tree(real_project, "debian-6.1")
+    available = debian.available_releases("linux-source-6.1")
+    pick = [available[0].version, available[-1].version]
+    repos.import_debian(real_project, tree, pick, print)
+    return tree, [f"v{v}" for v in pick]

@@ -123,11 +123,11 @@ def build(
                     link.unlink()  # points into the build tree, which moves on
                 for link in mods.glob("lib/modules/*/source"):
                     link.unlink()
-            release = runner.run([*make, "-s", "kernelrelease"], cwd=src).strip().splitlines()[-1]
+            release = _kernel_release(out, make, runner, src)
         except CommandFailed:
             store.discard(staging)
             log.flush()
-            return _failed(key, log_path)
+            return _failed(key, log_path, out, src)
         except BaseException:
             store.discard(staging)
             raise
@@ -213,15 +213,28 @@ def _configure_if_needed(
     return None
 
 
-def _failed(key: str, log_path: Path) -> BuildOutcome:
+def _failed(key: str, log_path: Path, out: Path, src: Path) -> BuildOutcome:
     text = log_path.read_text(errors="replace")
     if _DISK_FULL in text:
         raise InfraError(f"the disk filled during the build (log: {log_path})")
-    errors = [f"{m.group('where')}: {m.group('msg')}" for m in _COMPILER_ERROR.finditer(text)]
+    errors = [
+        f"{_source_relative(m.group('where'), out, src)}: {m.group('msg')}"
+        for m in _COMPILER_ERROR.finditer(text)
+    ]
     errors += [m.group(0).strip() for m in _LINK_ERROR.finditer(text)]
     if not errors:
         errors = [ln for ln in text.splitlines() if ln.strip()][-5:]
     return BuildOutcome(key, "failed", None, log_path, errors=errors[:10])
+
+
+def _source_relative(where: str, out: Path, src: Path) -> str:
+    """gcc names sources relative to the build directory; show them relative to the tree."""
+    path, _, position = where.partition(":")
+    full = Path(os.path.normpath(out / path))
+    try:
+        return f"{full.relative_to(src)}:{position}"
+    except ValueError:
+        return where
 
 
 def _require_tools(tools: list[str]) -> None:
@@ -277,6 +290,14 @@ def _rebuilt_objects(out: Path, since: float) -> list[str]:
                 if path.stat().st_mtime >= since:
                     found.append(str(path.relative_to(out)))
     return sorted(found)
+
+
+def _kernel_release(out: Path, make: list[str], runner: Runner, src: Path) -> str:
+    """What `uname -r` will say: kbuild writes it to include/config/kernel.release."""
+    written = out / "include" / "config" / "kernel.release"
+    if written.is_file():
+        return written.read_text().strip()
+    return runner.run([*make, "-s", "kernelrelease"], cwd=src).strip().splitlines()[-1]
 
 
 def _kernel_arch(arch: str) -> str:
