@@ -1,0 +1,268 @@
+"""The embedded Xen host: Xen 4.17 from Debian booted by QEMU (TCG) with a build's bzImage as PV
+dom0 and a kbisect initramfs, SSH forwarded to a free loopback port, the serial console in a log.
+
+Deploy = build the initramfs and (re)start QEMU; power = the QEMU process. The QEMU process is
+started in its own session and recorded (PID, port, what it booted) in the host's state file, so
+`lab.down` or a later run can end it by PID.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from kbisect.build.store import Artifact
+from kbisect.config.model import Host, QemuOptions
+from kbisect.deadline import Deadline
+from kbisect.errors import InfraError
+from kbisect.lab.initramfs import READY_MARKER, InitramfsInputs, build_initramfs
+
+QEMU = "qemu-system-x86_64"
+PROC_MARKER = "kbisect-lab."  # in QEMU's -name, so a recycled PID is never mistaken for ours
+
+
+@dataclass
+class QemuState:
+    pid: int
+    port: int
+    console: str
+    build_key: str
+    started: float
+    host_key_pub: str
+
+
+def xen_image(opts: QemuOptions, lab_dir: Path) -> Path:
+    """QEMU's -kernel needs the ELF image: gunzip Debian's xen-*.gz once."""
+    src = Path(opts.xen_image)
+    if not src.exists():
+        raise InfraError(f"{src} is missing (./bootstrap installs xen-hypervisor-4.17-amd64)")
+    if src.suffix != ".gz":
+        return src
+    out = lab_dir / src.stem
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        partial = out.with_suffix(".partial")
+        with gzip.open(src, "rb") as fin, partial.open("wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        partial.rename(out)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def dom0_cmdline(opts: QemuOptions) -> str:
+    parts = ["console=hvc0", "earlyprintk=xen", "panic=-1"]
+    if opts.numa_fake:
+        parts.append(f"numa=fake={opts.numa_fake}")
+    if opts.numa_balancing:
+        parts.append("numa_balancing=enable")
+    if opts.extra_dom0_cmdline:
+        parts.append(opts.extra_dom0_cmdline)
+    return " ".join(parts)
+
+
+def xen_cmdline(opts: QemuOptions) -> str:
+    mem = opts.dom0_memory_mb
+    return f"console=com1 dom0_mem={mem}M,max:{mem}M loglvl=all guest_loglvl=all"
+
+
+class QemuHost:
+    """One embedded host: its directory in the cache holds keys, initramfs, console and state."""
+
+    def __init__(self, host: Host, lab_dir: Path) -> None:
+        self.host = host
+        self.opts = host.qemu_options()
+        self.dir = lab_dir / host.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.lab_dir = lab_dir
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    @property
+    def console_log(self) -> Path:
+        return self.dir / "console.log"
+
+    def host_key(self) -> tuple[Path, str]:
+        """The dropbear host key kbisect generated for this host, and its OpenSSH public line."""
+        key = self.dir / "dropbear_ed25519_host_key"
+        if not key.exists():
+            _run(["dropbearkey", "-t", "ed25519", "-f", str(key)], 60)
+        pub = _run(["dropbearkey", "-y", "-f", str(key)], 60)
+        line = next(ln for ln in pub.splitlines() if ln.startswith("ssh-ed25519 "))
+        return key, " ".join(line.split()[:2])
+
+    def state(self) -> QemuState | None:
+        """The running QEMU, or None (a stale state file of a dead QEMU is removed)."""
+        try:
+            state = QemuState(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        if not _is_our_qemu(state.pid, self.host.name):
+            self.state_file.unlink(missing_ok=True)
+            return None
+        return state
+
+    def start(self, artifact: Artifact, authorized_key: str, extra: dict[str, Path]) -> QemuState:
+        """(Re)start QEMU with this build; returns once the console says SSH is up."""
+        self.stop()
+        host_key, host_pub = self.host_key()
+        initrd = self.dir / "initramfs.gz"
+        build_initramfs(
+            InitramfsInputs(
+                modules=artifact.modules,
+                host_key=host_key,
+                authorized_key=authorized_key,
+                build_identity=artifact.key,
+                extra_files=extra,
+            ),
+            initrd,
+            self.dir,
+        )
+        xen = xen_image(self.opts, self.lab_dir)
+        port = free_port()
+        self.console_log.unlink(missing_ok=True)
+        modules = f"{artifact.bzimage} {dom0_cmdline(self.opts)},{initrd}"
+        argv = [
+            QEMU,
+            "-name",
+            f"{PROC_MARKER}{self.host.name}",
+            "-accel",
+            "tcg",
+            "-m",
+            str(self.opts.memory_mb),
+            "-smp",
+            str(self.opts.cpus),
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-serial",
+            f"file:{self.console_log}",
+            "-kernel",
+            str(xen),
+            "-append",
+            xen_cmdline(self.opts),
+            "-initrd",
+            modules,
+            "-netdev",
+            f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-device",
+            "e1000,netdev=n0",
+        ]
+        if shutil.which(QEMU) is None:
+            raise InfraError(f"{QEMU} is missing (./bootstrap installs qemu-system-x86)")
+        with (self.dir / "qemu.log").open("w") as qlog:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog, start_new_session=True
+            )
+        state = QemuState(
+            proc.pid, port, str(self.console_log), artifact.key, time.time(), host_pub
+        )
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state)))
+        tmp.rename(self.state_file)
+        try:
+            self.wait_ready(state, Deadline(self.host.boot_timeout), proc)
+        except BaseException:
+            self.stop()
+            raise
+        return state
+
+    def wait_ready(
+        self, state: QemuState, deadline: Deadline, proc: subprocess.Popen[bytes]
+    ) -> None:
+        marker = f"{READY_MARKER} {state.build_key}"
+        while not deadline.expired:
+            if proc.poll() is not None:
+                qemu_said = (self.dir / "qemu.log").read_text(errors="replace").strip()
+                raise InfraError(
+                    f"QEMU for {self.host.name} exited ({proc.returncode}) during boot: "
+                    f"{qemu_said[-300:]}; console: {self.console_log}\n{self.console_tail()}"
+                )
+            if marker in self.console_text():
+                return
+            time.sleep(0.2)
+        raise InfraError(
+            f"{self.host.name} did not boot within {deadline.seconds:g} s; console: "
+            f"{self.console_log}\n{self.console_tail()}"
+        )
+
+    def stop(self) -> bool:
+        """End the running QEMU by its PID (TERM, then KILL); True if one was running."""
+        state = self.state()
+        if state is None:
+            return False
+        _end(state.pid)
+        self.state_file.unlink(missing_ok=True)
+        return True
+
+    def console_text(self) -> str:
+        try:
+            return self.console_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def console_tail(self, lines: int = 25) -> str:
+        return "\n".join(self.console_text().splitlines()[-lines:])
+
+
+def _run(argv: list[str], timeout: float) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise InfraError(f"{argv[0]} is missing (./bootstrap installs it)") from None
+    if done.returncode != 0:
+        raise InfraError(f"{argv[0]} failed: {done.stderr.strip()[-200:]}")
+    return done.stdout
+
+
+def _is_our_qemu(pid: int, name: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"{PROC_MARKER}{name}".encode() in cmdline
+
+
+def _end(pid: int, grace: float = 10.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = Deadline(grace)
+        while not deadline.expired:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)  # reap if it is our child
+            except ChildProcessError:
+                done = 0
+                if not Path(f"/proc/{pid}").exists():
+                    return
+            if done == pid:
+                return
+            state = _proc_state(pid)
+            if state in (None, "Z"):
+                return
+            time.sleep(0.1)
+
+
+def _proc_state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
