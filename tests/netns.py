@@ -221,7 +221,10 @@ class NetnsLab:
 
     # -- servers ---------------------------------------------------------------------------
 
-    def add_openssh(self, name: str, port: int = 22) -> SshHost:
+    def add_openssh(self, name: str, port: int = 22, machine: Path | None = None) -> SshHost:
+        """An sshd host. With `machine` (see `FakeMachine`), the server's mount namespace shows
+        that directory's files as the boot id, /proc/cmdline and /sys, so a test can play a
+        machine that reboots into other kernels."""
         namespace, address = self._namespace()
         base = self.workdir / name
         base.mkdir(parents=True)
@@ -248,10 +251,14 @@ class NetnsLab:
         # and the shim directory over the (empty) /usr/local/sbin, first on sshd's PATH.
         script = (
             "set -e; mount -t tmpfs -o mode=0755 kbt-run /run; mkdir /run/sshd; "
-            'mount --bind "$1" /usr/local/sbin; exec /usr/sbin/sshd -D -e -f "$2"'
+            'mount --bind "$1" /usr/local/sbin; '
+            'if [ -n "$3" ]; then mount --bind "$3/boot_id" /proc/sys/kernel/random/boot_id; '
+            'mount --bind "$3/cmdline" /proc/cmdline; mount --bind "$3/sys" /sys; fi; '
+            'exec /usr/sbin/sshd -D -e -f "$2"'
         )
         log = base / "server.log"
-        pid = self._start(namespace, script, [str(shim), str(config)], log)
+        args = [str(shim), str(config), str(machine) if machine else ""]
+        pid = self._start(namespace, script, args, log)
         host = SshHost(
             name, "openssh", namespace, address, port, host_key, pid, shim, log,
             self._processes[-1],

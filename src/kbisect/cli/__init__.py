@@ -7,7 +7,7 @@ from invoke.collection import Collection
 from invoke.program import Program
 
 from kbisect import __version__
-from kbisect.cli import build_tasks, config_tasks, pipeline_tasks, tree_tasks
+from kbisect.cli import build_tasks, config_tasks, lab_tasks, pipeline_tasks, tree_tasks
 
 ns = Collection()
 ns.add_task(config_tasks.check)
@@ -16,7 +16,13 @@ ns.add_task(tree_tasks.checkout)
 ns.add_task(tree_tasks.variants)
 ns.add_task(build_tasks.build)
 ns.add_task(build_tasks.builds)
+ns.add_task(lab_tasks.deploy)
 ns.add_collection(Collection("tree", tree_tasks.import_, tree_tasks.revs))
+ns.add_collection(
+    Collection(
+        "lab", lab_tasks.lab_up, lab_tasks.lab_down, lab_tasks.lab_status, lab_tasks.lab_trust
+    )
+)
 ns.add_collection(Collection("config", config_tasks.reference))
 
 

@@ -16,6 +16,7 @@ from invoke.tasks import task as invoke_task
 
 from kbisect.config import Project, load_project
 from kbisect.errors import KbisectError
+from kbisect.lab.lab import install_exit_handlers
 
 
 class Task(InvokeTask[Any]):
@@ -43,6 +44,7 @@ def task(*, help: dict[str, str], **kwargs: Any) -> Callable[[Callable[..., Any]
     def wrap(fn: Callable[..., Any]) -> InvokeTask[Any]:
         @functools.wraps(fn)
         def body(c: Context, *args: Any, **kw: Any) -> Any:
+            install_exit_handlers()
             try:
                 return fn(c, *args, **kw)
             except KbisectError as exc:

@@ -116,8 +116,30 @@ class QemuOptions(Model):
 
 
 @dataclass(kw_only=True)
+class RackCommands(Model):
+    """Commands run on a rack machine (argv; found on the host's PATH)."""
+
+    grub_reboot: list[str] = doc(
+        "Boots a grub2 entry once (the entry id is appended).", factory=lambda: ["grub-reboot"]
+    )
+    grub_set_default: list[str] = doc(
+        "Makes an entry the saved default (used with grub_fallback_entry).",
+        factory=lambda: ["grub-set-default"],
+    )
+    update_grub: list[str] = doc(
+        "Regenerates grub.cfg after kbisect wrote its grub.d script.",
+        factory=lambda: ["update-grub"],
+    )
+    reboot: list[str] = doc("Reboots the host.", factory=lambda: ["reboot"])
+    initrd: list[str] | None = doc(
+        "Builds the dom0 initrd; {release} and {output} are replaced. null: boot without one.",
+        factory=lambda: ["mkinitramfs", "-o", "{output}", "{release}"],
+    )
+
+
+@dataclass(kw_only=True)
 class SshOptions(Model):
-    """How to reach a rack machine over SSH."""
+    """How to reach a rack machine over SSH, and where its boot files live."""
 
     address: str = doc("Host name or address.")
     port: int = doc("SSH port.", 22)
@@ -128,10 +150,29 @@ class SshOptions(Model):
         "e.g. [ipmitool, -H, bmc1, power, cycle].",
         None,
     )
-    grub_fallback_entry: str | None = doc("grub2 entry that boots a known-good kernel.", None)
+    grub_fallback_entry: str | None = doc(
+        "grub2 entry that boots a known-good kernel; made the saved default before each deploy "
+        "so that a hang falls back to it. null: keep the host's own default.",
+        None,
+    )
+    xen_image: str = doc("Xen image on the host (grub multiboot2).", "/boot/xen-4.17-amd64.gz")
+    xen_cmdline: str = doc("Xen command line.", "loglvl=all guest_loglvl=all")
+    dom0_cmdline: str | None = doc(
+        "dom0 kernel command line; default: the running kernel's, without BOOT_IMAGE.", None
+    )
+    boot_dir: str = doc("Where kernels and initrds are installed on the host.", "/boot")
+    modules_dir: str = doc("Where module trees are installed on the host.", "/lib/modules")
+    grub_script: str = doc(
+        "The grub.d script kbisect writes its one entry into.", "/etc/grub.d/42_kbisect"
+    )
+    commands: RackCommands = doc("Boot and power commands.", factory=RackCommands)
 
     def check(self) -> list[tuple[str, str]]:
-        return [("port", "expected 1-65535")] if not 0 < self.port < 65536 else []
+        problems = [("port", "expected 1-65535")] if not 0 < self.port < 65536 else []
+        for key in ("boot_dir", "modules_dir", "grub_script", "xen_image"):
+            if not str(getattr(self, key)).startswith("/"):
+                problems.append((key, "expected an absolute path on the host"))
+        return problems
 
 
 @dataclass(kw_only=True)

@@ -62,7 +62,7 @@ def free_port() -> int:
         return port
 
 
-def dom0_cmdline(opts: QemuOptions) -> str:
+def dom0_cmdline(opts: QemuOptions, extra: str = "") -> str:
     parts = ["console=hvc0", "earlyprintk=xen", "panic=-1"]
     if opts.numa_fake:
         parts.append(f"numa=fake={opts.numa_fake}")
@@ -70,6 +70,8 @@ def dom0_cmdline(opts: QemuOptions) -> str:
         parts.append("numa_balancing=enable")
     if opts.extra_dom0_cmdline:
         parts.append(opts.extra_dom0_cmdline)
+    if extra:
+        parts.append(extra)
     return " ".join(parts)
 
 
@@ -116,8 +118,17 @@ class QemuHost:
             return None
         return state
 
-    def start(self, artifact: Artifact, authorized_key: str, extra: dict[str, Path]) -> QemuState:
-        """(Re)start QEMU with this build; returns once the console says SSH is up."""
+    def start(
+        self,
+        artifact: Artifact,
+        authorized_key: str,
+        extra: dict[str, Path],
+        cmdline_extra: str = "",
+    ) -> QemuState:
+        """(Re)start QEMU with this build; returns once the console says SSH is up.
+
+        `extra` are files for the initramfs (path in the image -> file here); `cmdline_extra` is
+        appended to the dom0 command line (kbisect puts the build key there)."""
         self.stop()
         host_key, host_pub = self.host_key()
         initrd = self.dir / "initramfs.gz"
@@ -135,7 +146,7 @@ class QemuHost:
         xen = xen_image(self.opts, self.lab_dir)
         port = free_port()
         self.console_log.unlink(missing_ok=True)
-        modules = f"{artifact.bzimage} {dom0_cmdline(self.opts)},{initrd}"
+        modules = f"{artifact.bzimage} {dom0_cmdline(self.opts, cmdline_extra)},{initrd}"
         argv = [
             QEMU,
             "-name",

@@ -13,6 +13,8 @@ kills the whole group (TERM, then KILL), and InfraError is raised.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import os
@@ -45,6 +47,7 @@ _SEND_WAIT = 0.05
 _KEEPALIVE_SECONDS = 15
 _SMALL_OP_SECONDS = 60.0
 _KILL_SECONDS = 15.0
+_CHANNEL_TRIES = 4
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
@@ -215,6 +218,15 @@ def generate_keypair(path: Path, comment: str = "kbisect") -> paramiko.Ed25519Ke
         raise InfraError(f"ssh-keygen failed for {path}: {proc.stderr.strip()}")
     path.chmod(0o600)
     return load_private_key(path)
+
+
+def parse_public_key(line: str) -> paramiko.PKey:
+    """A key from an OpenSSH public key line (`ssh-ed25519 AAAA... comment`)."""
+    try:
+        key_type, data = line.split()[:2]
+        return paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
+    except (ValueError, paramiko.SSHException, binascii.Error) as exc:
+        raise UserError(f"not an OpenSSH public key line: {line[:60]!r} ({exc})") from None
 
 
 def load_private_key(path: Path) -> paramiko.Ed25519Key:
@@ -625,10 +637,7 @@ class SshSession:
     def _open(self, command: str, deadline: Deadline, what: str) -> paramiko.Channel:
         if deadline.expired:
             raise InfraError(f"{self.name}: no time left to run `{what}`")
-        try:
-            channel = self.transport.open_session(timeout=max(deadline.remaining(), 0.1))
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise InfraError(f"{self.name}: cannot open an SSH channel: {_describe(exc)}") from None
+        channel = self._open_channel(deadline)
         watchdog = _Watchdog(deadline, channel.close)
         try:
             channel.exec_command(command)
@@ -642,6 +651,24 @@ class SshSession:
         finally:
             watchdog.cancel()
         return channel
+
+    def _open_channel(self, deadline: Deadline) -> paramiko.Channel:
+        # dropbear has been seen refusing a channel opened right after the previous one closed
+        # (ChannelException, "administratively prohibited"): try again briefly before giving up.
+        for attempt in range(_CHANNEL_TRIES):
+            try:
+                return self.transport.open_session(timeout=max(deadline.remaining(), 0.1))
+            except paramiko.ChannelException as exc:
+                if attempt + 1 == _CHANNEL_TRIES or deadline.remaining() < 1 or not self.active:
+                    raise InfraError(
+                        f"{self.name}: the host refused an SSH channel: {_describe(exc)}"
+                    ) from None
+                time.sleep(0.2 * (attempt + 1))
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise InfraError(
+                    f"{self.name}: cannot open an SSH channel: {_describe(exc)}"
+                ) from None
+        raise AssertionError("unreachable")
 
     def _exec(
         self,
@@ -750,16 +777,33 @@ class SshSession:
             digest = _sha256_file(local)
         except OSError as exc:
             raise InfraError(f"cannot read {local}: {exc.strerror}") from None
-        tmp = f"{remote}.kbisect-{secrets.token_hex(4)}.part"
-        argv = _sh(_UPLOAD, tmp, digest, remote, "" if mode is None else f"{mode:o}")
-        what = f"upload of {local} to {remote}"
         with local.open("rb") as f, byte_progress(f"{self.name}: {local.name}", size) as bar:
             source = _FileSource(f, lambda n: advance(bar, n))
-            try:
-                result = self._run(argv, deadline, source)
-            except InfraError:
-                self._remove_quietly(tmp)
-                raise
+            self._send(source, digest, remote, deadline, mode, f"upload of {local} to {remote}")
+
+    def upload_bytes(
+        self, data: bytes, remote: str, deadline: Deadline, *, mode: int | None = None
+    ) -> None:
+        """Like `upload`, for content made here (a generated script, a config file)."""
+        digest = hashlib.sha256(data).hexdigest()
+        self._send(_BytesSource(data), digest, remote, deadline, mode, f"upload to {remote}")
+
+    def _send(
+        self,
+        source: _Source,
+        digest: str,
+        remote: str,
+        deadline: Deadline,
+        mode: int | None,
+        what: str,
+    ) -> None:
+        tmp = f"{remote}.kbisect-{secrets.token_hex(4)}.part"
+        argv = _sh(_UPLOAD, tmp, digest, remote, "" if mode is None else f"{mode:o}")
+        try:
+            result = self._run(argv, deadline, source)
+        except InfraError:
+            self._remove_quietly(tmp)
+            raise
         stdout = result.stdout.decode(errors="replace").split()
         remote_sum = stdout[-1] if stdout else "?"
         if result.status == 9 or (result.ok and remote_sum != digest):

@@ -1,0 +1,140 @@
+"""The lab as the rest of kbisect sees it: hosts by name, the lab key, leases, and the promise
+that every emulator kbisect starts for a command is ended by PID when the command ends.
+
+State lives in the cache (`lab/`): the lab's ed25519 key, the embedded hosts' directories
+(console logs, initramfs, QEMU state), their known_hosts, and the lease files. Rack machines'
+host keys are pinned in `configs/known_hosts`, which belongs to the lab configuration.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+from kbisect.config import Project
+from kbisect.deadline import Deadline
+from kbisect.errors import UserError
+from kbisect.lab.hosts import LabHost, LabPaths, Say, make_host
+from kbisect.lab.lease import Lease
+from kbisect.lab.ssh import generate_keypair, load_private_key
+
+KEY_NAME = "id_ed25519"
+RACK_KNOWN_HOSTS = "known_hosts"
+
+
+def lab_dir(project: Project) -> Path:
+    return project.cache_dir / "lab"
+
+
+def lab_paths(project: Project) -> LabPaths:
+    """The lab's directories and key; the key is generated on first use."""
+    directory = lab_dir(project)
+    key_path = directory / KEY_NAME
+    if not key_path.exists():
+        generate_keypair(key_path, comment="kbisect-lab")
+    key = load_private_key(key_path)
+    return LabPaths(
+        lab_dir=directory,
+        key_path=key_path,
+        public_key=f"{key.get_name()} {key.get_base64()} kbisect-lab",
+        rack_known_hosts=project.configs_dir / RACK_KNOWN_HOSTS,
+    )
+
+
+class Lab:
+    """Hosts of one kbisect command. Used as a context manager: on leaving it (normally, by an
+    exception, by Ctrl-C or SIGTERM) every embedded host this command booted is shut down,
+    unless `keep_up` (lab.up and deploy leave the host running on purpose)."""
+
+    def __init__(self, project: Project, *, keep_up: bool = False, say: Say = print) -> None:
+        self.project = project
+        self.paths = lab_paths(project)
+        self.keep_up = keep_up
+        self.say = say
+        self._hosts: dict[str, LabHost] = {}
+        self._leases: list[Lease] = []
+
+    def host(self, name: str | None) -> LabHost:
+        """A host by name; without a name, the only host or the first embedded one."""
+        hosts = self.project.hosts
+        if name is None:
+            if not hosts:
+                raise UserError("no hosts are configured (configs/*.yaml, key `hosts`)")
+            embedded = [h for h in hosts.values() if h.kind == "qemu"]
+            name = (embedded or list(hosts.values()))[0].name
+        if name not in hosts:
+            known = ", ".join(sorted(hosts)) or "none"
+            raise UserError(f"unknown host {name!r} (configured: {known})")
+        if name not in self._hosts:
+            self._hosts[name] = make_host(hosts[name], self.paths, self.say)
+        return self._hosts[name]
+
+    def all_hosts(self) -> list[LabHost]:
+        return [self.host(name) for name in sorted(self.project.hosts)]
+
+    def lease(self, host: LabHost, purpose: str, wait: float = 0.0) -> Lease:
+        """Take the host for this process (released when the Lab closes, or by the caller)."""
+        lease = Lease.acquire(self.paths.lab_dir / "leases", host.name, purpose, Deadline(wait))
+        self._leases.append(lease)
+        return lease
+
+    def leases_dir(self) -> Path:
+        return self.paths.lab_dir / "leases"
+
+    def close(self) -> None:
+        if not self.keep_up:
+            for host in self._hosts.values():
+                with contextlib.suppress(Exception):
+                    host.shutdown()
+        for lease in self._leases:
+            with contextlib.suppress(Exception):
+                lease.release()
+        self._leases.clear()
+
+    def __enter__(self) -> Lab:
+        _open_labs.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(ValueError):
+            _open_labs.remove(self)
+        self.close()
+
+
+# A kill (SIGTERM, SIGHUP) must end QEMU too: turn it into SystemExit so the `with Lab` blocks
+# unwind; atexit covers an interpreter exit that skipped them.
+_open_labs: list[Lab] = []
+
+
+def _close_all() -> None:
+    for lab in list(_open_labs):
+        lab.close()
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+_handlers_installed = False
+
+
+def install_exit_handlers() -> None:
+    """Called by the command line (not by library users, whose signals are theirs)."""
+    global _handlers_installed
+    if _handlers_installed:
+        return
+    _handlers_installed = True
+    atexit.register(_close_all)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(sig, _exit_on_signal)
+
+
+@contextlib.contextmanager
+def open_lab(project: Project, *, keep_up: bool = False, say: Say = print) -> Iterator[Lab]:
+    with Lab(project, keep_up=keep_up, say=say) as lab:
+        yield lab
