@@ -1,0 +1,583 @@
+"""The results store: one SQLite file, the source of truth for runs, cells, builds and hosts.
+
+SQLite in WAL mode lets readers (the browser, a report) work while a run writes, and several
+kbisect processes write to one store: every write is one ``BEGIN IMMEDIATE`` transaction that
+waits up to a busy timeout for the others. A cell is written whole or not at all (its subtests,
+evidence and log references in the same transaction), so a killed run leaves no half cell, and
+recording a cell again under the same identity replaces it, which is what resuming a run does.
+Logs stay files under the results directory; the store keeps their relative paths.
+
+The schema is versioned: MIGRATIONS[i] takes the store from version i to i + 1, and opening a
+store applies whatever is missing. Add a migration (bisections, say); never edit an old one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from kbisect.errors import InfraError, UserError
+from kbisect.results.model import (
+    BuildRecord,
+    CellIdentity,
+    CellRecord,
+    Evidence,
+    LogKind,
+    LogRef,
+    ResultStatus,
+    RunRecord,
+    RunStatus,
+    SubtestRecord,
+)
+
+DB_NAME = "kbisect.sqlite"
+BUSY_TIMEOUT_S = 30.0
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+        "INSERT INTO schema_version (version) VALUES (0)",
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            pipeline TEXT,
+            started TEXT NOT NULL,
+            finished TEXT,
+            status TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX runs_by_start ON runs (started)",
+        """CREATE TABLE fingerprints (
+            id INTEGER PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            data TEXT NOT NULL
+        )""",
+        """CREATE TABLE builds (
+            build_key TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            log TEXT,
+            errors TEXT NOT NULL DEFAULT '[]',
+            meta TEXT NOT NULL DEFAULT '{}',
+            recorded TEXT NOT NULL
+        )""",
+        """CREATE TABLE cells (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            tree TEXT NOT NULL,
+            rev TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            host TEXT NOT NULL,
+            job TEXT NOT NULL,
+            repeat INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            commit_id TEXT,
+            patch_hash TEXT,
+            build_key TEXT,
+            started TEXT,
+            finished TEXT,
+            fingerprint_id INTEGER REFERENCES fingerprints (id),
+            UNIQUE (run_id, tree, rev, variant, profile, host, job, repeat)
+        )""",
+        "CREATE INDEX cells_by_identity ON cells (tree, rev, variant, profile, host, job)",
+        """CREATE TABLE subtests (
+            cell_id INTEGER NOT NULL REFERENCES cells (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            errno INTEGER NOT NULL,
+            detail TEXT NOT NULL,
+            signal INTEGER,
+            timed_out INTEGER NOT NULL,
+            PRIMARY KEY (cell_id, seq)
+        )""",
+        """CREATE TABLE evidence (
+            cell_id INTEGER NOT NULL REFERENCES cells (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            signature TEXT NOT NULL,
+            source TEXT NOT NULL,
+            line INTEGER NOT NULL,
+            lines TEXT NOT NULL,
+            also TEXT NOT NULL,
+            strong INTEGER NOT NULL,
+            more INTEGER NOT NULL,
+            PRIMARY KEY (cell_id, seq)
+        )""",
+        """CREATE TABLE logs (
+            cell_id INTEGER NOT NULL REFERENCES cells (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            path TEXT NOT NULL,
+            PRIMARY KEY (cell_id, seq)
+        )""",
+    ),
+)
+"""MIGRATIONS[i]: the statements that take the schema from version i to i + 1.
+
+Run and cell ids are AUTOINCREMENT: an id once committed never names anything else later (a
+replaced cell gets a new id), so links to them stay true.
+"""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_INSERT_CELL = (
+    "INSERT INTO cells (run_id, tree, rev, variant, profile, host, job, repeat, status, reason, "
+    "commit_id, patch_hash, build_key, started, finished, fingerprint_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# Children of a set of cells, the ids passed as one JSON array parameter.
+_SUBTESTS_OF = "SELECT * FROM subtests WHERE cell_id IN (SELECT value FROM json_each(?))"
+_EVIDENCE_OF = "SELECT * FROM evidence WHERE cell_id IN (SELECT value FROM json_each(?))"
+_LOGS_OF = "SELECT * FROM logs WHERE cell_id IN (SELECT value FROM json_each(?))"
+_ORDER = " ORDER BY cell_id, seq"
+
+
+def _ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: the store keeps aware (UTC) times")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def fingerprint_hash(fingerprint: Mapping[str, str]) -> str:
+    """The content hash a host fingerprint is stored under."""
+    return hashlib.sha256(_json(dict(fingerprint)).encode()).hexdigest()
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection, where: str = DB_NAME) -> int:
+    """Bring the schema to SCHEMA_VERSION, one transaction per migration; the version reached.
+
+    ``conn`` must be in autocommit mode (isolation_level None). Concurrent openers are safe: each
+    migration re-reads the version under the write lock.
+    """
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = _schema_version(conn)
+            if version > SCHEMA_VERSION:
+                raise UserError(
+                    f"{where} has schema version {version}; this kbisect knows up to "
+                    f"{SCHEMA_VERSION}: upgrade kbisect"
+                )
+            if version == SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return version
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+class ResultsStore:
+    """A results directory's database. Open with ``ResultsStore(results_dir)``; close when done
+    (or use it as a context manager)."""
+
+    def __init__(self, results_dir: Path, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
+        self.results_dir = results_dir
+        self.path = results_dir / DB_NAME
+        try:
+            results_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InfraError(f"cannot create the results directory {results_dir}: {e}") from None
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
+        except sqlite3.Error as e:
+            raise InfraError(f"cannot open the results store {self.path}: {e}") from None
+        try:
+            with self._errors():
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    raise InfraError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+                self._conn.execute("PRAGMA synchronous = FULL")
+                self._conn.execute("PRAGMA foreign_keys = ON")
+                migrate(self._conn, str(self.path))
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's operational failures (locked too long, disk full, not a database) are infra."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            # Not its subclasses IntegrityError or ProgrammingError: those are kbisect's bugs.
+            if type(e) not in (sqlite3.DatabaseError, sqlite3.OperationalError):
+                raise
+            raise InfraError(f"results store {self.path}: {e}") from None
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Several reads that see one state of the store, even while others write."""
+        if self._conn.in_transaction:
+            yield
+            return
+        with self._errors():
+            self._conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it or none of it."""
+        with self._errors():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._errors():
+            cursor = self._conn.execute(sql, params)
+            cursor.row_factory = sqlite3.Row
+            return list(cursor.fetchall())
+
+    def log_path(self, ref: LogRef) -> Path:
+        """Where a referenced log lives."""
+        return self.results_dir / ref.path
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        kind: str,
+        *,
+        pipeline: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        started: datetime | None = None,
+    ) -> RunRecord:
+        """A new run in status "running" (it stays so until finish_run, also if kbisect dies)."""
+        when = started or datetime.now(UTC)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO runs (kind, pipeline, started, status, meta) VALUES (?, ?, ?, ?, ?)",
+                (kind, pipeline, _ts(when), RunStatus.RUNNING.value, _json(dict(meta or {}))),
+            )
+            run_id = cursor.lastrowid
+        assert run_id is not None
+        run = self.get_run(run_id)
+        assert run is not None
+        return run
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: RunStatus = RunStatus.FINISHED,
+        *,
+        finished: datetime | None = None,
+    ) -> RunRecord:
+        when = finished or datetime.now(UTC)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE runs SET status = ?, finished = ? WHERE id = ?",
+                (status.value, _ts(when), run_id),
+            )
+            if cursor.rowcount != 1:
+                raise UserError(f"no run {run_id} in {self.path}")
+        run = self.get_run(run_id)
+        assert run is not None
+        return run
+
+    def get_run(self, run_id: int) -> RunRecord | None:
+        rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return _run(rows[0]) if rows else None
+
+    def runs(
+        self, *, status: RunStatus | None = None, kind: str | None = None, limit: int | None = None
+    ) -> list[RunRecord]:
+        """Runs, newest first; ``status=RunStatus.RUNNING`` finds unfinished (resumable) ones."""
+        sql = "SELECT * FROM runs WHERE (? IS NULL OR status = ?) AND (? IS NULL OR kind = ?)"
+        sql += " ORDER BY started DESC, id DESC LIMIT ?"
+        value = status.value if status else None
+        rows = self._read(sql, (value, value, kind, kind, -1 if limit is None else limit))
+        return [_run(row) for row in rows]
+
+    # -- cells -----------------------------------------------------------------------------------
+
+    def record_cell(self, run_id: int, cell: CellRecord) -> int:
+        """Store a cell with its subtests, evidence and logs in one transaction; its new id.
+
+        A cell with the same identity already in the run is replaced (resume re-runs cells).
+        """
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise UserError(f"no run {run_id} in {self.path}")
+            identity = tuple(cell.identity)
+            conn.execute(
+                "DELETE FROM cells WHERE run_id = ? AND tree = ? AND rev = ? AND variant = ? "
+                "AND profile = ? AND host = ? AND job = ? AND repeat = ?",
+                (run_id, *identity),
+            )
+            cell_id = self._insert_cell(conn, run_id, cell)
+            self._insert_children(conn, cell_id, cell)
+        return cell_id
+
+    def _insert_cell(self, conn: sqlite3.Connection, run_id: int, cell: CellRecord) -> int:
+        fp_id = self._fingerprint_id(conn, cell.fingerprint) if cell.fingerprint else None
+        cursor = conn.execute(
+            _INSERT_CELL,
+            (
+                run_id,
+                *cell.identity,
+                ResultStatus(cell.status).value,
+                cell.reason,
+                cell.commit,
+                cell.patch_hash,
+                cell.build_key,
+                _ts(cell.started),
+                _ts(cell.finished),
+                fp_id,
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def _insert_children(self, conn: sqlite3.Connection, cell_id: int, cell: CellRecord) -> None:
+        conn.executemany(
+            "INSERT INTO subtests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    cell_id,
+                    seq,
+                    s.name,
+                    ResultStatus(s.status).value,
+                    s.errno,
+                    s.detail,
+                    s.signal,
+                    int(s.timed_out),
+                )
+                for seq, s in enumerate(cell.subtests)
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO evidence VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    cell_id,
+                    seq,
+                    e.signature,
+                    LogKind(e.source).value,
+                    e.line,
+                    _json(list(e.lines)),
+                    _json(list(e.also)),
+                    int(e.strong),
+                    e.more,
+                )
+                for seq, e in enumerate(cell.evidence)
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO logs VALUES (?, ?, ?, ?)",
+            [
+                (cell_id, seq, LogKind(log.kind).value, log.path)
+                for seq, log in enumerate(cell.logs)
+            ],
+        )
+
+    def cells(self, run_id: int) -> list[CellRecord]:
+        """A run's cells with everything, in the order they were (last) recorded."""
+        with self._snapshot():
+            rows = self._read("SELECT * FROM cells WHERE run_id = ? ORDER BY id", (run_id,))
+            return self._cells(rows)
+
+    def get_cell(self, cell_id: int) -> CellRecord | None:
+        with self._snapshot():
+            found = self._cells(self._read("SELECT * FROM cells WHERE id = ?", (cell_id,)))
+        return found[0] if found else None
+
+    def find_cell(self, run_id: int, identity: CellIdentity) -> CellRecord | None:
+        """The cell of a run with this identity (resume asks before re-running it)."""
+        with self._snapshot():
+            rows = self._read(
+                "SELECT id FROM cells WHERE run_id = ? AND tree = ? AND rev = ? AND variant = ? "
+                "AND profile = ? AND host = ? AND job = ? AND repeat = ?",
+                (run_id, *identity),
+            )
+            return self.get_cell(int(rows[0]["id"])) if rows else None
+
+    def _cells(self, rows: list[sqlite3.Row]) -> list[CellRecord]:
+        """Cells from their rows, with children read in one query per table (not per cell)."""
+        params = (_json([row["id"] for row in rows]),)
+        subtests: dict[int, list[SubtestRecord]] = {}
+        for r in self._read(_SUBTESTS_OF + _ORDER, params):
+            subtests.setdefault(r["cell_id"], []).append(
+                SubtestRecord(
+                    r["name"],
+                    ResultStatus(r["status"]),
+                    r["errno"],
+                    r["detail"],
+                    r["signal"],
+                    bool(r["timed_out"]),
+                )
+            )
+        evidence: dict[int, list[Evidence]] = {}
+        for r in self._read(_EVIDENCE_OF + _ORDER, params):
+            evidence.setdefault(r["cell_id"], []).append(
+                Evidence(
+                    r["signature"],
+                    LogKind(r["source"]),
+                    r["line"],
+                    tuple(json.loads(r["lines"])),
+                    tuple(json.loads(r["also"])),
+                    bool(r["strong"]),
+                    r["more"],
+                )
+            )
+        logs: dict[int, list[LogRef]] = {}
+        for r in self._read(_LOGS_OF + _ORDER, params):
+            logs.setdefault(r["cell_id"], []).append(LogRef(LogKind(r["kind"]), r["path"]))
+        fingerprints: dict[int, dict[str, str]] = {}
+        out: list[CellRecord] = []
+        for row in rows:
+            fp_id = row["fingerprint_id"]
+            if fp_id is not None and fp_id not in fingerprints:
+                fingerprints[fp_id] = self.get_fingerprint(fp_id)
+            cell_id = row["id"]
+            out.append(
+                CellRecord(
+                    tree=row["tree"],
+                    rev=row["rev"],
+                    variant=row["variant"],
+                    profile=row["profile"],
+                    host=row["host"],
+                    job=row["job"],
+                    repeat=row["repeat"],
+                    status=ResultStatus(row["status"]),
+                    reason=row["reason"],
+                    commit=row["commit_id"],
+                    patch_hash=row["patch_hash"],
+                    build_key=row["build_key"],
+                    started=_dt(row["started"]),
+                    finished=_dt(row["finished"]),
+                    fingerprint=dict(fingerprints.get(fp_id, {})),
+                    subtests=tuple(subtests.get(cell_id, ())),
+                    logs=tuple(logs.get(cell_id, ())),
+                    evidence=tuple(evidence.get(cell_id, ())),
+                    id=cell_id,
+                    run_id=row["run_id"],
+                )
+            )
+        return out
+
+    # -- host fingerprints -----------------------------------------------------------------------
+
+    def record_fingerprint(self, fingerprint: Mapping[str, str]) -> int:
+        """The id of this fingerprint, stored once per distinct content."""
+        with self._write() as conn:
+            return self._fingerprint_id(conn, fingerprint)
+
+    def _fingerprint_id(self, conn: sqlite3.Connection, fingerprint: Mapping[str, str]) -> int:
+        for k, v in fingerprint.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise ValueError(f"fingerprint entries are strings: {k!r}: {v!r}")
+        digest = fingerprint_hash(fingerprint)
+        conn.execute(
+            "INSERT OR IGNORE INTO fingerprints (hash, data) VALUES (?, ?)",
+            (digest, _json(dict(fingerprint))),
+        )
+        row = conn.execute("SELECT id FROM fingerprints WHERE hash = ?", (digest,)).fetchone()
+        return int(row[0])
+
+    def get_fingerprint(self, fingerprint_id: int) -> dict[str, str]:
+        rows = self._read("SELECT data FROM fingerprints WHERE id = ?", (fingerprint_id,))
+        if not rows:
+            raise UserError(f"no host fingerprint {fingerprint_id} in {self.path}")
+        data: dict[str, str] = json.loads(rows[0]["data"])
+        return data
+
+    # -- builds ----------------------------------------------------------------------------------
+
+    def record_build(self, build: BuildRecord) -> None:
+        """Store (or update) what is known about a build key."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO builds (build_key, status, log, errors, meta, recorded) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    build.key,
+                    build.status,
+                    build.log,
+                    _json(list(build.errors)),
+                    _json(build.meta),
+                    _ts(build.recorded or datetime.now(UTC)),
+                ),
+            )
+
+    def get_build(self, key: str) -> BuildRecord | None:
+        rows = self._read("SELECT * FROM builds WHERE build_key = ?", (key,))
+        if not rows:
+            return None
+        row = rows[0]
+        return BuildRecord(
+            key=row["build_key"],
+            status=row["status"],
+            log=row["log"],
+            errors=tuple(json.loads(row["errors"])),
+            meta=json.loads(row["meta"]),
+            recorded=_dt(row["recorded"]),
+        )
+
+
+def _run(row: sqlite3.Row) -> RunRecord:
+    started = _dt(row["started"])
+    assert started is not None
+    return RunRecord(
+        id=row["id"],
+        kind=row["kind"],
+        pipeline=row["pipeline"],
+        started=started,
+        finished=_dt(row["finished"]),
+        status=RunStatus(row["status"]),
+        meta=json.loads(row["meta"]),
+    )

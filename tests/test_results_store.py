@@ -1,0 +1,379 @@
+"""The results store: round trips, atomic cells (also under SIGKILL), concurrent writers, WAL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from kbisect.deadline import Deadline
+from kbisect.errors import InfraError, UserError
+from kbisect.results import (
+    BuildRecord,
+    CellRecord,
+    Evidence,
+    LogKind,
+    LogRef,
+    ResultsStore,
+    ResultStatus,
+    RunStatus,
+    SubtestRecord,
+)
+from kbisect.results import store as store_module
+
+T0 = datetime(2025, 6, 10, 9, 0, 0, 123456, tzinfo=UTC)
+FP = {
+    "kernel": "6.1.0-kbisect #1",
+    "xen": "4.17.3-pre",
+    "cpu": "QEMU Virtual CPU 2.5+",
+    "numa": "2",
+}
+
+
+def make_cell(host: str = "qemu-xen", repeat: int = 0, **changes: object) -> CellRecord:
+    cell = CellRecord(
+        tree="debian-6.1",
+        rev="v6.1.192-2",
+        variant="gntdev-numa/none",
+        profile="dom0-min",
+        host=host,
+        job="gntstress",
+        repeat=repeat,
+        status=ResultStatus.FAIL,
+        reason="numa-soak FAIL errno=0: killed by signal 7 (SIGBUS)",
+        commit="0123456789abcdef0123456789abcdef01234567",
+        patch_hash="9f86d081884c7d65",
+        build_key="a1b2c3d4e5f6a7b8c9d0e1f2",
+        started=T0,
+        finished=T0 + timedelta(seconds=42),
+        fingerprint=dict(FP),
+        subtests=(
+            SubtestRecord("self-map", ResultStatus.PASS, 0, "both directions OK"),
+            SubtestRecord(
+                "numa-soak", ResultStatus.FAIL, 0, "killed by signal 7 (SIGBUS)", signal=7
+            ),
+            SubtestRecord("churn", ResultStatus.FAIL, 0, "timeout after 60s", timed_out=True),
+            SubtestRecord("fork", ResultStatus.MISS, 0, "never ran"),
+        ),
+        logs=(
+            LogRef(LogKind.JOB_OUTPUT, "run-1/cell-1/job-output.txt"),
+            LogRef(LogKind.DMESG, "run-1/cell-1/dmesg.txt"),
+            LogRef(LogKind.CONSOLE, "run-1/cell-1/console.txt"),
+        ),
+        evidence=(
+            Evidence(
+                "bad-page-map",
+                LogKind.DMESG,
+                33,
+                ("[   14.220871] BUG: Bad page map in process gntstress", "[   14.2] Call Trace:"),
+                also=("call-trace",),
+            ),
+            Evidence("warning", LogKind.CONSOLE, 7, ("[ 1.0] WARNING: x",), strong=False, more=2),
+        ),
+    )
+    return replace(cell, **changes)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with ResultsStore(tmp_path / "results") as s:
+        yield s
+
+
+def test_creates_the_directory_in_wal_mode(tmp_path: Path) -> None:
+    where = tmp_path / "deep" / "results"
+    with ResultsStore(where) as s:
+        assert s.path == where / "kbisect.sqlite" and s.path.is_file()
+    conn = sqlite3.connect(where / "kbisect.sqlite")
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        version = conn.execute("SELECT version FROM schema_version").fetchone()[0]
+        assert version == store_module.SCHEMA_VERSION
+    finally:
+        conn.close()
+
+
+def test_round_trip_of_everything(store: ResultsStore) -> None:
+    run = store.start_run("nightly", pipeline="nightly", meta={"by": "cron", "n": 3}, started=T0)
+    assert (run.kind, run.pipeline, run.status, run.meta) == (
+        "nightly",
+        "nightly",
+        RunStatus.RUNNING,
+        {"by": "cron", "n": 3},
+    )
+    assert run.started == T0 and run.finished is None
+    cell = make_cell()
+    cell_id = store.record_cell(run.id, cell)
+    back = store.get_cell(cell_id)
+    assert back == replace(cell, id=cell_id, run_id=run.id)
+    assert store.cells(run.id) == [back]
+    assert store.find_cell(run.id, cell.identity) == back
+    assert store.find_cell(run.id, replace(cell, repeat=1).identity) is None
+    done = store.finish_run(run.id, finished=T0 + timedelta(hours=1))
+    assert done.status is RunStatus.FINISHED and done.finished == T0 + timedelta(hours=1)
+    assert store.log_path(cell.logs[0]) == store.results_dir / "run-1/cell-1/job-output.txt"
+
+
+def test_minimal_cell_round_trip(store: ResultsStore) -> None:
+    run = store.start_run("run")
+    cell = CellRecord("t", "r", "", "p", "h", "j", 0, ResultStatus.ERROR, "host died")
+    back = store.get_cell(store.record_cell(run.id, cell))
+    assert back is not None and replace(back, id=None, run_id=None) == cell
+
+
+def test_builds_and_fingerprints(store: ResultsStore) -> None:
+    build = BuildRecord(
+        key="a1b2c3d4e5f6a7b8c9d0e1f2",
+        status="failed",
+        log="builds/a1b2c3d4e5f6a7b8c9d0e1f2/build.log",
+        errors=("drivers/xen/gntdev.c:1033: error: 'VM_MIXEDMAP' undeclared",),
+        meta={"tree": "debian-6.1", "revision": "v6.1.192-2", "duration_s": 265.2},
+        recorded=T0,
+    )
+    store.record_build(build)
+    assert store.get_build(build.key) == build
+    store.record_build(replace(build, status="built", errors=(), recorded=T0 + timedelta(1)))
+    again = store.get_build(build.key)
+    assert again is not None and again.status == "built" and again.errors == ()
+    assert store.get_build("ffffffffffffffffffffffff") is None
+    first = store.record_fingerprint(FP)
+    assert store.record_fingerprint(dict(reversed(FP.items()))) == first  # by content
+    assert store.record_fingerprint({**FP, "xen": "4.18"}) != first
+    assert store.get_fingerprint(first) == FP
+    run = store.start_run("run")
+    store.record_cell(run.id, make_cell("a"))
+    store.record_cell(run.id, make_cell("b"))
+    count = sqlite3.connect(store.path).execute("SELECT count(*) FROM fingerprints").fetchone()
+    assert count[0] == 2  # the two cells share the first fingerprint
+
+
+def test_runs_newest_first_and_unfinished_ones_can_be_found(store: ResultsStore) -> None:
+    a = store.start_run("run", started=T0)
+    b = store.start_run("bisect", started=T0 + timedelta(minutes=5))
+    c = store.start_run("nightly", started=T0 + timedelta(minutes=10))
+    store.finish_run(c.id, RunStatus.ABORTED)
+    assert [r.id for r in store.runs()] == [c.id, b.id, a.id]
+    assert [r.id for r in store.runs(status=RunStatus.RUNNING)] == [b.id, a.id]
+    assert [r.id for r in store.runs(kind="bisect")] == [b.id]
+    assert [r.id for r in store.runs(limit=1)] == [c.id]
+    assert store.get_run(c.id) is not None and store.get_run(c.id + 100) is None
+
+
+def test_a_run_left_running_by_a_dead_process_is_found_by_the_next(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path) as first:
+        run = first.start_run("nightly")
+        first.record_cell(run.id, make_cell())
+    with ResultsStore(tmp_path) as second:
+        (unfinished,) = second.runs(status=RunStatus.RUNNING)
+        assert unfinished.id == run.id and len(second.cells(run.id)) == 1
+
+
+def test_recording_the_same_identity_again_replaces_it(store: ResultsStore) -> None:
+    run = store.start_run("run")
+    store.record_cell(run.id, make_cell(repeat=0))
+    store.record_cell(run.id, make_cell(repeat=1))
+    redone = make_cell(repeat=0, status=ResultStatus.PASS, reason="13 subtests: 13 PASS")
+    redone = replace(redone, subtests=redone.subtests[:1], evidence=(), logs=redone.logs[:1])
+    new_id = store.record_cell(run.id, redone)
+    cells = store.cells(run.id)
+    assert [(c.repeat, c.status) for c in cells] == [(1, ResultStatus.FAIL), (0, ResultStatus.PASS)]
+    assert cells[1] == replace(redone, id=new_id, run_id=run.id)
+    conn = sqlite3.connect(store.path)
+    for table in ("subtests", "evidence", "logs"):
+        orphans = conn.execute(
+            f"SELECT count(*) FROM {table} WHERE cell_id NOT IN (SELECT id FROM cells)"
+        ).fetchone()[0]
+        assert orphans == 0, table
+    other = store.start_run("run")
+    store.record_cell(other.id, make_cell(repeat=0))  # same identity, other run: a new cell
+    assert len(store.cells(run.id)) == 2 and len(store.cells(other.id)) == 1
+
+
+def test_an_exception_after_the_cell_row_leaves_nothing(
+    store: ResultsStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = store.start_run("run")
+    store.record_cell(run.id, make_cell(repeat=0))
+    before = store.cells(run.id)
+    inserted: list[int] = []
+
+    def explode(self: ResultsStore, conn: sqlite3.Connection, cell_id: int, cell: CellRecord):
+        inserted.append(cell_id)
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(ResultsStore, "_insert_children", explode)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        store.record_cell(run.id, make_cell(repeat=0, status=ResultStatus.PASS))  # a replace
+    with pytest.raises(RuntimeError):
+        store.record_cell(run.id, make_cell(repeat=5))  # a new one
+    assert len(inserted) == 2
+    assert store.cells(run.id) == before  # the old cell survives its failed replacement
+    assert store.get_cell(inserted[1]) is None
+
+
+def test_bad_input_is_refused_before_anything_is_written(store: ResultsStore) -> None:
+    run = store.start_run("run")
+    with pytest.raises(UserError, match="no run 999"):
+        store.record_cell(999, make_cell())
+    with pytest.raises(ValueError, match="naive datetime"):
+        store.record_cell(run.id, make_cell(started=datetime(2025, 1, 1)))
+    with pytest.raises(ValueError, match="fingerprint entries are strings"):
+        store.record_cell(run.id, make_cell(fingerprint={"cpus": 2}))
+    with pytest.raises(ValueError, match="relative to the results directory"):
+        LogRef(LogKind.DMESG, "/etc/passwd")
+    with pytest.raises(ValueError, match="relative to the results directory"):
+        LogRef(LogKind.DMESG, "run-1/../../x")
+    with pytest.raises(ValueError, match="not a build key"):
+        BuildRecord(key="../x", status="built")
+    with pytest.raises(UserError, match="no run 999"):
+        store.finish_run(999)
+    assert store.cells(run.id) == []
+
+
+def test_a_store_locked_past_the_busy_timeout_is_an_infra_error(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path, busy_timeout=0.2) as s:
+        run = s.start_run("run")
+        holder = sqlite3.connect(s.path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            with pytest.raises(InfraError, match="database is locked"):
+                s.record_cell(run.id, make_cell())
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        s.record_cell(run.id, make_cell())
+        assert len(s.cells(run.id)) == 1
+
+
+def test_not_a_database_is_an_infra_error(tmp_path: Path) -> None:
+    (tmp_path / "kbisect.sqlite").write_bytes(b"this is not SQLite\n" * 100)
+    with pytest.raises(InfraError, match="not a database"):
+        ResultsStore(tmp_path)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    ResultsStore(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "kbisect.sqlite")
+    conn.execute("UPDATE schema_version SET version = 99")
+    conn.commit()
+    conn.close()
+    with pytest.raises(UserError, match="schema version 99"):
+        ResultsStore(tmp_path)
+
+
+def test_migrations_run_from_an_empty_file_once(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "x.sqlite", isolation_level=None)
+    assert store_module.migrate(conn) == store_module.SCHEMA_VERSION
+    assert store_module.migrate(conn) == store_module.SCHEMA_VERSION  # nothing left to do
+    conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Other processes
+# ---------------------------------------------------------------------------------------------
+
+CHILD_PRELUDE = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from test_results_store import make_cell
+    from kbisect.results import ResultsStore
+    results = Path(sys.argv[1])
+    """
+).format(tests=str(Path(__file__).resolve().parent))
+
+
+def _python(code: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD_PRELUDE + textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str], seconds: float = 30.0) -> None:
+    deadline = Deadline(seconds)
+    while not path.exists():
+        if proc.poll() is not None:
+            pytest.fail(
+                f"child exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}"
+            )
+        if deadline.expired:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"{path} did not appear within {seconds} s")
+        time.sleep(0.02)
+
+
+def test_sigkill_in_the_middle_of_a_cell_leaves_no_half_cell(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path) as s:
+        run = s.start_run("run")
+        s.record_cell(run.id, make_cell(repeat=0))
+    marker = tmp_path / "inside-transaction"
+    child = _python(
+        """
+        store = ResultsStore(results)
+        real = ResultsStore._insert_children
+        def stall(self, conn, cell_id, cell):
+            real(self, conn, cell_id, cell)  # every row written, the commit not yet
+            Path(sys.argv[2]).write_text(str(cell_id))
+            time.sleep(120)
+        ResultsStore._insert_children = stall
+        store.record_cell(int(sys.argv[3]), make_cell(repeat=0, reason="replaced"))
+        """,
+        str(tmp_path),
+        str(marker),
+        str(run.id),
+    )
+    try:
+        _wait_for(marker, child)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.communicate()
+    assert child.returncode == -signal.SIGKILL
+    half = int(marker.read_text())
+    with ResultsStore(tmp_path, busy_timeout=5) as s:
+        assert s.get_cell(half) is None
+        (cell,) = s.cells(run.id)
+        assert cell.reason == make_cell().reason  # the old version, whole
+        s.record_cell(run.id, make_cell(repeat=1))  # and the store is writable at once
+        assert len(s.cells(run.id)) == 2
+
+
+def test_two_processes_write_concurrently(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path) as s:
+        run = s.start_run("run")
+    go = tmp_path / "go"
+    writer = """
+        store = ResultsStore(results)
+        while not Path(sys.argv[2]).exists():
+            time.sleep(0.005)
+        for i in range(40):
+            store.record_cell(int(sys.argv[3]), make_cell(host=sys.argv[4], repeat=i))
+            if i % 10 == 0:
+                store.start_run("run", meta={"writer": sys.argv[4]})
+        store.close()
+        """
+    children = [_python(writer, str(tmp_path), str(go), str(run.id), h) for h in ("a", "b")]
+    time.sleep(0.3)  # let both import and open the store
+    go.touch()
+    for child in children:
+        _, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+    with ResultsStore(tmp_path) as s:
+        cells = s.cells(run.id)
+        assert len(cells) == 80
+        assert {(c.host, c.repeat) for c in cells} == {(h, i) for h in "ab" for i in range(40)}
+        assert all(len(c.subtests) == 4 and len(c.evidence) == 2 for c in cells)
+        assert len(s.runs()) == 1 + 2 * 4
