@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from kbisect.build import builder
+from kbisect.build.store import Artifact
 from kbisect.config import Project, Settings, cache_dir, load_project
 from kbisect.tree import debian, repos
+from kbisect.tree.checkout import checkout, slot
 from kbisect.tree.repos import TreeRepo
+from kbisect.tree.variants import find_variant
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,3 +75,24 @@ def debian_tree(real_project: Project) -> tuple[TreeRepo, list[str]]:
     pick = [available[0].version, available[-1].version]
     repos.import_debian(real_project, tree, pick, print)
     return tree, [f"v{v}" for v in pick]
+
+
+VARIANTS = ("vm-mixedmap", "vm-io", "none", "mempolicy")
+
+
+@pytest.fixture(scope="session")
+def dom0_builds(
+    real_project: Project, debian_tree: tuple[TreeRepo, list[str]]
+) -> dict[str, Artifact]:
+    """The newest Debian 6.1 release built with the dom0 profile for each gntdev variant, once
+    per session (later requests are artifact-store hits)."""
+    tree, tags = debian_tree
+    profile = real_project.profiles["xen-dom0"]
+    built: dict[str, Artifact] = {}
+    with slot(real_project, tree) as path:
+        for name in VARIANTS:
+            co = checkout(real_project, tree, tags[-1], find_variant(real_project, name), path)
+            outcome = builder.build(real_project, co, profile)
+            assert outcome.artifact is not None, (name, outcome.errors)
+            built[name] = outcome.artifact
+    return built

@@ -7,7 +7,14 @@ from invoke.collection import Collection
 from invoke.program import Program
 
 from kbisect import __version__
-from kbisect.cli import build_tasks, config_tasks, lab_tasks, pipeline_tasks, tree_tasks
+from kbisect.cli import (
+    build_tasks,
+    config_tasks,
+    lab_tasks,
+    pipeline_tasks,
+    run_tasks,
+    tree_tasks,
+)
 
 ns = Collection()
 ns.add_task(config_tasks.check)
@@ -17,6 +24,8 @@ ns.add_task(tree_tasks.variants)
 ns.add_task(build_tasks.build)
 ns.add_task(build_tasks.builds)
 ns.add_task(lab_tasks.deploy)
+ns.add_task(run_tasks.stress)
+ns.add_task(run_tasks.run)
 ns.add_collection(Collection("tree", tree_tasks.import_, tree_tasks.revs))
 ns.add_collection(
     Collection(

@@ -9,9 +9,7 @@ from invoke.exceptions import Exit
 
 from kbisect.build.builder import build as do_build
 from kbisect.build.builder import store_for
-from kbisect.cli.common import project, say, task
-from kbisect.config import BuildProfile
-from kbisect.errors import UserError
+from kbisect.cli.common import choose_profile, project, say, task
 from kbisect.tree import repos
 from kbisect.tree.checkout import checkout, slot
 from kbisect.tree.variants import find_variant
@@ -43,7 +41,7 @@ def build(
     first compiler errors are printed), 125 when the variant does not apply (SKIP).
     """
     p = project()
-    chosen = _profile(p.profiles, profile)
+    chosen = choose_profile(p.profiles, profile)
     handle = repos.open_tree(p, tree)
     ref = find_variant(p, variant)
     with slot(p, handle) as path:
@@ -93,15 +91,3 @@ def builds(c: Context) -> None:
         f"{len(artifacts)} builds, {total / 2**30:.2f} GiB "
         f"of {store.limit_bytes / 2**30:.0f} GiB; {store.root}"
     )
-
-
-def _profile(profiles: dict[str, BuildProfile], name: str | None) -> BuildProfile:
-    if name is None:
-        if len(profiles) == 1:
-            return next(iter(profiles.values()))
-        name = "xen-dom0"
-    if name not in profiles:
-        raise UserError(
-            f"unknown build profile {name!r} (known: {', '.join(sorted(profiles)) or 'none'})"
-        )
-    return profiles[name]

@@ -14,8 +14,8 @@ from invoke.parser.argument import Argument
 from invoke.tasks import Task as InvokeTask
 from invoke.tasks import task as invoke_task
 
-from kbisect.config import Project, load_project
-from kbisect.errors import KbisectError
+from kbisect.config import BuildProfile, Project, load_project
+from kbisect.errors import KbisectError, UserError
 from kbisect.lab.lab import install_exit_handlers
 
 
@@ -69,3 +69,16 @@ def say(text: str = "") -> None:
 
 def warn(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def choose_profile(profiles: dict[str, BuildProfile], name: str | None) -> BuildProfile:
+    """A build profile by name; without one, the only profile or xen-dom0."""
+    if name is None:
+        if len(profiles) == 1:
+            return next(iter(profiles.values()))
+        name = "xen-dom0"
+    if name not in profiles:
+        raise UserError(
+            f"unknown build profile {name!r} (known: {', '.join(sorted(profiles)) or 'none'})"
+        )
+    return profiles[name]

@@ -31,7 +31,10 @@ class Settings(Model):
         "default $XDG_CACHE_HOME/kbisect. Must be outside the repository.",
         None,
     )
-    results_dir: str = doc("Where runs are stored, relative to the project root.", "results")
+    results_dir: str = doc(
+        "Where runs are stored, relative to the project root. Overridden by $KBISECT_RESULTS.",
+        "results",
+    )
     build_jobs: int | None = doc("make -jN for builds; default: the number of cores.", None)
     artifact_limit_gb: float = doc("Size limit of the build artifact store (LRU pruning).", 40.0)
 

@@ -54,7 +54,9 @@ class Project:
 
     @property
     def results_dir(self) -> Path:
-        return self.root / self.settings.results_dir
+        """$KBISECT_RESULTS (e.g. a CI workspace), else settings.results_dir under the root."""
+        override = os.environ.get("KBISECT_RESULTS")
+        return Path(override) if override else self.root / self.settings.results_dir
 
     def get(self, kind: str, name: str) -> Model:
         """A named object, or a user error that lists the names that exist."""

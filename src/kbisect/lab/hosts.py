@@ -195,8 +195,8 @@ class LabHost(ABC):
         """Start booting the build; returns the boot id before the reboot, if known."""
 
     @abstractmethod
-    def _power_cycle(self, artifact: Artifact, deadline: Deadline) -> None:
-        """Force a restart of a host that does not answer."""
+    def _power_cycle(self, artifact: Artifact, deadline: Deadline) -> bool:
+        """Force a restart of a host that does not answer; True if that booted the build."""
 
     @abstractmethod
     def console_log(self) -> Path | None:
@@ -259,24 +259,27 @@ class LabHost(ABC):
             raise HostBroken(f"{self.name} is marked broken for this run: {self.broken}")
         started = time.monotonic()
         self.deployment_file.unlink(missing_ok=True)
-        cycles = 0
-        try:
-            previous = self._boot(artifact, Deadline(self.config.boot_timeout))
-            while True:
-                try:
-                    probe = self._wait_back(previous, Deadline(self.config.boot_timeout))
-                    break
-                except HostDown as exc:
-                    if cycles >= self.config.max_power_cycles:
-                        raise self._mark_broken(exc, cycles) from None
-                    cycles += 1
-                    self.say(
-                        f"{self.name}: not back ({exc}); power cycle "
-                        f"{cycles}/{self.config.max_power_cycles}"
-                    )
-                    self._power_cycle(artifact, Deadline(self.config.boot_timeout))
-        except HostDown as exc:
-            raise self._mark_broken(exc, cycles) from None
+        cycles, armed, cycle_next = 0, False, False
+        previous: str | None = None
+        while True:
+            try:
+                if cycle_next:
+                    cycle_next = False
+                    armed = self._power_cycle(artifact, Deadline(self.config.boot_timeout)) or armed
+                if not armed:
+                    previous = self._boot(artifact, Deadline(self.config.boot_timeout))
+                    armed = True
+                probe = self._wait_back(previous, Deadline(self.config.boot_timeout))
+                break
+            except HostDown as exc:
+                if cycles >= self.config.max_power_cycles:
+                    raise self._mark_broken(exc, cycles) from None
+                cycles += 1
+                cycle_next = True
+                self.say(
+                    f"{self.name}: not back ({_first_line(exc)}); power cycle "
+                    f"{cycles}/{self.config.max_power_cycles}"
+                )
         self._verify(probe, artifact)
         console = self.console_log()
         done = Deployment(
@@ -378,8 +381,9 @@ class EmbeddedHost(LabHost):
         self._start(artifact)
         return None
 
-    def _power_cycle(self, artifact: Artifact, deadline: Deadline) -> None:
-        self._start(artifact)
+    def _power_cycle(self, artifact: Artifact, deadline: Deadline) -> bool:
+        self._start(artifact)  # a fresh QEMU boots the build: power cycle and deploy in one
+        return True
 
     def _start(self, artifact: Artifact) -> None:
         self.say(f"{self.name}: booting Xen + dom0 {artifact.key} under QEMU")
@@ -396,9 +400,10 @@ class EmbeddedHost(LabHost):
         self._known.add("127.0.0.1", state.port, parse_public_key(state.host_key_pub))
 
     def check_alive(self) -> None:
-        if self.qemu.state_file.exists() and self.qemu.state() is None:
+        if self.qemu.state() is None:
             raise HostDown(
-                f"{self.name}: QEMU exited unexpectedly (the host is gone)" + self._console_note(25)
+                f"{self.name}: QEMU is not running (it exited, was killed, or was never started)"
+                + self._console_note(25)
             )
 
     def console_log(self) -> Path | None:
@@ -442,7 +447,7 @@ class RackHost(LabHost):
 
     def _boot(self, artifact: Artifact, deadline: Deadline) -> str | None:
         try:
-            session = self.connect(Deadline(min(deadline.remaining(), _SHORT)))
+            session = self.connect(deadline)
         except HostDown:
             self.say(f"{self.name}: not answering before the deploy")
             raise
@@ -543,7 +548,7 @@ class RackHost(LabHost):
                     f"({result.status}): {result.stderr.decode(errors='replace').strip()[-200:]}"
                 )
 
-    def _power_cycle(self, artifact: Artifact, deadline: Deadline) -> None:
+    def _power_cycle(self, artifact: Artifact, deadline: Deadline) -> bool:
         argv = self.ssh.power_cycle
         if not argv:
             raise HostDown(f"{self.name}: not answering and no power_cycle command is configured")
@@ -564,6 +569,7 @@ class RackHost(LabHost):
                 f"{self.name}: power_cycle command failed ({done.returncode}): "
                 f"{done.stderr.strip()[-200:]}"
             )
+        return False  # it boots whatever grub picks: the armed entry, or the fallback
 
     def _run(
         self, session: SshSession, argv: list[str], what: str, deadline: Deadline | None = None
@@ -577,6 +583,10 @@ class RackHost(LabHost):
 
     def _run_sh(self, session: SshSession, script: str, args: list[str], what: str) -> None:
         self._run(session, ["sh", "-c", script, "sh", *args], what)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _pack_modules(artifact: Artifact, release: str, out: Path) -> None:

@@ -1,0 +1,210 @@
+"""Running a job on a deployed host: upload the program, prepare the host (modules, sysctl),
+start the job detached, poll it under the job's time limit, fetch its output, dmesg and the
+console, and judge the result.
+
+A dropped connection during a job is not a lost job: the job runs detached on the host and is
+found again by name after reconnecting. A host that dies under a job (QEMU gone, no SSH within the
+deadline) is recorded as such and the classifier decides: kernel evidence on the console makes it
+FAIL (a panic), none makes it ERROR.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kbisect.config.model import Job
+from kbisect.deadline import Deadline
+from kbisect.errors import InfraError
+from kbisect.jobs.classify import Verdict, judge
+from kbisect.jobs.gntstress import GntstressReport, build_gntstress, parse_output
+from kbisect.lab.hosts import HostDown, LabHost
+from kbisect.lab.ssh import JobHandle, JobState, SshSession
+from kbisect.results.model import LogKind
+
+REMOTE_DIR = "/tmp/kbisect"  # noqa: S108 (on the test host, which only root uses)
+_SETUP_SECONDS = 120.0
+_RECONNECT_SECONDS = 60.0
+_POLL_SECONDS = 2.0
+_FETCH_SECONDS = 120.0
+
+LOG_NAMES = {
+    LogKind.JOB_OUTPUT: "job-output.log",
+    LogKind.DMESG: "dmesg.log",
+    LogKind.CONSOLE: "console.log",
+}
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class JobRun:
+    """One run of one job on one host, with what the classifier made of it."""
+
+    job: str
+    repeat: int
+    started: datetime
+    finished: datetime
+    exit_status: int | None
+    host_died: bool
+    timed_out: bool
+    report: GntstressReport | None
+    verdict: Verdict
+    logs: dict[LogKind, Path]
+
+
+def program_for(job: Job, cache_dir: Path) -> Path:
+    """The local binary of the job's program: gntstress is built (once per source/compiler)."""
+    if job.program == "gntstress":
+        return build_gntstress(cache_dir / "jobs")
+    path = Path(job.program).expanduser()
+    if not path.is_file():
+        raise InfraError(f"job {job.name}: program {path} does not exist here")
+    return path
+
+
+def setup_script(job: Job) -> list[str]:
+    """argv that loads the job's modules and applies its sysctl settings, failing loudly."""
+    script = (
+        'for m in $MODULES; do modprobe "$m" || { echo "modprobe $m failed" >&2; exit 10; }; done\n'
+        'for kv in "$@"; do sysctl -w "$kv" >/dev/null || '
+        '{ echo "sysctl -w $kv failed" >&2; exit 11; }; done\n'
+        f"mkdir -p {REMOTE_DIR}\n"
+    )
+    settings = [f"{k}={v}" for k, v in sorted(job.sysctl.items())]
+    modules = " ".join(job.modules)
+    return ["env", f"MODULES={modules}", "sh", "-c", script, "sh", *settings]
+
+
+def run_job(
+    host: LabHost,
+    job: Job,
+    repeat: int,
+    program: Path,
+    out_dir: Path,
+    say: Say = print,
+) -> JobRun:
+    """Run `job` once on `host` (which must be deployed) and write its logs into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
+    remote = f"{REMOTE_DIR}/{program.name}"
+    console = host.console_log()
+    console_from = console.stat().st_size if console and console.exists() else 0
+    session = host.connect(Deadline(_RECONNECT_SECONDS))
+    try:
+        _prepare(host, session, job, program, remote)
+        name = f"{job.name}-r{repeat}"
+        handle = session.start_job([remote, *job.args], name, Deadline(_SETUP_SECONDS))
+        say(f"{host.name}: {job.name} (repeat {repeat}) running, time limit {job.timeout} s")
+        session, state, died = _wait(host, session, handle, Deadline(job.timeout))
+        stdout = stderr = dmesg = ""
+        timed_out = False
+        if not died and state.running:
+            timed_out = True
+            say(f"{host.name}: {job.name} still running after {job.timeout} s: stopping it")
+            state = session.stop_job(handle)
+        if not died:
+            try:
+                output = session.job_output(handle, Deadline(_FETCH_SECONDS))
+                stdout = output.stdout.decode(errors="replace")
+                stderr = output.stderr.decode(errors="replace")
+                dmesg = session.run(["dmesg"], Deadline(_FETCH_SECONDS)).text()
+                session.remove_job(handle)
+            except InfraError:
+                host_gone = _host_gone(host)
+                if host_gone is None:
+                    raise
+                died = True
+    finally:
+        session.close()
+    console_text = _read_from(console, console_from)
+    report = parse_output(stdout) if stdout.strip() else None
+    exit_status = None if died or timed_out else state.status
+    verdict = judge(report, exit_status, dmesg, console_text, host_died=died)
+    logs = {
+        LogKind.JOB_OUTPUT: _write(out_dir / LOG_NAMES[LogKind.JOB_OUTPUT], stdout, stderr),
+        LogKind.DMESG: _write(out_dir / LOG_NAMES[LogKind.DMESG], dmesg),
+    }
+    if console is not None:
+        logs[LogKind.CONSOLE] = _write(out_dir / LOG_NAMES[LogKind.CONSOLE], console_text)
+    return JobRun(
+        job=job.name,
+        repeat=repeat,
+        started=started,
+        finished=datetime.now(UTC),
+        exit_status=exit_status,
+        host_died=died,
+        timed_out=timed_out,
+        report=report,
+        verdict=verdict,
+        logs=logs,
+    )
+
+
+def _prepare(host: LabHost, session: SshSession, job: Job, program: Path, remote: str) -> None:
+    result = session.run(setup_script(job), Deadline(_SETUP_SECONDS))
+    if not result.ok:
+        raise InfraError(
+            f"{host.name}: preparing job {job.name} failed: "
+            f"{result.stderr.decode(errors='replace').strip()[-300:]}"
+        )
+    session.upload(program, remote, Deadline(_SETUP_SECONDS), mode=0o755)
+    # The job's dmesg starts empty, so what it shows is the job's doing.
+    cleared = session.run(["dmesg", "-c"], Deadline(_SETUP_SECONDS))
+    if not cleared.ok:
+        raise InfraError(f"{host.name}: cannot clear the kernel log (dmesg -c)")
+
+
+def _wait(
+    host: LabHost, session: SshSession, handle: JobHandle, deadline: Deadline
+) -> tuple[SshSession, JobState, bool]:
+    """Poll until the job ends or the deadline passes; reconnect after a dropped connection.
+
+    Returns the (possibly new) session, the last state, and whether the host died.
+    """
+    while True:
+        try:
+            state = session.wait_job(handle, deadline, _POLL_SECONDS)
+            return session, state, False
+        except InfraError:
+            if _host_gone(host) is not None:
+                return session, JobState(False, None), True
+        # the connection dropped but the host may be fine: log in again and find the job
+        session.close()
+        try:
+            session = host.connect(Deadline(min(_RECONNECT_SECONDS, deadline.remaining() + 10)))
+            handle = session.find_job(handle.name)
+        except InfraError:
+            return session, JobState(False, None), True
+        if deadline.expired:
+            return session, session.poll(handle), False
+        time.sleep(_POLL_SECONDS)
+
+
+def _host_gone(host: LabHost) -> str | None:
+    try:
+        host.check_alive()
+    except HostDown as exc:
+        return str(exc)
+    return None
+
+
+def _read_from(path: Path | None, offset: int) -> str:
+    if path is None or not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def _write(path: Path, text: str, stderr: str = "") -> Path:
+    body = text
+    if stderr:
+        body += ("" if not text or text.endswith("\n") else "\n") + "--- stderr ---\n" + stderr
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(body)
+    tmp.rename(path)
+    return path

@@ -1,0 +1,131 @@
+"""The embedded host for real: Debian's Xen 4.17 under QEMU booting kbisect's own dom0 builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kbisect.build.store import Artifact
+from kbisect.config import Project
+from kbisect.config.model import Host, Job, QemuOptions
+from kbisect.deadline import Deadline
+from kbisect.jobs.runner import run_job
+from kbisect.lab.hosts import EmbeddedHost, HostBroken, LabPaths
+from kbisect.lab.lab import Lab
+from kbisect.lab.qemu import PROC_MARKER
+from kbisect.lab.ssh import generate_keypair
+from kbisect.results.model import LogKind, ResultStatus
+
+
+def our_qemus() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if PROC_MARKER.encode() in cmdline and b"qemu-system" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_boot_verify_switch_variant_and_shut_down(
+    real_project: Project, dom0_builds: dict[str, Artifact]
+) -> None:
+    with Lab(real_project, say=print) as lab:
+        host = lab.host("qemu")
+        assert isinstance(host, EmbeddedHost)
+        first = host.deploy(dom0_builds["vm-mixedmap"])
+        assert first.build_key == dom0_builds["vm-mixedmap"].key
+        fp = first.fingerprint
+        assert fp["hypervisor"] == "xen" and fp["xen_version"].startswith("4.17")
+        assert fp["numa_nodes"] == "2" and fp["numa_balancing"] == "1"
+        assert "dom0_mem=1024M" in fp["xen_cmdline"]
+        with host.connect(Deadline(30)) as session:
+            assert session.run(["cat", "/sys/hypervisor/type"], Deadline(30)).text() == "xen\n"
+            absent = session.run(["test", "-c", "/dev/xen/gntdev"], Deadline(30))
+            loaded = session.run_shell(
+                "modprobe xen-gntdev && test -c /dev/xen/gntdev", Deadline(60)
+            )
+        assert absent.status != 0 and loaded.ok, loaded
+        pid = host.qemu.state().pid  # type: ignore[union-attr]
+
+        second = host.deploy(dom0_builds["vm-io"])
+        assert second.build_key == dom0_builds["vm-io"].key
+        assert second.boot_id != first.boot_id
+        assert not Path(f"/proc/{pid}").exists(), "the first QEMU was ended"
+        assert json.loads(host.deployment_file.read_text())["build_key"] == second.build_key
+        assert our_qemus()
+    assert our_qemus() == [], "leaving the Lab ends every QEMU it started"
+
+
+@pytest.mark.slow
+def test_qemu_killed_mid_job_is_an_infrastructure_error(
+    real_project: Project, dom0_builds: dict[str, Artifact], tmp_path: Path
+) -> None:
+    # busybox is static: a program the bare dom0 can run, here a long sleep
+    job = Job(name="sleeper", program="/bin/busybox", args=["sleep", "600"], timeout=600)
+    with Lab(real_project, say=print) as lab:
+        host = lab.host("qemu")
+        assert isinstance(host, EmbeddedHost)
+        host.deploy(dom0_builds["vm-mixedmap"])
+        state = host.qemu.state()
+        assert state is not None
+
+        def kill_soon() -> None:
+            time.sleep(8)
+            os.kill(state.pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_soon)
+        killer.start()
+        started = time.monotonic()
+        result = run_job(host, job, 1, Path(job.program), tmp_path / "cell", print)
+        killer.join()
+        took = time.monotonic() - started
+    assert result.host_died and result.exit_status is None
+    assert result.verdict.status is ResultStatus.ERROR
+    assert "host died" in result.verdict.reason
+    assert took < job.timeout / 2, "noticed at the next poll, not at the job's deadline"
+    console = result.logs[LogKind.CONSOLE]
+    assert console.exists()
+    assert our_qemus() == []
+
+
+def test_host_that_never_boots_is_broken_with_its_console_kept(tmp_path: Path) -> None:
+    """Real Xen and QEMU, but a dom0 'kernel' that is not one: Xen cannot build dom0, the boot
+    never reaches the ready marker, power cycles (QEMU restarts) do not help."""
+    art = tmp_path / "artifact"
+    (art / "modules").mkdir(parents=True)
+    (art / "bzImage").write_bytes(b"not a kernel\n" * 100)
+    (art / "meta.json").write_text(json.dumps({"kernel_release": "6.1.0-none"}))
+    key = tmp_path / "lab" / "id_ed25519"
+    generate_keypair(key)
+    paths = LabPaths(
+        lab_dir=tmp_path / "lab",
+        key_path=key,
+        public_key=key.with_suffix(".pub").read_text(),
+        rack_known_hosts=tmp_path / "known_hosts",
+    )
+    config = Host(
+        name="doomed", kind="qemu", qemu=QemuOptions(), boot_timeout=20, max_power_cycles=1
+    )
+    host = EmbeddedHost(config, paths, print)
+    try:
+        with pytest.raises(HostBroken) as broken:
+            host.deploy(Artifact("0123456789abcdef", art))
+    finally:
+        host.shutdown()
+    message = str(broken.value)
+    assert "after 1 power cycle(s)" in message and "console log kept" in message
+    kept = sorted((tmp_path / "lab/doomed").glob("console-broken-*.log"))
+    assert len(kept) == 1
+    assert "(XEN)" in kept[0].read_text(), "the console shows how far Xen got"
+    assert host.broken and our_qemus() == []
