@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from kbisect.build.store import Artifact
 from kbisect.config import Project
 from kbisect.config.model import Host, Job, QemuOptions
@@ -129,3 +132,39 @@ def test_host_that_never_boots_is_broken_with_its_console_kept(tmp_path: Path) -
     assert len(kept) == 1
     assert "(XEN)" in kept[0].read_text(), "the console shows how far Xen got"
     assert host.broken and our_qemus() == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_a_run_ends_qemu(
+    real_project: Project,
+    dom0_builds: dict[str, Artifact],
+    debian_tree: tuple[object, list[str]],
+    tmp_path: Path,
+    sig: signal.Signals,
+) -> None:
+    """Ctrl-C (SIGINT) or a kill (SIGTERM) in the middle of a job: QEMU is ended by PID."""
+    env = {**os.environ, "KBISECT_ROOT": str(REPO), "KBISECT_RESULTS": str(tmp_path)}
+    rev = debian_tree[1][-1]
+    argv = [sys.executable, "-m", "kbisect", "run", "--tree", "debian-6.1", "--rev", rev,
+            "--variant", "vm-mixedmap", "--job", "gntstress"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    assert proc.stdout is not None
+    seen = []
+    deadline = Deadline(600)
+    try:
+        for raw in proc.stdout:  # the run's own deadlines bound this (boot 180 s)
+            seen.append(raw.decode(errors="replace"))
+            if "running, time limit" in seen[-1] or deadline.expired:
+                break
+        qemus = our_qemus()
+        assert len(qemus) == 1, "".join(seen)
+        proc.send_signal(sig)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode != 0, "".join(seen) + rest.decode()
+    assert our_qemus() == []
+    assert not Path(f"/proc/{qemus[0]}").exists()
