@@ -8,6 +8,7 @@ from invoke.program import Program
 
 from kbisect import __version__
 from kbisect.cli import (
+    bisect_tasks,
     build_tasks,
     config_tasks,
     lab_tasks,
@@ -27,6 +28,9 @@ ns.add_task(lab_tasks.deploy)
 ns.add_task(run_tasks.stress)
 ns.add_task(run_tasks.run)
 ns.add_collection(Collection("tree", tree_tasks.import_, tree_tasks.revs))
+bisect_collection = Collection("bisect", bisect_tasks.bisect_log, bisect_tasks.bisect_replay)
+bisect_collection.add_task(bisect_tasks.bisect, default=True)
+ns.add_collection(bisect_collection)
 ns.add_collection(
     Collection(
         "lab", lab_tasks.lab_up, lab_tasks.lab_down, lab_tasks.lab_status, lab_tasks.lab_trust

@@ -54,9 +54,14 @@ class Project:
 
     @property
     def results_dir(self) -> Path:
-        """$KBISECT_RESULTS (e.g. a CI workspace), else settings.results_dir under the root."""
+        """$KBISECT_RESULTS (e.g. a CI workspace), else settings.results_dir under the root
+        (in the cache when there is no project)."""
         override = os.environ.get("KBISECT_RESULTS")
-        return Path(override) if override else self.root / self.settings.results_dir
+        if override:
+            return Path(override)
+        if not self.configs_dir.is_dir():  # no project (a plain repository): keep out of it
+            return self.cache_dir / "results"
+        return self.root / self.settings.results_dir
 
     def get(self, kind: str, name: str) -> Model:
         """A named object, or a user error that lists the names that exist."""

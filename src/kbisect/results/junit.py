@@ -22,6 +22,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from junit_xml import TestCase, TestSuite
 
@@ -220,7 +221,11 @@ def render(cells: Sequence[CellRecord], *, name: str = "kbisect") -> bytes:
 
 def write_junit(cells: Sequence[CellRecord], path: Path, *, name: str = "kbisect") -> Path:
     """Write ``render(cells)`` to ``path`` atomically (temp file in the same directory, rename)."""
-    data = render(cells, name=name)
+    _atomic_write(path, render(cells, name=name))
+    return path
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -233,4 +238,48 @@ def write_junit(cells: Sequence[CellRecord], path: Path, *, name: str = "kbisect
         with contextlib.suppress(FileNotFoundError):
             Path(tmp).unlink()
         raise
+
+
+def render_bisection(report: dict[str, Any]) -> bytes:
+    """A bisection report (kbisect.bisect.report.to_json) as JUnit: one testsuite, a testcase
+    per end, step and validation, and `result`, which fails unless the culprit is confirmed."""
+    bid = report["id"]
+    classname = f"kbisect.bisect.{bid}"
+    cases: list[TestCase] = []
+    phases = [("end", report.get("ends", [])), ("step", report.get("steps", []))]
+    for kind, items in phases:
+        for number, item in enumerate(items, 1):
+            case = TestCase(
+                visible(f"{kind} {number} {item['commit'][:12]}"),
+                classname=classname,
+                stdout=visible(json.dumps(item, sort_keys=True)),
+            )
+            if item["verdict"] == "skip":
+                case.add_skipped_info(visible(item.get("detail", "")))
+            cases.append(case)
+    for item in report.get("validations", []) or []:
+        case = TestCase(visible(f"validate {item['name']}"), classname=classname)
+        if item["ok"] is False:
+            case.add_failure_info(visible(f"expected {item['expected']}, got {item['verdict']}"))
+        elif item["ok"] is None:
+            case.add_skipped_info(visible(item.get("note") or "not run"))
+        cases.append(case)
+    result = TestCase("result", classname=classname, stdout=visible(str(report.get("text", ""))))
+    if report["status"] != "confirmed":
+        result.add_failure_info(visible(f"{report['status']}: {report['message']}"))
+    cases.append(result)
+    suite = TestSuite(visible(f"bisection {bid}"), cases)
+    element: ET.Element = suite.build_xml_doc(encoding="utf-8")
+    element.attrib.pop("disabled", None)
+    root = ET.Element("testsuites", {"name": "kbisect"})
+    for key in ("tests", "failures", "errors"):
+        root.set(key, element.get(key, "0"))
+    root.append(element)
+    ET.indent(root)
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return data + b"\n"
+
+
+def write_bisection_junit(report: dict[str, Any], path: Path) -> Path:
+    _atomic_write(path, render_bisection(report))
     return path

@@ -179,3 +179,31 @@ class BuildRecord:
             raise ValueError(f"not a build key: {self.key!r}")
         if self.log is not None:
             check_relative(self.log)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One run of a bisection's predicate on one commit."""
+
+    seq: int
+    phase: str
+    """good-end, bad-end, step, culprit, parent or revert."""
+    commit: str
+    outcome: str
+    """pass, fail, skip, error or abort."""
+    detail: str = ""
+    identity: str | None = None
+    """The build key (or source tree id) that was tested."""
+    seconds: float = 0.0
+    finished: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BisectionRecord:
+    id: int
+    created: datetime
+    updated: datetime
+    status: str
+    """running, then the report's status (confirmed, unconfirmed, ends-not-reproduced, ...)."""
+    request: dict[str, Any]
+    report: dict[str, Any] | None = None

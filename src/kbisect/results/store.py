@@ -25,6 +25,7 @@ from typing import Any
 
 from kbisect.errors import InfraError, UserError
 from kbisect.results.model import (
+    BisectionRecord,
     BuildRecord,
     CellIdentity,
     CellRecord,
@@ -35,6 +36,7 @@ from kbisect.results.model import (
     RunRecord,
     RunStatus,
     SubtestRecord,
+    TrialRecord,
 )
 
 DB_NAME = "kbisect.sqlite"
@@ -117,6 +119,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             kind TEXT NOT NULL,
             path TEXT NOT NULL,
             PRIMARY KEY (cell_id, seq)
+        )""",
+    ),
+    (
+        """CREATE TABLE bisections (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            status TEXT NOT NULL,
+            request TEXT NOT NULL,
+            report TEXT
+        )""",
+        """CREATE TABLE bisect_trials (
+            bisection_id INTEGER NOT NULL REFERENCES bisections (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            phase TEXT NOT NULL,
+            commit_id TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            identity TEXT,
+            seconds REAL NOT NULL,
+            finished TEXT NOT NULL,
+            PRIMARY KEY (bisection_id, seq)
         )""",
     ),
 )
@@ -567,6 +591,100 @@ class ResultsStore:
             meta=json.loads(row["meta"]),
             recorded=_dt(row["recorded"]),
         )
+
+    # -- bisections ------------------------------------------------------------------------------
+
+    def create_bisection(self, request: Mapping[str, Any]) -> BisectionRecord:
+        """A new bisection in status "running"; `request` is what is needed to resume it."""
+        now = _ts(datetime.now(UTC))
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO bisections (created, updated, status, request) VALUES (?, ?, ?, ?)",
+                (now, now, RunStatus.RUNNING.value, _json(dict(request))),
+            )
+            bisection_id = cursor.lastrowid
+        assert bisection_id is not None
+        found = self.get_bisection(bisection_id)
+        assert found is not None
+        return found
+
+    def get_bisection(self, bisection_id: int) -> BisectionRecord | None:
+        rows = self._read("SELECT * FROM bisections WHERE id = ?", (bisection_id,))
+        return _bisection(rows[0]) if rows else None
+
+    def bisections(self, limit: int | None = None) -> list[BisectionRecord]:
+        rows = self._read(
+            "SELECT * FROM bisections ORDER BY id DESC LIMIT ?", (-1 if limit is None else limit,)
+        )
+        return [_bisection(row) for row in rows]
+
+    def finish_bisection(
+        self, bisection_id: int, status: str, report: Mapping[str, Any] | None
+    ) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE bisections SET status = ?, report = ?, updated = ? WHERE id = ?",
+                (
+                    status,
+                    None if report is None else _json(dict(report)),
+                    _ts(datetime.now(UTC)),
+                    bisection_id,
+                ),
+            )
+            if cursor.rowcount != 1:
+                raise UserError(f"no bisection {bisection_id} in {self.path}")
+
+    def add_trial(self, bisection_id: int, trial: TrialRecord) -> None:
+        """Record one predicate run the moment it ends (resume replays these)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO bisect_trials (bisection_id, seq, phase, commit_id, outcome, detail, "
+                "identity, seconds, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    bisection_id,
+                    trial.seq,
+                    trial.phase,
+                    trial.commit,
+                    trial.outcome,
+                    trial.detail,
+                    trial.identity,
+                    trial.seconds,
+                    _ts(trial.finished or datetime.now(UTC)),
+                ),
+            )
+            conn.execute(
+                "UPDATE bisections SET updated = ? WHERE id = ?",
+                (_ts(datetime.now(UTC)), bisection_id),
+            )
+
+    def trials(self, bisection_id: int) -> list[TrialRecord]:
+        rows = self._read(
+            "SELECT * FROM bisect_trials WHERE bisection_id = ? ORDER BY seq", (bisection_id,)
+        )
+        return [
+            TrialRecord(
+                seq=row["seq"],
+                phase=row["phase"],
+                commit=row["commit_id"],
+                outcome=row["outcome"],
+                detail=row["detail"],
+                identity=row["identity"],
+                seconds=row["seconds"],
+                finished=_dt(row["finished"]),
+            )
+            for row in rows
+        ]
+
+
+def _bisection(row: sqlite3.Row) -> BisectionRecord:
+    return BisectionRecord(
+        id=row["id"],
+        created=_dt(row["created"]) or datetime.now(UTC),
+        updated=_dt(row["updated"]) or datetime.now(UTC),
+        status=row["status"],
+        request=json.loads(row["request"]),
+        report=None if row["report"] is None else json.loads(row["report"]),
+    )
 
 
 def _run(row: sqlite3.Row) -> RunRecord:

@@ -38,6 +38,14 @@ class Git:
         except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
             raise InfraError(f"{path}: not a git repository ({exc.__class__.__name__})") from None
 
+    @staticmethod
+    def init_bare(path: Path) -> None:
+        """Create an empty bare repository at path."""
+        try:
+            git.Repo.init(path, bare=True, quiet=True).close()
+        except git.GitCommandError as exc:
+            raise InfraError(f"git init {path} failed: {exc.stderr.strip()}") from None
+
     def __enter__(self) -> Git:
         return self
 

@@ -1,0 +1,1 @@
+"""Bisection: git chooses the steps, kbisect decides them from flaky runs and validates."""

@@ -1,0 +1,227 @@
+"""What a bisection step asks: is this commit good or bad? One run of the predicate per call.
+
+- `RunPredicate`: a command in the checked-out (and patched) worktree, with `git bisect run`'s
+  contract: exit 0 good, 125 skip, 128 or more abort, anything else bad.
+- `BuildPredicate`: the step is bad when the kernel does not build.
+- `JobPredicate`: build, deploy, run the job; bad when the named subtest (or any) FAILs.
+
+A patch that does not apply, a build failure (except for BuildPredicate) and an infrastructure
+error are never bad: the first two are SKIP, the last is ERROR, which the engine retries before
+it becomes a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from kbisect.config import BuildProfile, Job, Project
+from kbisect.errors import InfraError, KbisectError
+from kbisect.results.model import ResultStatus
+from kbisect.tree.checkout import Checkout, checkout, slot
+from kbisect.tree.repos import TreeRepo
+from kbisect.tree.variants import VariantRef
+
+SKIP_EXIT = 125
+ABORT_FROM = 128
+
+
+class Outcome(StrEnum):
+    PASS = "pass"  # noqa: S105 (an outcome, not a password)
+    FAIL = "fail"
+    SKIP = "skip"
+    ERROR = "error"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    outcome: Outcome
+    detail: str = ""
+    identity: str | None = None
+    """What was tested: the build key, or the source tree id when nothing is built."""
+
+
+class Predicate(Protocol):
+    def describe(self) -> str: ...
+
+    def trial(self, commit: str, revert: Path | None = None) -> TrialResult:
+        """Run once on `commit` (with `revert` applied in reverse on top, for validation)."""
+        ...
+
+
+Say = Callable[[str], None]
+
+
+def _with_revert(variant: VariantRef, revert: Path | None) -> VariantRef:
+    if revert is None:
+        return variant
+    return replace(variant, name=f"{variant.name}+revert", patches=(*variant.patches, revert))
+
+
+class CheckoutPredicate:
+    """Shared by the predicates: check the commit (plus variant, plus revert) out into a slot."""
+
+    def __init__(self, project: Project, tree: TreeRepo, variant: VariantRef, say: Say) -> None:
+        self.project = project
+        self.tree = tree
+        self.variant = variant
+        self.say = say
+
+    def _checkout(self, commit: str, revert: Path | None, path: Path) -> Checkout | TrialResult:
+        co = checkout(self.project, self.tree, commit, _with_revert(self.variant, revert), path)
+        if not co.usable:
+            return TrialResult(Outcome.SKIP, f"patch does not apply: {co.detail}")
+        return co
+
+
+class RunPredicate(CheckoutPredicate):
+    def __init__(
+        self,
+        project: Project,
+        tree: TreeRepo,
+        variant: VariantRef,
+        command: str,
+        timeout: float,
+        say: Say,
+    ) -> None:
+        super().__init__(project, tree, variant, say)
+        self.command = command
+        self.timeout = timeout
+
+    def describe(self) -> str:
+        return f"run {self.command!r}"
+
+    def trial(self, commit: str, revert: Path | None = None) -> TrialResult:
+        with slot(self.project, self.tree) as path:
+            co = self._checkout(commit, revert, path)
+            if isinstance(co, TrialResult):
+                return co
+            status = _run_command(self.command, path, self.timeout)
+        identity = co.tree_id
+        if status is None:
+            return TrialResult(Outcome.ERROR, f"timed out after {self.timeout:g} s", identity)
+        if status == 0:
+            return TrialResult(Outcome.PASS, "exit 0", identity)
+        if status == SKIP_EXIT:
+            return TrialResult(Outcome.SKIP, "exit 125", identity)
+        if status >= ABORT_FROM or status < 0:
+            return TrialResult(Outcome.ABORT, f"exit {status}", identity)
+        return TrialResult(Outcome.FAIL, f"exit {status}", identity)
+
+
+def _run_command(command: str, cwd: Path, timeout: float) -> int | None:
+    """Exit status of a shell command, or None when its deadline passed (it is then killed
+    with its whole process group)."""
+    proc = subprocess.Popen(  # noqa: S602 (the user's own command line, like git bisect run)
+        command, shell=True, cwd=cwd, start_new_session=True, stdin=subprocess.DEVNULL
+    )
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        return None
+    except BaseException:
+        _kill_group(proc)
+        raise
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=5)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class BuildPredicate(CheckoutPredicate):
+    """Bad when the kernel does not build (good when it does)."""
+
+    def __init__(
+        self,
+        project: Project,
+        tree: TreeRepo,
+        variant: VariantRef,
+        profile: BuildProfile,
+        say: Say,
+        *,
+        failure_is: Outcome = Outcome.FAIL,
+    ) -> None:
+        super().__init__(project, tree, variant, say)
+        self.profile = profile
+        self.failure_is = failure_is
+
+    def describe(self) -> str:
+        return f"build with profile {self.profile.name}"
+
+    def build(self, commit: str, revert: Path | None) -> tuple[TrialResult, object | None]:
+        from kbisect.build.builder import build
+
+        with slot(self.project, self.tree) as path:
+            co = self._checkout(commit, revert, path)
+            if isinstance(co, TrialResult):
+                return co, None
+            try:
+                outcome = build(self.project, co, self.profile)
+            except KbisectError as exc:
+                return TrialResult(Outcome.ERROR, f"build: {exc}"), None
+        if outcome.artifact is None:
+            first = outcome.errors[0] if outcome.errors else "build failed"
+            return TrialResult(self.failure_is, f"build failed: {first}", outcome.key), None
+        return TrialResult(Outcome.PASS, "built", outcome.key), outcome.artifact
+
+    def trial(self, commit: str, revert: Path | None = None) -> TrialResult:
+        return self.build(commit, revert)[0]
+
+
+class JobPredicate:
+    """Build (a failure is SKIP), deploy, run the job: bad when the subtest (or any) FAILs."""
+
+    def __init__(
+        self,
+        builder: BuildPredicate,
+        run_cell: Callable[[object], tuple[ResultStatus, dict[str, ResultStatus], str]],
+        job: Job,
+        test: str | None,
+    ) -> None:
+        self.builder = builder
+        self.run_cell = run_cell
+        self.job = job
+        self.test = test
+
+    def describe(self) -> str:
+        what = f"subtest {self.test}" if self.test else "any subtest"
+        return f"job {self.job.name}: bad when {what} FAILs"
+
+    def trial(self, commit: str, revert: Path | None = None) -> TrialResult:
+        built, artifact = self.builder.build(commit, revert)
+        if artifact is None:
+            return built
+        try:
+            status, subtests, reason = self.run_cell(artifact)
+        except InfraError as exc:
+            return TrialResult(Outcome.ERROR, str(exc), built.identity)
+        key = built.identity
+        if self.test is not None:
+            got = subtests.get(self.test)
+            if got is None:
+                if status is ResultStatus.FAIL:  # kernel evidence before the subtest ran
+                    return TrialResult(Outcome.FAIL, reason, key)
+                return TrialResult(Outcome.ERROR, f"no result for {self.test}: {reason}", key)
+            status = got
+        return {
+            ResultStatus.PASS: TrialResult(Outcome.PASS, reason, key),
+            ResultStatus.FAIL: TrialResult(Outcome.FAIL, reason, key),
+            ResultStatus.SKIP: TrialResult(Outcome.SKIP, reason, key),
+        }.get(status, TrialResult(Outcome.ERROR, reason, key))

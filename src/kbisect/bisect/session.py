@@ -1,0 +1,223 @@
+"""A bisection as kbisect runs it: the request (saved, so `--resume ID` needs nothing else), the
+journal in the results store, the bisect log file, the predicate, and the report files.
+
+Files: `results/bisect/ID/bisect.log` (git's, rewritten after every mark), `report.json`,
+`report.txt`, `junit.xml`; scratch git state and revert patches under `cache/bisect/ID/`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kbisect.bisect import report
+from kbisect.bisect.engine import Bisector, BisectResult
+from kbisect.bisect.gitbisect import GitBisect
+from kbisect.bisect.predicates import (
+    BuildPredicate,
+    JobPredicate,
+    Outcome,
+    Predicate,
+    RunPredicate,
+)
+from kbisect.bisect.stats import Policy
+from kbisect.config import Project
+from kbisect.errors import KbisectError, UserError
+from kbisect.lab.lab import Lab
+from kbisect.results.model import ResultStatus, TrialRecord
+from kbisect.results.store import ResultsStore
+from kbisect.tree import repos
+from kbisect.tree.git import Git
+from kbisect.tree.repos import TreeRepo
+from kbisect.tree.variants import find_variant
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class BisectRequest:
+    """Everything a bisection needs, stored with it (commit ids resolved once, at the start)."""
+
+    tree: str
+    good: list[str]
+    bad: str
+    predicate: str  # run, build or job
+    variant: str | None = None
+    command: str | None = None
+    command_timeout: float = 3600.0
+    job: str | None = None
+    test: str | None = None
+    host: str | None = None
+    profile: str | None = None
+    policy: dict[str, Any] = field(default_factory=dict)
+    good_given: list[str] = field(default_factory=list)
+    bad_given: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BisectRequest:
+        return cls(**data)
+
+
+class StoreJournal:
+    """The bisection's runs in the results store, and its bisect log as a file."""
+
+    def __init__(self, store: ResultsStore, bisection_id: int, log_file: Path) -> None:
+        self.store = store
+        self.id = bisection_id
+        self.log_file = log_file
+
+    def recorded(self) -> list[TrialRecord]:
+        return self.store.trials(self.id)
+
+    def add(self, trial: TrialRecord) -> None:
+        self.store.add_trial(self.id, trial)
+
+    def bisect_log(self, text: str) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.log_file.with_name(self.log_file.name + ".part")
+        tmp.write_text(text)
+        tmp.replace(self.log_file)
+
+
+def results_dir(store: ResultsStore, bisection_id: int) -> Path:
+    return store.results_dir / "bisect" / str(bisection_id)
+
+
+def state_dir(project: Project, bisection_id: int) -> Path:
+    return project.cache_dir / "bisect" / str(bisection_id)
+
+
+def prepare(project: Project, request: BisectRequest) -> tuple[BisectRequest, TreeRepo]:
+    """Resolve the ends to commit ids (a user error when they do not exist)."""
+    tree = repos.open_tree(project, request.tree)
+    repos.ensure_mirror(tree)
+    request.good_given = list(request.good)
+    request.bad_given = request.bad
+    goods = list(dict.fromkeys(repos.resolve(tree, rev) for rev in request.good))
+    request.bad = repos.resolve(tree, request.bad)
+    if request.bad in goods:
+        raise UserError("the good and the bad end are the same commit")
+    with Git(tree.path) as g:
+        # a good commit below another good one adds nothing (git would not test it either)
+        request.good = [
+            c
+            for c in goods
+            if not any(o != c and g.try_run("merge-base", "--is-ancestor", c, o).ok for o in goods)
+        ]
+        for good in request.good:
+            if not g.try_run("merge-base", "--is-ancestor", good, request.bad).ok:
+                raise UserError(
+                    f"the good end {good[:12]} is not an ancestor of the bad end "
+                    f"{request.bad[:12]}: is it the other way round?"
+                )
+    return request, tree
+
+
+def run_bisection(
+    project: Project,
+    store: ResultsStore,
+    bisection_id: int,
+    request: BisectRequest,
+    lab: Lab | None,
+    say: Say,
+) -> BisectResult:
+    """Run (or resume) bisection `bisection_id`, write its report files, record its status."""
+    tree = repos.open_tree(project, request.tree)
+    repos.ensure_mirror(tree)
+    policy = Policy(**request.policy)
+    scratch = state_dir(project, bisection_id)
+    out = results_dir(store, bisection_id)
+    journal = StoreJournal(store, bisection_id, out / "bisect.log")
+    predicate = make_predicate(project, tree, request, lab, say, out / "runs")
+    bisector = Bisector(
+        git=GitBisect(scratch / "state.git", tree.path / "objects"),
+        good=request.good,
+        bad=request.bad,
+        predicate=predicate,
+        policy=policy,
+        journal=journal,
+        parents=lambda c: commit_parents(tree, c),
+        make_revert=lambda c: revert_patch(tree, c, scratch),
+        say=say,
+    )
+    say(f"bisection {bisection_id}: {predicate.describe()}")
+    result = bisector.run()
+    data = report.to_json(result, request, tree, bisection_id)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / "report.txt").write_text(report.to_text(data))
+    report.write_junit(data, out / "junit.xml")
+    store.finish_bisection(bisection_id, result.status.value, data)
+    return result
+
+
+def commit_parents(tree: TreeRepo, commit: str) -> list[str]:
+    with Git(tree.path) as g:
+        return g.run("rev-list", "--parents", "-n", "1", commit).split()[1:]
+
+
+def revert_patch(tree: TreeRepo, commit: str, scratch: Path) -> Path | None:
+    """The culprit's change in reverse, as a patch for the bad end (None if it is empty)."""
+    with Git(tree.path) as g:
+        diff = g.run("diff", "--binary", "--full-index", commit, f"{commit}^")
+    if not diff.strip():
+        return None
+    path = scratch / f"revert-{commit[:12]}.patch"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(diff)
+    return path
+
+
+def make_predicate(
+    project: Project,
+    tree: TreeRepo,
+    request: BisectRequest,
+    lab: Lab | None,
+    say: Say,
+    logs_dir: Path,
+) -> Predicate:
+    from kbisect.cli.common import choose_profile
+
+    variant = find_variant(project, request.variant)
+    if request.predicate == "run":
+        assert request.command is not None
+        return RunPredicate(project, tree, variant, request.command, request.command_timeout, say)
+    profile = choose_profile(project.profiles, request.profile)
+    if request.predicate == "build":
+        return BuildPredicate(project, tree, variant, profile, say)
+    if request.predicate != "job" or request.job is None or lab is None:
+        raise UserError(f"unknown predicate {request.predicate!r}")
+    if request.job not in project.jobs:
+        raise UserError(f"unknown job {request.job!r} (configured: {', '.join(project.jobs)})")
+    job = project.jobs[request.job]
+    builder = BuildPredicate(project, tree, variant, profile, say, failure_is=Outcome.SKIP)
+    host = lab.host(request.host)
+    from kbisect.jobs.runner import program_for, run_job
+
+    program = program_for(job, project.cache_dir)
+    counter = [0]
+
+    def run_cell(artifact: object) -> tuple[ResultStatus, dict[str, ResultStatus], str]:
+        from kbisect.build.store import Artifact
+
+        assert isinstance(artifact, Artifact)
+        current = host.deployment()
+        alive = True
+        try:
+            host.check_alive()
+        except KbisectError:
+            alive = False
+        if current is None or current.build_key != artifact.key or not alive:
+            host.deploy(artifact)
+        counter[0] += 1
+        result = run_job(host, job, counter[0], program, logs_dir / str(counter[0]), say)
+        v = result.verdict
+        return v.status, {s.name: s.status for s in v.subtests}, v.reason
+
+    return JobPredicate(builder, run_cell, job, request.test)

@@ -1,0 +1,230 @@
+"""Tasks for bisection: `bisect`, `bisect.log` and `bisect.replay`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+from kbisect.bisect.session import (
+    BisectRequest,
+    prepare,
+    results_dir,
+    run_bisection,
+)
+from kbisect.bisect.stats import Policy
+from kbisect.cli.common import project, say
+from kbisect.cli.common import task as kb_task
+from kbisect.config import Project
+from kbisect.errors import UserError
+from kbisect.lab.lab import Lab
+from kbisect.results.store import ResultsStore
+
+_HELP = {
+    "good": "Good revision (repeat for several).",
+    "bad": "Bad revision.",
+    "tree": "Tree name (configs/) or the path of any git repository (default debian-6.1).",
+    "variant": "EXPERIMENT/VARIANT applied at every step (default: the tree as it is).",
+    "job": "Predicate: build, deploy and run this job; bad when a subtest FAILs.",
+    "test": "With --job: only this subtest decides.",
+    "host": "With --job: the host (default: the first embedded host).",
+    "profile": "Build profile for --job and --build-only (default xen-dom0).",
+    "build_only": "Predicate: bad when the kernel does not build.",
+    "run": "Predicate: a shell command run in the checked-out tree (git bisect run's contract).",
+    "timeout": "Seconds one --run command may take (then it is an infrastructure error).",
+    "repeat": "Runs per step at least (default 1; more are added while results are flaky).",
+    "max_runs": "Runs per step at most (default 12).",
+    "end_runs": "Runs at each end before bisecting (default 3).",
+    "budget": "Stop after this many seconds of bisecting (exit 3, the range so far reported).",
+    "resume": "Continue bisection ID after a crash or kill, without redoing finished runs.",
+}
+
+
+def _policy(repeat: int, max_runs: int, end_runs: int, budget: float) -> dict[str, object]:
+    policy: dict[str, object] = {}
+    if repeat:
+        policy["min_runs"] = repeat
+    if max_runs:
+        policy["max_runs"] = max(max_runs, repeat)
+    if end_runs:
+        policy["end_runs"] = end_runs
+    if budget:
+        policy["budget_seconds"] = budget
+    Policy(**policy)  # type: ignore[arg-type]  # validates the names now, not at resume
+    return policy
+
+
+def _predicate(job: str | None, build_only: bool, run: str | None) -> str:
+    chosen = [name for name, on in (("job", job), ("build", build_only), ("run", run)) if on]
+    if len(chosen) != 1:
+        raise UserError("give exactly one predicate: --job J, --build-only or --run CMD")
+    return chosen[0]
+
+
+def _execute(p: Project, request: BisectRequest, bisection_id: int, store: ResultsStore) -> None:
+    with Lab(p, say=say) as lab:
+        if request.predicate == "job":
+            lab.lease(lab.host(request.host), f"bisect {bisection_id}")
+        result = run_bisection(p, store, bisection_id, request, lab, say)
+    out = results_dir(store, bisection_id)
+    say("")
+    say((out / "report.txt").read_text().rstrip())
+    say("")
+    say(f"report: {out / 'report.json'}")
+    say(f"junit:  {out / 'junit.xml'}")
+    say(f"log:    {out / 'bisect.log'}   (kbisect bisect.log {bisection_id})")
+    if result.exit_code:
+        raise Exit(f"kbisect: bisection {bisection_id}: {result.status.value}", result.exit_code)
+
+
+@kb_task(help=_HELP, iterable=["good"])
+def bisect(
+    c: Context,
+    good: list[str],
+    bad: str | None = None,
+    tree: str = "debian-6.1",
+    variant: str | None = None,
+    job: str | None = None,
+    test: str | None = None,
+    host: str | None = None,
+    profile: str | None = None,
+    build_only: bool = False,
+    run: str | None = None,
+    timeout: float = 3600.0,
+    repeat: int = 0,
+    max_runs: int = 0,
+    end_runs: int = 0,
+    budget: float = 0.0,
+    resume: int = 0,
+) -> None:
+    """Find the commit between --good and --bad that made the predicate fail.
+
+    The ends are confirmed first, git chooses the steps, flaky results get more runs, and the
+    culprit is validated (it fails, its parent passes, the bad end with it reverted passes).
+    Exit 0 confirmed, 1 found but not confirmed, 2 user error, 3 infrastructure failure or
+    aborted, 4 the ends did not reproduce.
+    """
+    p = project()
+    with ResultsStore(p.results_dir) as store:
+        if resume:
+            record = store.get_bisection(resume)
+            if record is None:
+                raise UserError(f"no bisection {resume} in {store.path}")
+            request = BisectRequest.from_json(record.request)
+            say(f"resuming bisection {resume} ({len(store.trials(resume))} runs recorded)")
+            _execute(p, request, resume, store)
+            return
+        if not good or bad is None:
+            raise UserError("give --good REV (one or more) and --bad REV, or --resume ID")
+        request = BisectRequest(
+            tree=tree,
+            good=list(good),
+            bad=bad,
+            predicate=_predicate(job, build_only, run),
+            variant=variant,
+            command=run,
+            command_timeout=timeout,
+            job=job,
+            test=test,
+            host=host,
+            profile=profile,
+            policy=_policy(repeat, max_runs, end_runs, budget),
+        )
+        request, _ = prepare(p, request)
+        record = store.create_bisection(request.to_json())
+        say(f"bisection {record.id}: {len(request.good)} good, bad {request.bad[:12]}")
+        _execute(p, request, record.id, store)
+
+
+@kb_task(help={"id": "Bisection id (see the last lines of `kbisect bisect`)."}, name="log")
+def bisect_log(c: Context, id: int) -> None:
+    """Print a bisection's log in `git bisect log` form (replayable by git and bisect.replay)."""
+    p = project()
+    with ResultsStore(p.results_dir) as store:
+        if store.get_bisection(id) is None:
+            raise UserError(f"no bisection {id} in {store.path}")
+        log = results_dir(store, id) / "bisect.log"
+    if not log.exists():
+        raise UserError(f"bisection {id} has no log yet ({log})")
+    print(log.read_text(), end="")
+
+
+_MARK = re.compile(r"^git bisect (good|bad|skip|start)\b(.*)$")
+
+
+def read_bisect_log(path: Path) -> tuple[list[str], str]:
+    """The good commits and the latest bad one from a `git bisect log` file."""
+    good: list[str] = []
+    bad: str | None = None
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    for number, line in enumerate(lines, 1):
+        m = _MARK.match(line.strip())
+        if m is None:
+            continue
+        words = [w for w in (w.strip("'\"") for w in m.group(2).split()) if not w.startswith("-")]
+        if m.group(1) == "start":
+            if words:
+                bad, good = words[0], [*good, *words[1:]]
+        elif m.group(1) == "good":
+            good.extend(words)
+        elif m.group(1) == "bad":
+            bad = words[0] if words else bad
+        if m.group(1) in ("good", "bad") and not words:
+            raise UserError(f"{path}:{number}: expected a commit after `git bisect {m.group(1)}`")
+    if not good or bad is None:
+        raise UserError(f"{path}: expected `git bisect start`, good and bad lines")
+    return good, bad
+
+
+_REPLAY_HELP = {k: v for k, v in _HELP.items() if k not in ("good", "bad", "resume")}
+
+
+@kb_task(
+    help={**_REPLAY_HELP, "log_file": "A `git bisect log` file (git's or `kbisect bisect.log`)."},
+    name="replay",
+)
+def bisect_replay(
+    c: Context,
+    log_file: str,
+    tree: str = "debian-6.1",
+    variant: str | None = None,
+    job: str | None = None,
+    test: str | None = None,
+    host: str | None = None,
+    profile: str | None = None,
+    build_only: bool = False,
+    run: str | None = None,
+    timeout: float = 3600.0,
+    repeat: int = 0,
+    max_runs: int = 0,
+    end_runs: int = 0,
+    budget: float = 0.0,
+) -> None:
+    """Continue from a bisect log: its good marks and its last bad mark become the ends of a new
+    bisection (confirmed like any ends), so the finished part is not redone."""
+    p = project()
+    good, bad = read_bisect_log(Path(log_file))
+    request = BisectRequest(
+        tree=tree,
+        good=good,
+        bad=bad,
+        predicate=_predicate(job, build_only, run),
+        variant=variant,
+        command=run,
+        command_timeout=timeout,
+        job=job,
+        test=test,
+        host=host,
+        profile=profile,
+        policy=_policy(repeat, max_runs, end_runs, budget),
+    )
+    with ResultsStore(p.results_dir) as store:
+        request, _ = prepare(p, request)
+        record = store.create_bisection(request.to_json())
+        say(f"bisection {record.id} from {log_file}: {len(good)} good, bad {bad[:12]}")
+        _execute(p, request, record.id, store)
