@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import MakeProject
+from fake_kernel import commit_file, make_buildable_repo
 from kbisect.bisect.engine import Bisector, Status
 from kbisect.bisect.gitbisect import GitBisect
 from kbisect.bisect.predicates import Outcome, TrialResult
@@ -379,3 +381,33 @@ def test_decisions_follow_the_evidence() -> None:
     capped = Policy(max_runs=2)
     undecided = decide(Tally(1, 1), Rates(Tally(10, 10), Tally(10, 10)), capped)
     assert undecided.bad is not None and undecided.confidence < 0.9
+
+
+def test_build_only_finds_the_commit_that_breaks_the_build(
+    tmp_path: Path, make_project: MakeProject
+) -> None:
+    kernel = make_buildable_repo(tmp_path / "src")
+    for i in range(1, 13):
+        if i == 7:
+            commit_file(kernel, "core.c", "int core(void) { return 1 }\n", "core: tidy up")
+        else:
+            commit_file(kernel, f"Documentation/note{i}.rst", f"note {i}\n", f"docs: note {i}")
+    root = make_project(
+        {
+            "configs/trees.yaml": f"trees:\n  - name: fake\n    url: {kernel}\n",
+            "configs/builds.yaml": "profiles:\n  - {name: dom0, base: tinyconfig, "
+            "fragments: [frag/dom0.config]}\n",
+            "configs/frag/dom0.config": "CONFIG_XEN=y\nCONFIG_XEN_GNTDEV=m\n",
+        }
+    )
+    env = {**os.environ, "KBISECT_ROOT": str(root), "KBISECT_RESULTS": str(tmp_path / "res")}
+    done = subprocess.run(
+        [sys.executable, "-m", "kbisect", "bisect", "--tree", "fake", "--good", "v2",
+         "--bad", "master", "--build-only"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((tmp_path / "res/bisect/1/report.json").read_text())
+    assert data["culprit"]["subject"] == "core: tidy up"
+    assert all(step["runs"] == 1 for step in data["steps"]), "a build is decided by one run"
+    assert "expected ';'" in done.stdout  # the build error is the bad step's detail

@@ -362,10 +362,11 @@ class Bisector:
 def _step_line(number: int, v: StepVerdict, nxt: Next) -> str:
     runs = f"{v.runs} run{'s' if v.runs != 1 else ''}"
     extra = f", {v.errors} infra errors" if v.errors else ""
+    why = f"\n  {v.detail[:160]}" if v.verdict != "good" and v.detail else ""
     return (
         f"step {number}: {v.commit[:12]} {v.verdict.upper()} ({runs}: {v.passes} pass, "
         f"{v.fails} fail{extra}; confidence {v.confidence:.3f}) {nxt.remaining}"
-    ).rstrip()
+    ).rstrip() + why
 
 
 def _end_line(what: str, v: StepVerdict) -> str:

@@ -42,8 +42,12 @@ _HELP = {
 }
 
 
-def _policy(repeat: int, max_runs: int, end_runs: int, budget: float) -> dict[str, object]:
+def _policy(
+    repeat: int, max_runs: int, end_runs: int, budget: float, predicate: str
+) -> dict[str, object]:
     policy: dict[str, object] = {}
+    if predicate == "build":  # a build is deterministic (and cached): one run says it all
+        policy.update(max_runs=1, end_runs=1, validate_runs=1)
     if repeat:
         policy["min_runs"] = repeat
     if max_runs:
@@ -118,11 +122,12 @@ def bisect(
             return
         if not good or bad is None:
             raise UserError("give --good REV (one or more) and --bad REV, or --resume ID")
+        kind = _predicate(job, build_only, run)
         request = BisectRequest(
             tree=tree,
             good=list(good),
             bad=bad,
-            predicate=_predicate(job, build_only, run),
+            predicate=kind,
             variant=variant,
             command=run,
             command_timeout=timeout,
@@ -130,7 +135,7 @@ def bisect(
             test=test,
             host=host,
             profile=profile,
-            policy=_policy(repeat, max_runs, end_runs, budget),
+            policy=_policy(repeat, max_runs, end_runs, budget, kind),
         )
         request, _ = prepare(p, request)
         record = store.create_bisection(request.to_json())
@@ -209,11 +214,12 @@ def bisect_replay(
     bisection (confirmed like any ends), so the finished part is not redone."""
     p = project()
     good, bad = read_bisect_log(Path(log_file))
+    kind = _predicate(job, build_only, run)
     request = BisectRequest(
         tree=tree,
         good=good,
         bad=bad,
-        predicate=_predicate(job, build_only, run),
+        predicate=kind,
         variant=variant,
         command=run,
         command_timeout=timeout,
@@ -221,7 +227,7 @@ def bisect_replay(
         test=test,
         host=host,
         profile=profile,
-        policy=_policy(repeat, max_runs, end_runs, budget),
+        policy=_policy(repeat, max_runs, end_runs, budget, kind),
     )
     with ResultsStore(p.results_dir) as store:
         request, _ = prepare(p, request)
