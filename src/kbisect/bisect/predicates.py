@@ -12,8 +12,6 @@ it becomes a skip.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -23,6 +21,7 @@ from typing import Protocol
 
 from kbisect.config import BuildProfile, Job, Project
 from kbisect.errors import InfraError, KbisectError
+from kbisect.processes import end_group
 from kbisect.results.model import ResultStatus
 from kbisect.tree.checkout import Checkout, checkout, slot
 from kbisect.tree.repos import TreeRepo
@@ -125,24 +124,11 @@ def _run_command(command: str, cwd: Path, timeout: float) -> int | None:
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        end_group(proc, grace=5)
         return None
     except BaseException:
-        _kill_group(proc)
+        end_group(proc, grace=5)
         raise
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=5)
-            break
-        except subprocess.TimeoutExpired:
-            continue
 
 
 class BuildPredicate(CheckoutPredicate):

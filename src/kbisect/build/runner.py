@@ -3,9 +3,7 @@ group ended by PID on timeout or Ctrl-C (make's children included)."""
 
 from __future__ import annotations
 
-import os
 import selectors
-import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import IO
 
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
+from kbisect.processes import end_group
 
 
 class CommandFailed(Exception):
@@ -58,13 +57,13 @@ class Runner:
             self._pump(proc, output)
             status = proc.wait(timeout=max(1.0, self.deadline.remaining()))
         except subprocess.TimeoutExpired:
-            _end_group(proc)
+            end_group(proc)
             raise InfraError(
                 f"{argv[0]} {' '.join(argv[1:3])} did not finish within the build's "
                 f"{self.deadline.seconds:g} s; stopped"
             ) from None
         except BaseException:
-            _end_group(proc)
+            end_group(proc)
             raise
         if status < 0:
             raise InfraError(f"{argv[0]} was killed by signal {-status}")
@@ -88,17 +87,3 @@ class Runner:
                 self.log.write(line)
                 if self.on_line is not None:
                     self.on_line(line)
-
-
-def _end_group(proc: subprocess.Popen[str]) -> None:
-    """TERM then KILL the process group we started (its group id is its PID)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=10)
-            break
-        except subprocess.TimeoutExpired:
-            continue

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kbisect.processes import pid_alive
+
 META = "meta.json"
 STAGING_PREFIX = ".staging-"
 
@@ -97,7 +99,7 @@ class ArtifactStore:
         """Remove least recently used artifacts over the size limit, and dead staging dirs."""
         for debris in self.root.glob(f"{STAGING_PREFIX}*"):
             pid = debris.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(debris, ignore_errors=True)
         removed: list[str] = []
         artifacts = self.artifacts()
@@ -111,13 +113,3 @@ class ArtifactStore:
             shutil.rmtree(artifact.path, ignore_errors=True)
             removed.append(artifact.key)
         return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

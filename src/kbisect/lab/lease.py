@@ -24,6 +24,7 @@ from typing import Self
 
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError, UserError
+from kbisect.processes import pid_alive
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _POLL_SECONDS = 0.1
@@ -89,13 +90,7 @@ def _alive_here(info: LeaseInfo) -> bool:
     """False only when the info names a process on this machine that no longer exists."""
     if info.hostname != socket.gethostname():
         return True
-    try:
-        os.kill(info.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(info.pid)
 
 
 def _read_info(info_path: Path) -> LeaseInfo | None:
