@@ -11,6 +11,7 @@ from kbisect.cli import (
     bisect_tasks,
     build_tasks,
     config_tasks,
+    demo_tasks,
     lab_tasks,
     pipeline_tasks,
     run_tasks,
@@ -28,6 +29,7 @@ ns.add_task(lab_tasks.deploy)
 ns.add_task(run_tasks.stress)
 ns.add_task(run_tasks.run)
 ns.add_collection(Collection("tree", tree_tasks.import_, tree_tasks.revs))
+ns.add_collection(Collection("demo", demo_tasks.history))
 bisect_collection = Collection("bisect", bisect_tasks.bisect_log, bisect_tasks.bisect_replay)
 bisect_collection.add_task(bisect_tasks.bisect, default=True)
 ns.add_collection(bisect_collection)

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import git
 
 from kbisect.errors import InfraError
 
 DEFAULT_TIMEOUT = 600.0
+
+
+@contextmanager
+def _feed(data: bytes | None) -> Iterator[BinaryIO | None]:
+    """Input for a git command as a file (a pipe could deadlock on large input and output)."""
+    if data is None:
+        yield None
+        return
+    with tempfile.TemporaryFile() as feed:
+        feed.write(data)
+        feed.seek(0)
+        yield feed
 
 
 class GitResult:
@@ -28,6 +44,8 @@ class Git:
 
     Use as a context manager. `run` raises InfraError when git fails unexpectedly or times out;
     `try_run` returns the status for commands whose failure is an answer (apply --check, rev-parse).
+    `stdin` is fed to the command (fast-import, mktree); `read_blob` reads objects through one
+    long-lived `git cat-file --batch`.
     """
 
     def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -58,18 +76,24 @@ class Git:
         self.repo.close()
 
     def try_run(
-        self, *args: str, timeout: float | None = None, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        stdin: bytes | None = None,
     ) -> GitResult:
         limit = timeout or self.timeout
         try:
-            status, out, err = self.repo.git.execute(
-                ["git", *args],
-                with_extended_output=True,
-                with_exceptions=False,
-                kill_after_timeout=limit,
-                env=env,
-                strip_newline_in_stdout=False,
-            )
+            with _feed(stdin) as feed:
+                status, out, err = self.repo.git.execute(
+                    ["git", *args],
+                    istream=feed,
+                    with_extended_output=True,
+                    with_exceptions=False,
+                    kill_after_timeout=limit,
+                    env=env,
+                    strip_newline_in_stdout=False,
+                )
         except git.GitCommandNotFound:
             raise InfraError("git is not installed (apt-get install git)") from None
         err = str(err)
@@ -78,11 +102,22 @@ class Git:
         return GitResult(int(status or 0), str(out), err)
 
     def run(
-        self, *args: str, timeout: float | None = None, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        stdin: bytes | None = None,
     ) -> str:
-        result = self.try_run(*args, timeout=timeout, env=env)
+        result = self.try_run(*args, timeout=timeout, env=env, stdin=stdin)
         if not result.ok:
             lines = result.stderr.strip().splitlines()
             detail = lines[-1] if lines else f"exit {result.status}"
             raise InfraError(f"git {' '.join(args[:2])} failed in {self.path}: {detail}")
         return result.stdout
+
+    def read_blob(self, blob: str) -> bytes:
+        """A blob's content, byte for byte."""
+        try:
+            return self.repo.git.get_object_data(blob)[3]
+        except ValueError:
+            raise InfraError(f"{self.path}: no object {blob}") from None

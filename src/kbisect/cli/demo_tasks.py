@@ -1,0 +1,53 @@
+"""Tasks that set up demonstrations: a history with one known culprit for `kbisect bisect`."""
+
+from __future__ import annotations
+
+import shlex
+
+from invoke.context import Context
+
+from kbisect.cli.common import project, say, task
+from kbisect.errors import UserError
+from kbisect.tree import repos
+from kbisect.tree.demo import DEFAULT_BRANCH, make_demo_history
+
+
+@task(
+    name="history",
+    help={
+        "tree": "Tree name (configs/) or path of a git repository (default: debian-6.1).",
+        "base": "Revision to build on (default: the newest release tag of the tree).",
+        "commits": "How many commits the branch gets, the culprit included (default: 32).",
+        "branch": f"Branch to (re)write in the tree's repository (default: {DEFAULT_BRANCH}).",
+    },
+)
+def history(
+    c: Context,
+    tree: str = "debian-6.1",
+    base: str | None = None,
+    commits: int = 32,
+    branch: str = DEFAULT_BRANCH,
+) -> None:
+    """Write a branch of small harmless commits on a release, one of which makes gntdev map
+    grants VM_IO instead of VM_MIXEDMAP; print the bisect command that should find it.
+
+    Rerunning with the same arguments gives the same commit ids.
+    """
+    p = project()
+    handle = repos.open_tree(p, tree)
+    if base is None:
+        newest = repos.newest_tags(handle, 1)
+        if not newest:
+            raise UserError(f"tree {handle.name!r} has no release tags: pass --base")
+        base = newest[-1]
+    made = make_demo_history(handle, base, branch=branch, commits=commits)
+    culprit = made.culprit
+    say(f"branch    {made.branch}  ({len(made.commits)} commits)")
+    say(f"base      {made.base}  ({base})")
+    say(f"tip       {made.tip}")
+    say(
+        f"culprit   {culprit.id[:12]} {culprit.subject}  "
+        f"(commit {made.culprit_index + 1} of {len(made.commits)})"
+    )
+    command = ["kbisect", "bisect", "--tree", tree, "--good", base, "--bad", made.branch]
+    say("next      " + shlex.join([*command, "--job", "gntstress", "--test", "odirect-read"]))
