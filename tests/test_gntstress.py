@@ -26,6 +26,7 @@ from kbisect.jobs.gntstress import (
     GntstressReport,
     Status,
     build_gntstress,
+    expected_subtests,
     parse_output,
 )
 
@@ -429,3 +430,14 @@ def test_subtest_logic_on_ordinary_memory(binary: Path) -> None:
     assert fork is not None and "SIGSEGV" in fork.detail
     churn = report.result("churn")
     assert churn is not None and "cycles=64" in churn.detail
+
+
+def test_expected_subtests_follow_only() -> None:
+    assert expected_subtests(["--soak-seconds", "10"]) == SUBTESTS
+    assert expected_subtests(["--only", "odirect-read"]) == ("odirect-read",)
+    assert expected_subtests(["--only=fork,churn", "--only", "fork"]) == ("fork", "churn")
+    report = parse_output(
+        "GNTSTRESS odirect-read PASS errno=0 detail=ok\nGNTSTRESS-SUMMARY pass=1 fail=0 skip=0\n",
+        expected_subtests(["--only", "odirect-read"]),
+    )
+    assert report.clean and not report.missing

@@ -296,6 +296,20 @@ _NO_STATIC_LIBC = re.compile(
 )
 
 
+def expected_subtests(args: Sequence[str]) -> tuple[str, ...]:
+    """The subtests a run with these arguments reports (all, or those named by --only)."""
+    chosen: list[str] = []
+    for i, arg in enumerate(args):
+        value = None
+        if arg == "--only" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--only="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            chosen.extend(name for name in value.split(",") if name)
+    return tuple(dict.fromkeys(chosen)) if chosen else SUBTESTS
+
+
 def source_text() -> bytes:
     """The shipped gntstress.c."""
     return resources.files("kbisect.jobs").joinpath(SOURCE_NAME).read_bytes()

@@ -20,7 +20,13 @@ from kbisect.config.model import Job
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
 from kbisect.jobs.classify import Verdict, judge
-from kbisect.jobs.gntstress import GntstressReport, build_gntstress, parse_output
+from kbisect.jobs.gntstress import (
+    SUBTESTS,
+    GntstressReport,
+    build_gntstress,
+    expected_subtests,
+    parse_output,
+)
 from kbisect.lab.hosts import HostDown, LabHost
 from kbisect.lab.ssh import JobHandle, JobState, SshSession
 from kbisect.results.model import LogKind
@@ -121,7 +127,8 @@ def run_job(
     finally:
         session.close()
     console_text = _read_from(console, console_from)
-    report = parse_output(stdout) if stdout.strip() else None
+    expected = expected_subtests(job.args) if job.program == "gntstress" else SUBTESTS
+    report = parse_output(stdout, expected) if stdout.strip() else None
     exit_status = None if died or timed_out else state.status
     verdict = judge(report, exit_status, dmesg, console_text, host_died=died)
     logs = {
