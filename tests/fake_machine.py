@@ -27,7 +27,9 @@ import time
 import uuid
 from pathlib import Path
 
-FAKE_COMMANDS = ("grub-reboot", "grub-set-default", "update-grub", "reboot", "mkinitramfs", "uname")
+FAKE_COMMANDS = (
+    "grub-reboot", "grub-set-default", "update-grub", "reboot", "mkinitramfs", "uname", "dmesg",
+)  # fmt: skip
 DEFAULT_RELEASE = "6.1.0-13-amd64"
 DEFAULT_CMDLINE = f"BOOT_IMAGE=/vmlinuz-{DEFAULT_RELEASE} root=/dev/sda1 ro quiet"
 
@@ -129,6 +131,12 @@ def _record(machine: FakeMachine, argv: list[str]) -> None:
 def main(args: list[str]) -> int:
     machine = FakeMachine(Path(args[0]))
     command, rest = args[1], args[2:]
+    if command == "dmesg":  # the machine's own kernel log, never this machine's
+        log = machine.root / "dmesg"
+        print(log.read_text() if log.exists() else "", end="")
+        if "-c" in rest:
+            log.write_text("")
+        return 0
     if command == "uname":
         if rest == ["-r"]:
             print((machine.root / "release").read_text().strip())

@@ -6,9 +6,12 @@ started in a new session, so its process group id is its PID and the whole group
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -36,3 +39,29 @@ def end_group(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
             break
         except subprocess.TimeoutExpired:
             continue
+
+
+# Process groups running right now (builds, user commands), so that a command interrupted in
+# its main thread can end those that worker threads started.
+_running: set[subprocess.Popen[Any]] = set()
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def tracked(proc: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
+    with _lock:
+        _running.add(proc)
+    try:
+        yield proc
+    finally:
+        with _lock:
+            _running.discard(proc)
+
+
+def end_all(grace: float = 5.0) -> int:
+    """End every tracked process group; how many there were."""
+    with _lock:
+        procs = list(_running)
+    for proc in procs:
+        end_group(proc, grace)
+    return len(procs)

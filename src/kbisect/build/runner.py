@@ -11,7 +11,7 @@ from typing import IO
 
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
-from kbisect.processes import end_group
+from kbisect.processes import end_group, tracked
 
 
 class CommandFailed(Exception):
@@ -54,8 +54,9 @@ class Runner:
             raise InfraError(f"{argv[0]} is not installed (./bootstrap installs it)") from None
         output: list[str] = []
         try:
-            self._pump(proc, output)
-            status = proc.wait(timeout=max(1.0, self.deadline.remaining()))
+            with tracked(proc):
+                self._pump(proc, output)
+                status = proc.wait(timeout=max(1.0, self.deadline.remaining()))
         except subprocess.TimeoutExpired:
             end_group(proc)
             raise InfraError(

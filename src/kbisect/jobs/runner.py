@@ -21,7 +21,6 @@ from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
 from kbisect.jobs.classify import Verdict, judge
 from kbisect.jobs.gntstress import (
-    SUBTESTS,
     GntstressReport,
     build_gntstress,
     expected_subtests,
@@ -102,7 +101,7 @@ def run_job(
     session = host.connect(Deadline(_RECONNECT_SECONDS))
     try:
         _prepare(host, session, job, program, remote)
-        name = f"{job.name}-r{repeat}"
+        name = f"{job.name}-{host.name}-r{repeat}"  # unique even where hosts share a /tmp
         handle = session.start_job([remote, *job.args], name, Deadline(_SETUP_SECONDS))
         say(f"{host.name}: {job.name} (repeat {repeat}) running, time limit {job.timeout} s")
         session, state, died = _wait(host, session, handle, Deadline(job.timeout))
@@ -127,8 +126,7 @@ def run_job(
     finally:
         session.close()
     console_text = _read_from(console, console_from)
-    expected = expected_subtests(job.args) if job.program == "gntstress" else SUBTESTS
-    report = parse_output(stdout, expected) if stdout.strip() else None
+    report = parse_output(stdout, _expected(job, stdout)) if stdout.strip() else None
     exit_status = None if died or timed_out else state.status
     verdict = judge(report, exit_status, dmesg, console_text, host_died=died)
     logs = {
@@ -149,6 +147,14 @@ def run_job(
         verdict=verdict,
         logs=logs,
     )
+
+
+def _expected(job: Job, stdout: str) -> tuple[str, ...]:
+    """The subtests the run should report: gntstress's (or those --only names); another program
+    speaking the same line format is expected to report what it reports."""
+    if job.program == "gntstress":
+        return expected_subtests(job.args)
+    return tuple(r.name for r in parse_output(stdout, ()).results)
 
 
 def _prepare(host: LabHost, session: SshSession, job: Job, program: Path, remote: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -479,7 +480,8 @@ class RackHost(LabHost):
         session.upload(artifact.bzimage, kernel, deadline, mode=0o644)
         tarball = self.dir / "modules.tar.gz"
         _pack_modules(artifact, release, tarball)
-        remote_tar = f"/tmp/kbisect-modules-{artifact.key}.tar.gz"  # noqa: S108 (host's /tmp)
+        token = secrets.token_hex(4)
+        remote_tar = f"/tmp/kbisect-modules-{artifact.key}-{token}.tar.gz"  # noqa: S108
         session.upload(tarball, remote_tar, deadline)
         tarball.unlink(missing_ok=True)
         self._run_sh(

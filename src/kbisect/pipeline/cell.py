@@ -8,6 +8,7 @@ without kernel evidence is ERROR. Every outcome is recorded, so a cell is never 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 from collections.abc import Callable
@@ -110,8 +111,22 @@ class CellRunner:
 
     def run(self, spec: CellSpec, repeats: int | None = None) -> list[CellRecord]:
         """The whole cell: prepare, deploy, then each repeat of the job."""
-        repeat_numbers = range(1, (repeats or spec.job.repeat) + 1)
         co, outcome = self.prepare(spec)
+        numbers = list(range(1, (repeats or spec.job.repeat) + 1))
+        return self.run_prepared(spec, numbers, co, outcome)
+
+    def run_prepared(
+        self,
+        spec: CellSpec,
+        repeat_numbers: list[int],
+        co: Checkout,
+        outcome: BuildOutcome | None,
+        *,
+        lease: bool = True,
+    ) -> list[CellRecord]:
+        """After `prepare`: deploy and run the given repeats (a resumed run skips some).
+
+        `lease=False` when the caller already holds the host's lease (a nightly's worker)."""
         prov = Provenance(
             co.variant,
             co.commit,
@@ -121,22 +136,27 @@ class CellRunner:
         )
         if outcome is None:
             reason = f"{co.variant} does not apply to {spec.rev}: {co.detail}"
-            return [self._record(spec, r, prov, ResultStatus.SKIP, reason) for r in repeat_numbers]
+            return [self.record(spec, r, prov, ResultStatus.SKIP, reason) for r in repeat_numbers]
         if outcome.artifact is None:
             first = outcome.errors[0] if outcome.errors else "see the build log"
             sub = SubtestRecord("build", ResultStatus.FAIL, detail=first)
             return [
-                self._record(spec, r, prov, ResultStatus.FAIL, f"build failed: {first}", (sub,))
+                self.record(spec, r, prov, ResultStatus.FAIL, f"build failed: {first}", (sub,))
                 for r in repeat_numbers
             ]
         host = self.lab.host(spec.host)
-        with self.lab.lease(host, f"{spec.tree}:{spec.rev} {co.variant} {spec.job.name}"):
+        held = (
+            self.lab.lease(host, f"{spec.tree}:{spec.rev} {co.variant} {spec.job.name}")
+            if lease
+            else contextlib.nullcontext()
+        )
+        with held:
             try:
                 deployed = self.ensure_deployed(host, outcome.artifact)
             except InfraError as exc:
                 logs = self._keep_console(spec, host)
                 return [
-                    self._record(
+                    self.record(
                         spec, r, prov, ResultStatus.ERROR, f"deploy failed: {exc}", logs=logs
                     )
                     for r in repeat_numbers
@@ -182,7 +202,7 @@ class CellRunner:
         try:
             result = run_job(host, spec.job, repeat, program, out, self.say)
         except InfraError as exc:
-            return self._record(
+            return self.record(
                 spec, repeat, prov, ResultStatus.ERROR, f"job could not run: {exc}",
                 deployed=deployed,
             )  # fmt: skip
@@ -191,14 +211,14 @@ class CellRunner:
             for kind, path in result.logs.items()
         )
         v = result.verdict
-        return self._record(
+        return self.record(
             spec, repeat, prov, v.status, v.reason, v.subtests,
             evidence=v.evidence, logs=logs, deployed=deployed, started=result.started,
         )  # fmt: skip
 
     # -- recording ---------------------------------------------------------------------------
 
-    def _record(
+    def record(
         self,
         spec: CellSpec,
         repeat: int,

@@ -207,3 +207,61 @@ class BisectionRecord:
     """running, then the report's status (confirmed, unconfirmed, ends-not-reproduced, ...)."""
     request: dict[str, Any]
     report: dict[str, Any] | None = None
+
+
+class SubtestKey(NamedTuple):
+    """One subtest of one cell line at one revision (repeats pooled)."""
+
+    tree: str
+    rev: str
+    variant: str
+    profile: str
+    host: str
+    job: str
+    subtest: str
+
+    @property
+    def line(self) -> tuple[str, str, str, str, str, str]:
+        """The same test across revisions and runs (what a regression belongs to)."""
+        return (self.tree, self.variant, self.profile, self.host, self.job, self.subtest)
+
+
+class Change(StrEnum):
+    """How a subtest's result compares with its baseline (kbisect.pipeline.regressions)."""
+
+    REGRESSION = "REGRESSION"
+    FIXED = "FIXED"
+    STILL_FAILING = "STILL FAILING"
+    NEVER_PASSED = "NEVER PASSED"
+    FLAKY = "FLAKY"
+    NEW = "NEW"
+    INFRA = "INFRA"
+    PASS = "PASS"  # noqa: S105 (still passing)
+    SKIP = "SKIP"
+
+
+@dataclass(frozen=True)
+class ChangeRecord:
+    key: SubtestKey
+    change: str
+    passes: int
+    fails: int
+    errors: int
+    baseline_run: int | None = None
+    baseline_status: str | None = None
+    last_pass_run: int | None = None
+
+
+@dataclass(frozen=True)
+class RegressionRecord:
+    """A regression's lifecycle: opened by one run, open until a run sees it pass again."""
+
+    id: int
+    line: tuple[str, str, str, str, str, str]
+    opened_run: int
+    opened_rev: str
+    good_rev: str | None
+    status: str
+    fixed_run: int | None = None
+    fixed_rev: str | None = None
+    bisection_id: int | None = None

@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -29,12 +29,15 @@ from kbisect.results.model import (
     BuildRecord,
     CellIdentity,
     CellRecord,
+    ChangeRecord,
     Evidence,
     LogKind,
     LogRef,
+    RegressionRecord,
     ResultStatus,
     RunRecord,
     RunStatus,
+    SubtestKey,
     SubtestRecord,
     TrialRecord,
 )
@@ -142,6 +145,43 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             finished TEXT NOT NULL,
             PRIMARY KEY (bisection_id, seq)
         )""",
+    ),
+    (
+        """CREATE TABLE changes (
+            run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            tree TEXT NOT NULL,
+            rev TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            host TEXT NOT NULL,
+            job TEXT NOT NULL,
+            subtest TEXT NOT NULL,
+            class TEXT NOT NULL,
+            passes INTEGER NOT NULL,
+            fails INTEGER NOT NULL,
+            errors INTEGER NOT NULL,
+            baseline_run INTEGER,
+            baseline_status TEXT,
+            last_pass_run INTEGER,
+            PRIMARY KEY (run_id, tree, rev, variant, profile, host, job, subtest)
+        )""",
+        """CREATE TABLE regressions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            tree TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            host TEXT NOT NULL,
+            job TEXT NOT NULL,
+            subtest TEXT NOT NULL,
+            opened_run INTEGER NOT NULL,
+            opened_rev TEXT NOT NULL,
+            good_rev TEXT,
+            status TEXT NOT NULL,
+            fixed_run INTEGER,
+            fixed_rev TEXT,
+            bisection_id INTEGER
+        )""",
+        "CREATE INDEX regressions_open ON regressions (status)",
     ),
 )
 """MIGRATIONS[i]: the statements that take the schema from version i to i + 1.
@@ -674,6 +714,108 @@ class ResultsStore:
             )
             for row in rows
         ]
+
+    # -- regression tracking ---------------------------------------------------------------------
+
+    def record_changes(self, run_id: int, changes: Sequence[ChangeRecord]) -> None:
+        """A run's classified subtests (replacing any earlier classification of the run)."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM changes WHERE run_id = ?", (run_id,))
+            conn.executemany(
+                "INSERT INTO changes (run_id, tree, rev, variant, profile, host, job, subtest, "
+                "class, passes, fails, errors, baseline_run, baseline_status, last_pass_run) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        run_id,
+                        *c.key,
+                        c.change,
+                        c.passes,
+                        c.fails,
+                        c.errors,
+                        c.baseline_run,
+                        c.baseline_status,
+                        c.last_pass_run,
+                    )
+                    for c in changes
+                ],
+            )
+
+    def changes(self, run_id: int) -> list[ChangeRecord]:
+        rows = self._read(
+            "SELECT * FROM changes WHERE run_id = ? "
+            "ORDER BY tree, rev, variant, profile, host, job, subtest",
+            (run_id,),
+        )
+        return [
+            ChangeRecord(
+                key=SubtestKey(
+                    r["tree"],
+                    r["rev"],
+                    r["variant"],
+                    r["profile"],
+                    r["host"],
+                    r["job"],
+                    r["subtest"],
+                ),
+                change=r["class"],
+                passes=r["passes"],
+                fails=r["fails"],
+                errors=r["errors"],
+                baseline_run=r["baseline_run"],
+                baseline_status=r["baseline_status"],
+                last_pass_run=r["last_pass_run"],
+            )
+            for r in rows
+        ]
+
+    def regressions(self, status: str | None = None) -> list[RegressionRecord]:
+        rows = self._read(
+            "SELECT * FROM regressions WHERE (? IS NULL OR status = ?) ORDER BY id",
+            (status, status),
+        )
+        return [_regression(r) for r in rows]
+
+    def open_regression(
+        self, line: tuple[str, str, str, str, str, str], run_id: int, rev: str, good_rev: str | None
+    ) -> int:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO regressions (tree, variant, profile, host, job, subtest, opened_run, "
+                "opened_rev, good_rev, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
+                (*line, run_id, rev, good_rev),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def fix_regression(self, regression_id: int, run_id: int, rev: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE regressions SET status = 'fixed', fixed_run = ?, fixed_rev = ? "
+                "WHERE id = ?",
+                (run_id, rev, regression_id),
+            )
+
+    def link_bisection(self, regression_id: int, bisection_id: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE regressions SET bisection_id = ? WHERE id = ?",
+                (bisection_id, regression_id),
+            )
+
+
+def _regression(r: sqlite3.Row) -> RegressionRecord:
+    return RegressionRecord(
+        id=r["id"],
+        line=(r["tree"], r["variant"], r["profile"], r["host"], r["job"], r["subtest"]),
+        opened_run=r["opened_run"],
+        opened_rev=r["opened_rev"],
+        good_rev=r["good_rev"],
+        status=r["status"],
+        fixed_run=r["fixed_run"],
+        fixed_rev=r["fixed_rev"],
+        bisection_id=r["bisection_id"],
+    )
 
 
 def _bisection(row: sqlite3.Row) -> BisectionRecord:

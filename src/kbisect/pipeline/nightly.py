@@ -1,0 +1,352 @@
+"""Running a pipeline: expand the matrix, build each (revision, variant, profile) once, and keep
+every host busy while the next revision compiles.
+
+One builder thread checks out and builds the build units in order (a kernel build takes all the
+cores); one worker thread per host takes the units as they are built and runs their cells on its
+host, under the host's lease. So a host runs unit k while unit k+1 compiles, and several hosts run
+in parallel. A host that breaks turns its remaining cells into ERROR.
+
+The planned matrix is stored with the run; `--resume RUN` runs only the cells the store does not
+have yet (a cell is recorded whole, in one transaction, so there are no half or double cells).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kbisect.build.builder import BuildOutcome
+from kbisect.config import Pipeline, Project
+from kbisect.errors import InfraError, KbisectError
+from kbisect.lab.hosts import HostBroken
+from kbisect.lab.lab import Lab
+from kbisect.pipeline.cell import CellRunner, CellSpec, Provenance
+from kbisect.results.model import CellIdentity, CellRecord, ResultStatus
+from kbisect.results.store import ResultsStore
+from kbisect.tree import repos
+from kbisect.tree.checkout import Checkout
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    tree: str
+    rev: str
+    variant: str | None  # EXPERIMENT/VARIANT, or None for the tree as it is
+    profile: str
+    host: str
+    job: str
+    repeat: int
+
+    @property
+    def identity(self) -> CellIdentity:
+        return CellIdentity(
+            self.tree, self.rev, self.variant or "base", self.profile, self.host, self.job,
+            self.repeat,
+        )  # fmt: skip
+
+    @property
+    def unit(self) -> tuple[str, str, str | None, str]:
+        """What is built once for all the cells that share it."""
+        return (self.tree, self.rev, self.variant, self.profile)
+
+
+def plan(project: Project, pipeline: Pipeline) -> list[PlannedCell]:
+    """The matrix, revisions resolved now (the newest tags of today), in build order."""
+    variants: list[str | None] = []
+    for vs in pipeline.experiments:
+        names = vs.variants or [v.name for v in project.experiments[vs.experiment].variants]
+        variants += [f"{vs.experiment}/{name}" for name in names]
+    cells = []
+    for rs in pipeline.revisions:
+        tree = repos.open_tree(project, rs.tree)
+        revs = list(rs.revisions)
+        if rs.newest_tags:
+            revs += [t for t in repos.newest_tags(tree, rs.newest_tags) if t not in revs]
+        for rev in revs:
+            for variant in variants or [None]:
+                for profile in pipeline.profiles:
+                    for host in pipeline.hosts:
+                        for job in pipeline.jobs:
+                            repeats = pipeline.repeat * project.jobs[job].repeat
+                            for r in range(1, repeats + 1):
+                                cells.append(
+                                    PlannedCell(rs.tree, rev, variant, profile, host, job, r)
+                                )
+    return cells
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int = 0
+    failed: int = 0
+    errors: int = 0
+    running: set[str] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        left = ""
+        if self.done:
+            remaining = (self.total - self.done) * elapsed / self.done
+            left = f", about {remaining / 60:.1f} min left"
+        return (
+            f"[{self.done}/{self.total} cells done, {len(self.running)} running, "
+            f"{self.failed} failed, {self.errors} errors{left}]"
+        )
+
+
+@dataclass
+class Unit:
+    key: tuple[str, str, str | None, str]
+    cells: list[PlannedCell]
+    checkout: Checkout | None = None
+    outcome: BuildOutcome | None = None
+    error: str | None = None
+
+
+class NightlyRun:
+    """Executes the not-yet-recorded cells of one run."""
+
+    def __init__(
+        self,
+        project: Project,
+        pipeline: Pipeline,
+        store: ResultsStore,
+        lab: Lab,
+        run_id: int,
+        cells: list[PlannedCell],
+        say: Say,
+    ) -> None:
+        self.project = project
+        self.pipeline = pipeline
+        self.store = store
+        self.lab = lab
+        self.run_id = run_id
+        self.say = say
+        self.stop = threading.Event()
+        done = {c.identity for c in store.cells(run_id)}
+        self.todo = [c for c in cells if c.identity not in done]
+        self.progress = Progress(total=len(cells), done=len(cells) - len(self.todo))
+        units: dict[tuple[str, str, str | None, str], Unit] = {}
+        for cell in self.todo:
+            units.setdefault(cell.unit, Unit(cell.unit, [])).cells.append(cell)
+        self.units = list(units.values())
+        hosts = sorted({c.host for c in self.todo})
+        self.queues: dict[str, queue.Queue[Unit | None]] = {h: queue.Queue() for h in hosts}
+        for name in hosts:
+            lab.host(name)  # made here, in one thread
+        self.failures: list[str] = []
+
+    def execute(self) -> None:
+        if not self.todo:
+            self.say("every cell of this run is recorded already")
+            return
+        self.say(
+            f"{len(self.todo)} cells to run in {len(self.units)} builds on "
+            f"{len(self.queues)} host(s) {self.progress.line()}"
+        )
+        threads = [threading.Thread(target=self._builder, name="builder", daemon=True)]
+        threads += [
+            threading.Thread(target=self._worker, args=(h,), name=f"host-{h}", daemon=True)
+            for h in self.queues
+        ]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=0.5)
+        except BaseException:
+            self.stop.set()
+            raise
+        if self.failures:
+            raise InfraError("; ".join(self.failures))
+
+    # -- threads -----------------------------------------------------------------------------
+
+    def _builder(self) -> None:
+        store = ResultsStore(self.store.results_dir)
+        try:
+            runner = CellRunner(self.project, self.lab, store, self.run_id, self.say)
+            for unit in self.units:
+                if self.stop.is_set():
+                    break
+                spec = self._spec(unit.cells[0])
+                try:
+                    unit.checkout, unit.outcome = runner.prepare(spec)
+                except KbisectError as exc:
+                    unit.error = f"checkout or build failed: {exc}"
+                for host in {c.host for c in unit.cells}:
+                    self.queues[host].put(unit)
+        except BaseException as exc:  # never leave the workers waiting
+            self.failures.append(f"builder: {exc}")
+        finally:
+            for q in self.queues.values():
+                q.put(None)
+            store.close()
+
+    def _worker(self, host_name: str) -> None:
+        store = ResultsStore(self.store.results_dir)
+        try:
+            runner = CellRunner(self.project, self.lab, store, self.run_id, self.say)
+            host = self.lab.host(host_name)
+            lease = self.lab.lease(host, f"nightly run {self.run_id}", wait=600)
+            try:
+                while not self.stop.is_set():
+                    unit = self.queues[host_name].get()
+                    if unit is None:
+                        break
+                    self._run_unit(runner, store, unit, host_name)
+            finally:
+                lease.release()
+        except BaseException as exc:
+            self.failures.append(f"host {host_name}: {exc}")
+        finally:
+            store.close()
+
+    def _run_unit(
+        self, runner: CellRunner, store: ResultsStore, unit: Unit, host_name: str
+    ) -> None:
+        mine = [c for c in unit.cells if c.host == host_name]
+        by_job: dict[str, list[PlannedCell]] = {}
+        for cell in mine:
+            by_job.setdefault(cell.job, []).append(cell)
+        for job, cells in by_job.items():
+            if self.stop.is_set():
+                return
+            spec = self._spec(cells[0])
+            label = f"{spec.rev} {spec.variant or 'base'} {host_name} {job}"
+            with self.progress.lock:
+                self.progress.running.add(label)
+            try:
+                records = self._run_cells(runner, unit, spec, [c.repeat for c in cells])
+            finally:
+                with self.progress.lock:
+                    self.progress.running.discard(label)
+            with self.progress.lock:
+                for r in records:
+                    self.progress.done += 1
+                    self.progress.failed += r.status is ResultStatus.FAIL
+                    self.progress.errors += r.status is ResultStatus.ERROR
+                self.say(f"{label}: {', '.join(r.status.value for r in records)} "
+                         f"{self.progress.line()}")  # fmt: skip
+
+    def _run_cells(
+        self, runner: CellRunner, unit: Unit, spec: CellSpec, repeats: list[int]
+    ) -> list[CellRecord]:
+        host = self.lab.host(spec.host)
+        if unit.error is not None or unit.checkout is None:
+            prov = Provenance(spec.variant or "base")
+            return [
+                runner.record(spec, r, prov, ResultStatus.ERROR, unit.error or "not built")
+                for r in repeats
+            ]
+        if host.broken:
+            prov = Provenance(unit.checkout.variant, unit.checkout.commit)
+            reason = f"host {host.name} is broken for this run: {host.broken}"
+            return [runner.record(spec, r, prov, ResultStatus.ERROR, reason) for r in repeats]
+        try:
+            return runner.run_prepared(spec, repeats, unit.checkout, unit.outcome, lease=False)
+        except HostBroken as exc:
+            prov = Provenance(unit.checkout.variant, unit.checkout.commit)
+            return [runner.record(spec, r, prov, ResultStatus.ERROR, str(exc)) for r in repeats]
+
+    def _spec(self, cell: PlannedCell) -> CellSpec:
+        return CellSpec(
+            tree=cell.tree,
+            rev=cell.rev,
+            variant=cell.variant,
+            profile=self.project.profiles[cell.profile],
+            host=cell.host,
+            job=self.project.jobs[cell.job],
+        )
+
+
+def cells_to_json(cells: list[PlannedCell]) -> list[dict[str, Any]]:
+    return [asdict(c) for c in cells]
+
+
+def cells_from_json(data: list[dict[str, Any]]) -> list[PlannedCell]:
+    return [PlannedCell(**d) for d in data]
+
+
+def interrupted(lab: Lab) -> None:
+    """Ctrl-C or a kill: end builds and QEMU by PID; the run stays resumable."""
+    from kbisect.processes import end_all
+
+    end_all()
+    with contextlib.suppress(Exception):
+        lab.close()
+
+
+# -- the whole nightly ----------------------------------------------------------------------------
+
+EXIT_OK, EXIT_REGRESSIONS, EXIT_INFRA = 0, 1, 3
+
+
+@dataclass
+class NightlyOutcome:
+    run_id: int
+    exit_code: int
+    summary: str
+    junit: str
+
+
+def run_nightly(
+    project: Project, pipeline_name: str, resume: int | None, say: Say
+) -> NightlyOutcome:
+    """Plan (or resume), execute, classify, auto-bisect, and write the outputs of one nightly."""
+    from kbisect.pipeline import outputs
+    from kbisect.pipeline.regressions import classify_run
+    from kbisect.results.model import RunStatus
+
+    pipeline = project.pipelines[pipeline_name]
+    store = ResultsStore(project.results_dir)
+    try:
+        if resume:
+            run = store.get_run(resume)
+            if run is None or run.kind != "nightly":
+                raise KbisectError(f"no nightly run {resume} in {store.path}")
+            cells = cells_from_json(run.meta["cells"])
+            say(f"resuming nightly run {run.id} ({run.pipeline})")
+        else:
+            cells = plan(project, pipeline)
+            run = store.start_run(
+                "nightly", pipeline=pipeline_name, meta={"cells": cells_to_json(cells)}
+            )
+            say(f"nightly run {run.id}: pipeline {pipeline_name}, {len(cells)} cells")
+        with Lab(project, say=say) as lab:
+            executor = NightlyRun(project, pipeline, store, lab, run.id, cells, say)
+            try:
+                executor.execute()
+            except KeyboardInterrupt:
+                executor.stop.set()
+                interrupted(lab)
+                say(f"interrupted: resume with `kbisect nightly --resume {run.id}`")
+                raise
+            changes = classify_run(store, run.id, use_history=pipeline.baseline == "previous")
+            bisections = outputs.auto_bisect(project, store, lab, pipeline, run.id, say)
+        junit = outputs.write_junit(store, run.id)
+        summary = outputs.summary(store, run.id, changes, bisections)
+        (store.results_dir / "runs" / str(run.id) / "summary.txt").write_text(summary)
+        store.finish_run(run.id, RunStatus.FINISHED)
+        new_regressions = [r for r in store.regressions() if r.opened_run == run.id]
+        statuses = {c.status for c in store.cells(run.id)}
+        if new_regressions:
+            code = EXIT_REGRESSIONS
+        elif ResultStatus.ERROR in statuses:
+            code = EXIT_INFRA
+        else:
+            code = EXIT_OK
+        return NightlyOutcome(run.id, code, summary, str(junit))
+    finally:
+        store.close()

@@ -1,0 +1,173 @@
+"""What a nightly leaves behind: JUnit per cell and one merged file, a plain-text summary fit for
+a mailing list (regressions first, then the variant comparison), and the auto-bisections."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from kbisect.config import Pipeline, Project
+from kbisect.errors import KbisectError
+from kbisect.lab.lab import Lab
+from kbisect.pipeline.regressions import CELL, variant_table
+from kbisect.results.junit import write_junit as write_cells_junit
+from kbisect.results.model import CellRecord, Change, ChangeRecord, ResultStatus
+from kbisect.results.store import ResultsStore
+
+Say = Callable[[str], None]
+_SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def write_junit(store: ResultsStore, run_id: int) -> Path:
+    """junit/<cell>.xml for every cell, and junit.xml with all of them (for CI systems)."""
+    cells = store.cells(run_id)
+    base = store.results_dir / "runs" / str(run_id)
+    for cell in cells:
+        name = "-".join(
+            _SAFE.sub("_", part)
+            for part in (cell.tree, cell.rev, cell.variant, cell.profile, cell.host, cell.job)
+        )
+        write_cells_junit([cell], base / "junit" / f"{name}-r{cell.repeat}.xml")
+    return write_cells_junit(cells, base / "junit.xml", name=f"kbisect nightly {run_id}")
+
+
+def summary(
+    store: ResultsStore, run_id: int, changes: list[ChangeRecord], bisections: dict[int, int]
+) -> str:
+    """The mail: counts, new regressions (with their bisections), open and fixed regressions,
+    flaky and infrastructure trouble, then each revision's variants-by-subtest table."""
+    run = store.get_run(run_id)
+    assert run is not None
+    cells = store.cells(run_id)
+    counts = {s: sum(c.status is s for c in cells) for s in ResultStatus}
+    lines = [
+        f"kbisect nightly run {run_id} ({run.pipeline}), {len(cells)} cells: "
+        + ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
+    ]
+    regressions = {r.id: r for r in store.regressions()}
+    new = [r for r in regressions.values() if r.opened_run == run_id]
+    by_class: dict[str, list[ChangeRecord]] = {}
+    for c in changes:
+        by_class.setdefault(c.change, []).append(c)
+    lines += ["", f"NEW REGRESSIONS: {len(new)}"]
+    for r in new:
+        tree, variant, _, host, job, subtest = r.line
+        lines.append(
+            f"  {tree} {r.opened_rev} {variant} {host} {job} {subtest}: fails; "
+            f"passed at {r.good_rev or '?'} in the baseline"
+        )
+        bid = bisections.get(r.id)
+        if bid is not None:
+            lines.append(f"    {_bisection_line(store, bid)}")
+    still_open = [r for r in regressions.values() if r.status == "open" and r.opened_run != run_id]
+    if still_open:
+        lines += ["", f"STILL OPEN: {len(still_open)}"]
+        for r in still_open:
+            lines.append(f"  {' '.join(r.line)} (since run {r.opened_run}, {r.opened_rev})")
+    fixed = [r for r in regressions.values() if r.fixed_run == run_id]
+    if fixed:
+        lines += ["", f"FIXED: {len(fixed)}"]
+        for r in fixed:
+            lines.append(f"  {' '.join(r.line)} (open since run {r.opened_run}) at {r.fixed_rev}")
+    for change in (Change.FLAKY, Change.STILL_FAILING, Change.NEVER_PASSED, Change.INFRA):
+        items = by_class.get(change.value, [])
+        if items:
+            lines += ["", f"{change.value}: {len(items)}"]
+            for c in items[:30]:
+                k = c.key
+                lines.append(
+                    f"  {k.rev} {k.variant} {k.host} {k.job} {k.subtest}: "
+                    f"pass {c.passes} of {c.passes + c.fails + c.errors}"
+                )
+    for rev in sorted({c.rev for c in cells}):
+        lines += ["", *variant_lines(cells, rev)]
+    lines += ["", f"results: {store.results_dir / 'runs' / str(run_id)}"]
+    return "\n".join(lines) + "\n"
+
+
+def variant_lines(cells: list[CellRecord], rev: str) -> list[str]:
+    """Variants by subtest at one revision: `p/n` passes of runs, FAIL marks at a glance."""
+    variants, subtests, table = variant_table(cells, rev)
+    short = [v.rsplit("/", 1)[-1] for v in variants]
+    width = max([len(s) for s in subtests] + [8])
+    cols = [max(len(s), 9) for s in short]
+    out = [f"variants at {rev} (passes/runs)"]
+    header = "  ".join(s.ljust(w) for s, w in zip(short, cols, strict=True))
+    out.append("  " + "subtest".ljust(width) + "  " + header)
+    for sub in subtests:
+        row = []
+        for v, w in zip(variants, cols, strict=True):
+            p = table.get((sub, v))
+            if p is None:
+                row.append("-".ljust(w))
+                continue
+            runs = p.passes + p.fails + p.errors
+            mark = "FAIL " if p.fails else ("ERR  " if p.errors and not p.passes else "")
+            row.append(f"{mark}{p.passes}/{runs}".ljust(w))
+        out.append("  " + sub.ljust(width) + "  " + "  ".join(row))
+    return out
+
+
+def _bisection_line(store: ResultsStore, bisection_id: int) -> str:
+    record = store.get_bisection(bisection_id)
+    if record is None or record.report is None:
+        return f"bisection {bisection_id}: not finished"
+    rep = record.report
+    culprit = rep.get("culprit")
+    if culprit:
+        return (
+            f"bisection {bisection_id}: {rep['status']}: {culprit['commit'][:12]} "
+            f"{culprit['subject']}"
+        )
+    return f"bisection {bisection_id}: {rep['status']}: {rep['message']}"
+
+
+def auto_bisect(
+    project: Project,
+    store: ResultsStore,
+    lab: Lab,
+    pipeline: Pipeline,
+    run_id: int,
+    say: Say,
+) -> dict[int, int]:
+    """Start bisections for this run's new regressions that have a passing baseline revision
+    (at most `max_bisections`); returns regression id -> bisection id."""
+    from kbisect.bisect.session import BisectRequest, prepare, run_bisection
+
+    policy = pipeline.auto_bisect
+    started: dict[int, int] = {}
+    if not policy.enabled:
+        return started
+    candidates = [
+        r
+        for r in store.regressions("open")
+        if r.opened_run == run_id and r.good_rev and r.good_rev != r.opened_rev
+    ]
+    for regression in candidates[: policy.max_bisections]:
+        tree, variant, profile, host, job, subtest = regression.line
+        assert regression.good_rev is not None
+        request = BisectRequest(
+            tree=tree,
+            good=[regression.good_rev],
+            bad=regression.opened_rev,
+            predicate="job",
+            variant=None if variant == "base" else variant,
+            job=job,
+            test=None if subtest == CELL else subtest,
+            host=host,
+            profile=profile,
+            policy={"min_runs": policy.repeat},
+        )
+        try:
+            request, _ = prepare(project, request)
+        except KbisectError as exc:
+            say(f"auto-bisect of regression {regression.id} not started: {exc}")
+            continue
+        record = store.create_bisection(request.to_json())
+        store.link_bisection(regression.id, record.id)
+        say(f"auto-bisect: regression {regression.id} -> bisection {record.id}")
+        with lab.lease(lab.host(host), f"bisect {record.id}"):
+            run_bisection(project, store, record.id, request, lab, say)
+        started[regression.id] = record.id
+    return started

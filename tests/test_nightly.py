@@ -1,0 +1,265 @@
+"""The nightly: scheduling over a fake kernel tree and two namespace rack hosts (real sshd, real
+builds of the fake kbuild, FAKE grub/reboot), resume after kill -9, and regression tracking
+with scripted results over several runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from junitparser import JUnitXml
+
+from fake_kernel import commit_file, git, make_buildable_repo, make_patch
+from fake_machine import FakeMachine
+from kbisect.lab.ssh import KnownHosts, generate_keypair
+from kbisect.pipeline.regressions import classify_run
+from kbisect.results.model import CellRecord, ResultStatus, RunStatus, SubtestRecord
+from kbisect.results.store import ResultsStore
+from netns import NetnsLab, SshHost
+
+FAKE_JOB = """#!/bin/sh
+# a stand-in for gntstress on the fake machines: two subtests, some time spent
+sleep "${1:-1}"
+echo "GNTSTRESS alpha PASS errno=0 detail=ok"
+echo "GNTSTRESS beta PASS errno=0 detail=ok"
+echo "GNTSTRESS-SUMMARY pass=2 fail=0 skip=0"
+"""
+
+
+@pytest.fixture(scope="module")
+def rack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[SshHost]]]:
+    work = tmp_path_factory.mktemp("nightly")
+    key = work / "id_ed25519"
+    generate_keypair(key)
+    netns = NetnsLab(work / "lab", key.with_name("id_ed25519.pub"))
+    hosts = []
+    try:
+        for name in ("rack1", "rack2"):
+            machine_dir = work / f"machine-{name}"
+            machine_dir.mkdir()
+            staging = work / f"shim-{name}"
+            staging.mkdir()
+            FakeMachine(machine_dir).create(staging)
+            host = netns.add_openssh(name, machine=machine_dir)
+            for item in staging.iterdir():
+                shutil.copy2(item, host.shim_dir / item.name)
+            hosts.append(host)
+        yield work, hosts
+    finally:
+        netns.close()
+
+
+def make_project(work: Path, hosts: list[SshHost], tmp: Path) -> Path:
+    kernel = make_buildable_repo(tmp / "src")
+    commit_file(kernel, "core.c", "int core(void) { return 3; }\n", "core: three")
+    git(kernel, "tag", "v3")
+    io = make_patch(kernel, "drivers/xen/gntdev.c", "0x10000000; /* VM_MIXEDMAP */",
+                    "0x00004000; /* VM_IO */", "use VM_IO")  # fmt: skip
+    job = tmp / "fakejob.sh"
+    job.write_text(FAKE_JOB)
+    job.chmod(0o755)
+    root = tmp / "project"
+    (root / "configs/frag").mkdir(parents=True)
+    (root / "seeds/exp").mkdir(parents=True)
+    (root / "pipelines").mkdir()
+    (root / "configs/trees.yaml").write_text(f"trees:\n  - name: fake\n    url: {kernel}\n")
+    (root / "configs/builds.yaml").write_text(
+        "profiles:\n  - {name: dom0, base: tinyconfig, fragments: [frag/dom0.config]}\n"
+    )
+    (root / "configs/frag/dom0.config").write_text("CONFIG_XEN=y\nCONFIG_XEN_GNTDEV=m\n")
+    (root / "configs/jobs.yaml").write_text(
+        f"jobs:\n  - {{name: fake, program: {job}, args: ['1'], timeout: 60}}\n"
+    )
+    lines = ["hosts:"]
+    for host in hosts:
+        m = work / f"machine-{host.name}"
+        lines += [
+            f"  - name: {host.name}",
+            "    kind: ssh",
+            "    boot_timeout: 20",
+            "    ssh:",
+            f"      address: {host.address}",
+            f"      key: {work / 'id_ed25519'}",
+            f"      boot_dir: {m / 'boot'}",
+            f"      modules_dir: {m / 'lib/modules'}",
+            f"      grub_script: {m / 'grub.d/42_kbisect'}",
+        ]
+        KnownHosts(root / "configs/known_hosts").add(host.address, host.port, host.host_key)
+    (root / "configs/lab.yaml").write_text("\n".join(lines) + "\n")
+    (root / "seeds/exp/io.patch").write_text(io)
+    (root / "seeds/exp/experiment.yaml").write_text(
+        "name: exp\ntitle: t\nquestion: q\nvariants:\n"
+        "  - {name: base, description: d, patches: []}\n"
+        "  - {name: io, description: d, patches: [io.patch]}\n"
+    )
+    (root / "pipelines/nightly.yaml").write_text(
+        "description: fake\nrevisions:\n  - {tree: fake, revisions: [v2, v3]}\n"
+        "experiments:\n  - {experiment: exp}\nprofiles: [dom0]\n"
+        f"hosts: [{', '.join(h.name for h in hosts)}]\njobs: [fake]\nrepeat: 1\n"
+        "auto_bisect: {enabled: false}\n"
+    )
+    return root
+
+
+def kbisect_env(root: Path, tmp: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KBISECT_ROOT": str(root),
+        "KBISECT_CACHE": str(tmp / "cache"),
+        "KBISECT_RESULTS": str(tmp / "results"),
+    }
+
+
+def overlaps(a: CellRecord, b: CellRecord) -> bool:
+    assert a.started and a.finished and b.started and b.finished
+    return a.started < b.finished and b.started < a.finished
+
+
+def test_nightly_shares_builds_overlaps_hosts_and_writes_outputs(
+    rack: tuple[Path, list[SshHost]], tmp_path: Path
+) -> None:
+    work, hosts = rack
+    root = make_project(work, hosts, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "kbisect", "nightly"], capture_output=True, text=True,
+        env=kbisect_env(root, tmp_path), timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    with ResultsStore(tmp_path / "results") as store:
+        run = store.runs()[0]
+        cells = store.cells(run.id)
+    # 2 revisions x 2 variants x 2 hosts x 1 job
+    assert len(cells) == 8 and all(c.status is ResultStatus.PASS for c in cells), cells
+    assert len({c.build_key for c in cells}) == 4, "one build per (revision, variant)"
+    assert done.stdout.count("building fake:") == 4
+    by_host = {h.name: [c for c in cells if c.host == h.name] for h in hosts}
+    assert any(overlaps(a, b) for a in by_host["rack1"] for b in by_host["rack2"]), (
+        "the two hosts ran at the same time"
+    )
+    # outputs: JUnit per cell and merged, the summary with the variant table
+    base = tmp_path / "results/runs" / str(run.id)
+    assert len(list((base / "junit").glob("*.xml"))) == 8
+    merged = JUnitXml.fromfile(str(base / "junit.xml"))
+    assert sum(1 for _ in merged) == 8
+    summary = (base / "summary.txt").read_text()
+    assert summary.startswith(f"kbisect nightly run {run.id}")
+    assert "NEW REGRESSIONS: 0" in summary and "variants at v3 (passes/runs)" in summary
+
+
+def test_resume_after_kill_9_loses_and_duplicates_nothing(
+    rack: tuple[Path, list[SshHost]], tmp_path: Path
+) -> None:
+    work, hosts = rack
+    root = make_project(work, hosts, tmp_path)
+    env = kbisect_env(root, tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kbisect", "nightly"], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    before: list[CellRecord] = []
+    try:
+        end = time.monotonic() + 300
+        while time.monotonic() < end and len(before) < 2:
+            time.sleep(0.5)
+            if (tmp_path / "results/kbisect.sqlite").exists():
+                with ResultsStore(tmp_path / "results") as store:
+                    runs = store.runs()
+                    before = store.cells(runs[0].id) if runs else []
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert 2 <= len(before) < 8, "killed in the middle"
+    with ResultsStore(tmp_path / "results") as store:
+        run = store.runs()[0]
+        assert run.status is RunStatus.RUNNING
+        recorded = {c.identity: c.id for c in store.cells(run.id)}
+    done = subprocess.run(
+        [sys.executable, "-m", "kbisect", "nightly", "--resume", str(run.id)],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    with ResultsStore(tmp_path / "results") as store:
+        cells = store.cells(run.id)
+        assert store.get_run(run.id).status is RunStatus.FINISHED  # type: ignore[union-attr]
+    assert len(cells) == 8 and len({c.identity for c in cells}) == 8
+    for cell in cells:  # what was recorded before the kill was kept, not redone
+        if cell.identity in recorded:
+            assert cell.id == recorded[cell.identity]
+    assert f"{8 - len(recorded)} cells to run" in done.stdout
+
+
+# -- regression tracking with scripted results ----------------------------------------------------
+
+
+def scripted_run(store: ResultsStore, results: dict[tuple[str, str, str], list[str]]) -> int:
+    """A finished nightly whose cells say what `results` says: (rev, variant, subtest) ->
+    statuses, one per repeat."""
+    run = store.start_run("nightly", pipeline="nightly")
+    per_cell: dict[tuple[str, str, int], list[SubtestRecord]] = {}
+    for (rev, variant, subtest), statuses in results.items():
+        for repeat, status in enumerate(statuses, 1):
+            per_cell.setdefault((rev, variant, repeat), []).append(
+                SubtestRecord(subtest, ResultStatus(status))
+            )
+    now = datetime.now(UTC)
+    for (rev, variant, repeat), subs in per_cell.items():
+        worst = "FAIL" if any(s.status is ResultStatus.FAIL for s in subs) else "PASS"
+        store.record_cell(run.id, CellRecord(
+            tree="t", rev=rev, variant=variant, profile="p", host="h", job="j", repeat=repeat,
+            status=ResultStatus(worst), subtests=tuple(subs), started=now,
+            finished=now + timedelta(seconds=1),
+        ))  # fmt: skip
+    classify_run(store, run.id)
+    store.finish_run(run.id)
+    return run.id
+
+
+def test_baseline_classes_and_regression_lifecycle(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path) as store:
+        first = scripted_run(store, {
+            ("v1", "a", "odirect"): ["PASS"], ("v1", "a", "soak"): ["FAIL"],
+            ("v1", "b", "odirect"): ["PASS"], ("v1", "b", "fork"): ["PASS"],
+        })  # fmt: skip
+        assert {c.change for c in store.changes(first)} == {"NEW"}
+        second = scripted_run(store, {
+            ("v2", "a", "odirect"): ["FAIL"],            # passed at v1: regression
+            ("v2", "a", "soak"): ["FAIL"],               # never passed
+            ("v2", "b", "odirect"): ["PASS", "FAIL"],    # flaky
+            ("v2", "b", "fork"): ["PASS"],               # still passing
+            ("v2", "b", "churn"): ["PASS"],              # new test
+        })  # fmt: skip
+        got = {(c.key.variant, c.key.subtest): c.change for c in store.changes(second)}
+        assert got == {
+            ("a", "odirect"): "REGRESSION", ("a", "soak"): "NEVER PASSED",
+            ("b", "odirect"): "FLAKY", ("b", "fork"): "PASS", ("b", "churn"): "NEW",
+        }  # fmt: skip
+        opened = store.regressions("open")
+        assert [(r.line[1], r.line[5], r.opened_rev, r.good_rev) for r in opened] == [
+            ("a", "odirect", "v2", "v1")
+        ]
+        third = scripted_run(store, {("v3", "a", "odirect"): ["FAIL"]})
+        assert [c.change for c in store.changes(third)] == ["STILL FAILING"]
+        assert len(store.regressions("open")) == 1, "still the same open regression"
+        fourth = scripted_run(store, {("v4", "a", "odirect"): ["PASS", "PASS"]})
+        assert [c.change for c in store.changes(fourth)] == ["FIXED"]
+        fixed = store.regressions("fixed")
+        assert [(r.opened_run, r.fixed_run, r.fixed_rev) for r in fixed] == [(second, fourth, "v4")]
+        assert store.regressions("open") == []
+        # an infrastructure-only result is INFRA, not a failure
+        fifth = store.start_run("nightly", pipeline="nightly")
+        store.record_cell(fifth.id, CellRecord(
+            tree="t", rev="v5", variant="a", profile="p", host="h", job="j", repeat=1,
+            status=ResultStatus.ERROR, reason="host died",
+        ))  # fmt: skip
+        assert [c.change for c in classify_run(store, fifth.id)] == ["INFRA"]
