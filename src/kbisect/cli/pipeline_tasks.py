@@ -34,7 +34,7 @@ def nightly(c: Context, pipeline: str = "nightly", resume: int = 0, dry_run: boo
         say(f"pipeline {pipeline}: {p.pipelines[pipeline].description}")
         for axis in axes(p, p.pipelines[pipeline]):
             say(f"  {axis.name:10} {', '.join(axis.values)}")
-        cells = plan(p, p.pipelines[pipeline])
+        cells = plan(p, p.pipelines[pipeline], say, import_missing=False)
         say(f"{len(cells)} cells:")
         for cell in cells:
             say(f"  {cell.tree} {cell.rev} {cell.variant or 'base'} {cell.profile} "

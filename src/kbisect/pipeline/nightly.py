@@ -28,7 +28,7 @@ from kbisect.lab.lab import Lab
 from kbisect.pipeline.cell import CellRunner, CellSpec, Provenance
 from kbisect.results.model import CellIdentity, CellRecord, ResultStatus
 from kbisect.results.store import ResultsStore
-from kbisect.tree import repos
+from kbisect.tree import debian, repos
 from kbisect.tree.checkout import Checkout
 
 Say = Callable[[str], None]
@@ -57,8 +57,12 @@ class PlannedCell:
         return (self.tree, self.rev, self.variant, self.profile)
 
 
-def plan(project: Project, pipeline: Pipeline) -> list[PlannedCell]:
-    """The matrix, revisions resolved now (the newest tags of today), in build order."""
+def plan(
+    project: Project, pipeline: Pipeline, say: Say = print, *, import_missing: bool = True
+) -> list[PlannedCell]:
+    """The matrix, revisions resolved now (the newest tags of today), in build order. A Debian
+    tree with fewer releases imported than the newest N asked for imports Debian's newest N
+    first (so `kbisect nightly` works on a fresh machine)."""
     variants: list[str | None] = []
     for vs in pipeline.experiments:
         names = vs.variants or [v.name for v in project.experiments[vs.experiment].variants]
@@ -68,6 +72,8 @@ def plan(project: Project, pipeline: Pipeline) -> list[PlannedCell]:
         tree = repos.open_tree(project, rs.tree)
         revs = list(rs.revisions)
         if rs.newest_tags:
+            if import_missing:
+                _import_newest(project, tree, rs.newest_tags, say)
             revs += [t for t in repos.newest_tags(tree, rs.newest_tags) if t not in revs]
         for rev in revs:
             for variant in variants or [None]:
@@ -80,6 +86,19 @@ def plan(project: Project, pipeline: Pipeline) -> list[PlannedCell]:
                                     PlannedCell(rs.tree, rev, variant, profile, host, job, r)
                                 )
     return cells
+
+
+def _import_newest(project: Project, tree: repos.TreeRepo, count: int, say: Say) -> None:
+    if not tree.is_debian:
+        return
+    have = debian.imported_tags(tree.path) if (tree.path / "HEAD").exists() else []
+    if len(have) >= count:
+        return
+    package = tree.config.debian_package
+    assert package is not None
+    newest = [r.version for r in debian.available_releases(package)][-count:]
+    say(f"{tree.name}: importing Debian's newest {count} releases ({', '.join(newest)})")
+    repos.import_debian(project, tree, newest, say)
 
 
 @dataclass
@@ -319,7 +338,7 @@ def run_nightly(
             cells = cells_from_json(run.meta["cells"])
             say(f"resuming nightly run {run.id} ({run.pipeline})")
         else:
-            cells = plan(project, pipeline)
+            cells = plan(project, pipeline, say)
             run = store.start_run(
                 "nightly", pipeline=pipeline_name, meta={"cells": cells_to_json(cells)}
             )
