@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,3 +91,42 @@ def test_four_variants_on_the_embedded_host(
                     ResultStatus.SKIP if Skipped in kinds else ResultStatus.PASS
                 )  # fmt: skip
             assert sorted(statuses.values()) == sorted(s.status for s in cell.subtests)
+
+
+@pytest.mark.slow
+def test_default_nightly_on_the_embedded_host(
+    real_project: Project,
+    dom0_builds: dict[str, Artifact],
+    debian_tree: tuple[object, list[str]],
+    tmp_path: Path,
+) -> None:
+    """The shipped nightly pipeline, narrowed to the newest release (the session has only the
+    newest release built): four variants on the embedded host, the summary's variant table."""
+    root = tmp_path / "project"
+    for part in ("configs", "seeds", "pipelines"):
+        shutil.copytree(REPO / part, root / part)
+    nightly = root / "pipelines/nightly.yaml"
+    nightly.write_text(nightly.read_text().replace("newest_tags: 2", "newest_tags: 1"))
+    env = {**os.environ, "KBISECT_ROOT": str(root), "KBISECT_RESULTS": str(tmp_path / "res")}
+    done = subprocess.run(
+        [sys.executable, "-m", "kbisect", "nightly"],
+        capture_output=True, text=True, env=env, timeout=1800, check=False,
+    )  # fmt: skip
+    print(done.stdout[-4000:], done.stderr[-2000:])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    rev = debian_tree[1][-1]
+    with ResultsStore(tmp_path / "res") as store:
+        run = store.runs()[0]
+        cells = store.cells(run.id)
+        changes = store.changes(run.id)
+    assert len(cells) == 4 and {c.rev for c in cells} == {rev}
+    assert {c.change for c in changes} == {"NEW"}, "a first nightly has no baseline"
+    summary = (tmp_path / "res/runs" / str(run.id) / "summary.txt").read_text()
+    table = summary[summary.index(f"variants at {rev}") :].splitlines()
+    header = table[1].split()
+    assert header == ["subtest", "vm-mixedmap", "vm-io", "none", "mempolicy"] or sorted(
+        header[1:]
+    ) == sorted(VARIANTS)
+    row = {line.split()[0]: line for line in table[2:] if line.strip()}
+    assert "FAIL" in row["odirect-read"] and "FAIL" in row["numa-soak"]
+    assert "FAIL" not in row["self-map"]

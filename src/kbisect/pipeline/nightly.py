@@ -219,14 +219,27 @@ class NightlyRun:
             runner = CellRunner(self.project, self.lab, store, self.run_id, self.say)
             host = self.lab.host(host_name)
             lease = self.lab.lease(host, f"nightly run {self.run_id}", wait=600)
+            waited, first_ready = 0.0, None
             try:
                 while not self.stop.is_set():
+                    asked = time.monotonic()
                     unit = self.queues[host_name].get()
+                    if first_ready is None:
+                        first_ready = time.monotonic()
+                    else:
+                        waited += time.monotonic() - asked
                     if unit is None:
                         break
                     self._run_unit(runner, store, unit, host_name)
             finally:
                 lease.release()
+            if first_ready is not None:
+                span = time.monotonic() - first_ready
+                busy = 1 - waited / span if span > 0 else 1.0
+                self.say(
+                    f"{host_name}: busy {busy:.0%} of the {span:.0f} s after its first build "
+                    f"(waited {waited:.0f} s for builds)"
+                )
         except BaseException as exc:
             self.failures.append(f"host {host_name}: {exc}")
         finally:
