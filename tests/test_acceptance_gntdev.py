@@ -57,11 +57,10 @@ def test_four_variants_on_the_embedded_host(
         cell = cells[variant.name]
         got = {s.name: s.status for s in cell.subtests}
         assert len(got) == 13, (variant.name, got)
-        wanted = {
-            name: ResultStatus(variant.expect.get(name, variant.expect["default"]).upper())
-            for name in got
-        }
-        assert got == wanted, f"{variant.name}: {cell.reason}"
+        wanted = {name: variant.expect.get(name, variant.expect["default"]) for name in got}
+        for name, expected in wanted.items():
+            allowed = {"PASS", "FAIL"} if expected == "flaky" else {expected.upper()}
+            assert got[name].value in allowed, f"{variant.name} {name}: {cell.reason}"
         assert cell.evidence == (), f"{variant.name}: no kernel evidence expected"
         assert cell.fingerprint["hypervisor"] == "xen"
         assert cell.build_key == dom0_builds[variant.name].key

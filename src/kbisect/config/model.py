@@ -13,7 +13,7 @@ from typing import Literal
 from kbisect.config.schema import Model, doc
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-Outcome = Literal["pass", "fail", "skip"]
+Outcome = Literal["pass", "fail", "skip", "flaky"]
 
 
 def _name_problems(name: str) -> list[tuple[str, str]]:
@@ -245,7 +245,9 @@ class Variant(Model):
     description: str = doc("One line: what this variant does.")
     patches: list[str] = doc("Patch files in this directory, applied in order.", factory=list)
     expect: dict[str, Outcome] = doc(
-        "Expected outcome per stress subtest; key 'default' covers the others.", factory=dict
+        "Expected outcome per stress subtest (pass, fail, skip, or flaky: either pass or fail); "
+        "key 'default' covers the others.",
+        factory=dict,
     )
 
     def check(self) -> list[tuple[str, str]]:
