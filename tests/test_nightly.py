@@ -19,6 +19,7 @@ from junitparser import JUnitXml
 
 from fake_kernel import commit_file, git, make_buildable_repo, make_patch
 from fake_machine import FakeMachine
+from kbisect.lab.lease import Lease
 from kbisect.lab.ssh import KnownHosts, generate_keypair
 from kbisect.pipeline.regressions import classify_run
 from kbisect.results.model import CellRecord, ResultStatus, RunStatus, SubtestRecord
@@ -263,3 +264,36 @@ def test_baseline_classes_and_regression_lifecycle(tmp_path: Path) -> None:
             status=ResultStatus.ERROR, reason="host died",
         ))  # fmt: skip
         assert [c.change for c in classify_run(store, fifth.id)] == ["INFRA"]
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_the_run_resumable(
+    rack: tuple[Path, list[SshHost]], tmp_path: Path
+) -> None:
+    work, hosts = rack
+    root = make_project(work, hosts, tmp_path)
+    env = kbisect_env(root, tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kbisect", "nightly"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen = []
+    try:
+        for line in proc.stdout:  # bounded by the nightly's own deadlines
+            seen.append(line)
+            if "running, time limit" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    output = "".join(seen) + rest
+    assert proc.returncode == 130, output
+    assert "kbisect nightly --resume 1" in output
+    with ResultsStore(tmp_path / "results") as store:
+        assert store.get_run(1).status is RunStatus.RUNNING  # type: ignore[union-attr]
+    leases = tmp_path / "cache/lab/leases"
+    for host in hosts:
+        assert Lease.holder(leases, host.name) is None, "leases released"
