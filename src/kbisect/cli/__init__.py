@@ -9,6 +9,7 @@ from invoke.program import Program
 from kbisect import __version__
 from kbisect.cli import (
     bisect_tasks,
+    browser_tasks,
     build_tasks,
     config_tasks,
     demo_tasks,
@@ -30,6 +31,8 @@ ns.add_task(run_tasks.stress)
 ns.add_task(run_tasks.run)
 ns.add_collection(Collection("tree", tree_tasks.import_, tree_tasks.revs))
 ns.add_collection(Collection("demo", demo_tasks.history))
+ns.add_task(browser_tasks.browse)
+ns.add_collection(Collection("results", browser_tasks.results_render, browser_tasks.results_diff))
 bisect_collection = Collection("bisect", bisect_tasks.bisect_log, bisect_tasks.bisect_replay)
 bisect_collection.add_task(bisect_tasks.bisect, default=True)
 ns.add_collection(bisect_collection)

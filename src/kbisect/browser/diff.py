@@ -1,0 +1,182 @@
+"""Two runs side by side: which subtests changed between them (repeats pooled).
+
+Subtests are paired by their line (tree, variant, profile, host, job, subtest) and revision.
+What is left over on a line, when each run tested it at exactly one other revision, is paired
+too: a nightly whose newest tag moved on compares the new tag with the old one, as the
+regression tracker does. Anything else is only in one of the runs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kbisect.browser.safety import visible
+from kbisect.errors import UserError
+from kbisect.pipeline.regressions import Pool, pool
+from kbisect.results.model import CellRecord, RunRecord, SubtestKey
+from kbisect.results.store import ResultsStore
+
+Line = tuple[str, str, str, str, str, str]
+
+BROKE = "BROKE"
+FIXED = "FIXED"
+CHANGED = "CHANGED"
+NEW = "NEW"
+GONE = "GONE"
+ORDER = (BROKE, CHANGED, FIXED, NEW, GONE)
+"""How a subtest differs, most important first."""
+
+
+@dataclass(frozen=True)
+class DiffRow:
+    line: Line
+    kind: str
+    rev_a: str | None
+    rev_b: str | None
+    a: Pool | None
+    b: Pool | None
+
+    @property
+    def cell(self) -> tuple[str, str, str, str, str, str]:
+        """The cell line and revision (of B where there is one): what NEW and GONE group by."""
+        t, v, p, h, j, _ = self.line
+        return (t, self.rev_b or self.rev_a or "", v, p, h, j)
+
+
+@dataclass(frozen=True)
+class RunDiff:
+    a: RunRecord
+    b: RunRecord
+    rows: list[DiffRow]
+    same: int
+
+    def count(self, kind: str) -> int:
+        return sum(1 for r in self.rows if r.kind == kind)
+
+    @property
+    def changed(self) -> list[DiffRow]:
+        return [r for r in self.rows if r.kind in (BROKE, CHANGED, FIXED)]
+
+    def groups(self, kind: str) -> list[tuple[tuple[str, ...], list[DiffRow]]]:
+        """NEW or GONE rows grouped by cell (a new revision adds every subtest at once)."""
+        by: dict[tuple[str, ...], list[DiffRow]] = defaultdict(list)
+        for r in self.rows:
+            if r.kind == kind:
+                by[r.cell].append(r)
+        return sorted(by.items())
+
+    def text(self) -> str:
+        """The diff for a terminal (control characters in names shown as escapes)."""
+        a, b = self.a, self.b
+        out = [
+            f"run {a.id} ({a.kind}, {a.started:%Y-%m-%d %H:%M}) -> "
+            f"run {b.id} ({b.kind}, {b.started:%Y-%m-%d %H:%M})",
+            f"{len(self.changed)} changed ({self.count(BROKE)} broke, {self.count(FIXED)} fixed, "
+            f"{self.count(CHANGED)} other), {self.same} the same, {self.count(NEW)} only in run "
+            f"{b.id}, {self.count(GONE)} only in run {a.id}",
+        ]
+        if self.changed:
+            out.append("")
+        for r in self.changed:
+            t, v, p, h, j, s = r.line
+            rev = r.rev_b if r.rev_a == r.rev_b else f"{r.rev_a}->{r.rev_b}"
+            out.append(
+                visible(
+                    f"{r.kind:<8} {t} {rev} {v or '-'} {p} {h} {j} {s}: "
+                    f"{describe(r.a)} -> {describe(r.b)}"
+                )
+            )
+        for kind, run in ((NEW, b.id), (GONE, a.id)):
+            groups = self.groups(kind)
+            if groups:
+                out.append("")
+            for (t, rev, v, p, h, j), rows in groups:
+                names = ", ".join(r.line[5] for r in rows[:6])
+                more = f" and {len(rows) - 6} more" if len(rows) > 6 else ""
+                out.append(
+                    visible(
+                        f"{kind:<8} {t} {rev} {v or '-'} {p} {h} {j}: {len(rows)} subtests only "
+                        f"in run {run} ({names}{more})"
+                    )
+                )
+        return "\n".join(out) + "\n"
+
+
+def describe(p: Pool | None) -> str:
+    """``FAIL 0/3``: the pooled status, then passes of the runs that gave a verdict."""
+    if p is None:
+        return "-"
+    runs = p.passes + p.fails
+    return f"{p.status} {p.passes}/{runs}" if runs else p.status
+
+
+def kind_of(a: Pool | None, b: Pool | None) -> str | None:
+    """How a subtest changed from A to B; None when it did not."""
+    if a is None:
+        return NEW
+    if b is None:
+        return GONE
+    if a.status == b.status:
+        return None
+    if b.status == "FAIL" and a.status == "PASS":
+        return BROKE
+    if b.status == "PASS" and a.status in ("FAIL", "FLAKY"):
+        return FIXED
+    return CHANGED
+
+
+def _by_line(pools: dict[SubtestKey, Pool]) -> dict[Line, dict[str, Pool]]:
+    out: dict[Line, dict[str, Pool]] = defaultdict(dict)
+    for key, p in pools.items():
+        out[key.line][key.rev] = p
+    return out
+
+
+def diff_pools(
+    a_run: RunRecord,
+    b_run: RunRecord,
+    a_pools: dict[SubtestKey, Pool],
+    b_pools: dict[SubtestKey, Pool],
+) -> RunDiff:
+    a_lines, b_lines = _by_line(a_pools), _by_line(b_pools)
+    rows: list[DiffRow] = []
+    same = 0
+    for line in sorted(set(a_lines) | set(b_lines)):
+        in_a, in_b = a_lines.get(line, {}), b_lines.get(line, {})
+        pairs: list[tuple[str | None, str | None]] = [(rev, rev) for rev in in_a if rev in in_b]
+        left_a = [rev for rev in in_a if rev not in in_b]
+        left_b = [rev for rev in in_b if rev not in in_a]
+        if len(left_a) == 1 and len(left_b) == 1:
+            pairs.append((left_a[0], left_b[0]))
+            left_a, left_b = [], []
+        pairs += [(rev, None) for rev in left_a]
+        pairs += [(None, rev) for rev in left_b]
+        for rev_a, rev_b in pairs:
+            pa = in_a[rev_a] if rev_a is not None else None
+            pb = in_b[rev_b] if rev_b is not None else None
+            kind = kind_of(pa, pb)
+            if kind is None:
+                same += 1
+            else:
+                rows.append(DiffRow(line, kind, rev_a, rev_b, pa, pb))
+    rows.sort(key=lambda r: (ORDER.index(r.kind), r.line, r.rev_b or r.rev_a or ""))
+    return RunDiff(a_run, b_run, rows, same)
+
+
+def diff_cells(
+    a_run: RunRecord, b_run: RunRecord, a: Iterable[CellRecord], b: Iterable[CellRecord]
+) -> RunDiff:
+    return diff_pools(a_run, b_run, pool(a), pool(b))
+
+
+def diff_runs(store: ResultsStore, a: int, b: int) -> RunDiff:
+    """Run A against run B (a UserError when either does not exist)."""
+    records = []
+    for run_id in (a, b):
+        record = store.get_run(run_id)
+        if record is None:
+            raise UserError(f"no run {run_id} in {store.path}")
+        records.append(record)
+    return diff_cells(records[0], records[1], store.cells(a), store.cells(b))

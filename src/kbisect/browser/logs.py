@@ -1,0 +1,88 @@
+"""Logs for the browser: read with a size cap, decoded leniently, cut into pages of lines.
+
+Logs come from kernels, hypervisors and test programs: any bytes at all. They are decoded as
+UTF-8 with replacement characters, control characters are shown as escapes (``\\x1b``), very long
+lines are cut, and every line is HTML-escaped before it reaches a page.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from markupsafe import Markup, escape
+
+from kbisect.browser.safety import visible
+
+LOG_PAGE_LINES = 2000
+"""Lines per page of a paged log."""
+INLINE_MAX_LINES = 300
+"""A log this short (and at most INLINE_MAX_BYTES) is shown on the page that refers to it."""
+INLINE_MAX_BYTES = 48 * 1024
+MAX_LOG_BYTES = 64 * 1024 * 1024
+"""Beyond this a log is shown up to here; the rest is in the raw file."""
+MAX_LINE_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class LogText:
+    lines: list[str]
+    size: int
+    truncated: bool
+    """The file is longer than MAX_LOG_BYTES: only its beginning is in ``lines``."""
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-len(self.lines) // LOG_PAGE_LINES))
+
+    @property
+    def inline(self) -> bool:
+        return self.size <= INLINE_MAX_BYTES and len(self.lines) <= INLINE_MAX_LINES
+
+    def page(self, number: int) -> list[str]:
+        start = (number - 1) * LOG_PAGE_LINES
+        return self.lines[start : start + LOG_PAGE_LINES]
+
+
+_CLEAN = re.compile("[^\x00-\x08\x0b-\x1f\x7f-\x9f]*")
+"""Text without control characters other than tab and newline (no CR either)."""
+
+
+def _line(text: str) -> str:
+    text = text.rstrip("\r")
+    if len(text) > MAX_LINE_CHARS:
+        text = f"{text[:MAX_LINE_CHARS]} [... {len(text) - MAX_LINE_CHARS} more characters]"
+    return visible(text)
+
+
+def read_log(path: str | Path, size: int | None = None) -> LogText:
+    """A log's lines (at most MAX_LOG_BYTES of it); ``path`` must have been checked already."""
+    with open(path, "rb") as f:  # noqa: PTH123 (a str path from the resolver: no Path needed)
+        if size is None:
+            size = os.fstat(f.fileno()).st_size
+        data = f.read(MAX_LOG_BYTES)
+    text = data.decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    if not _CLEAN.fullmatch(text) or max(map(len, lines)) > MAX_LINE_CHARS:
+        lines = [_line(line) for line in lines]  # the unusual case: escapes, CRs, long lines
+    if lines[-1] == "":
+        lines.pop()
+    return LogText(lines, size, size > MAX_LOG_BYTES)
+
+
+def page_of(line: int) -> int:
+    """The page (from 1) a line number (from 1) is on."""
+    return max(0, line - 1) // LOG_PAGE_LINES + 1
+
+
+def lines_html(lines: Sequence[str], first: int, prefix: str = "") -> Markup:
+    """Numbered lines for a <pre>: each line escaped, with an anchor ``{prefix}L{n}``."""
+    escaped = str(escape("\n".join(lines))).split("\n") if lines else []
+    out = [
+        f'<span id="{prefix}L{n}" data-n="{n}">{text}</span>\n'
+        for n, text in enumerate(escaped, first)
+    ]
+    return Markup("".join(out))  # noqa: S704 (the lines were escaped just above)

@@ -1,0 +1,124 @@
+"""What keeps the site honest about files: links and reads never leave the results directory.
+
+Every path the store holds is relative to the results directory and the model refuses ``..``
+and absolute paths; a symbolic link inside the results directory can still point anywhere. So a
+file is only read, linked or served after its real path (symbolic links resolved) has been
+checked to lie inside the real results directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """``text`` with control characters (but tab and newline) written as escapes like ``\\x1b``,
+    so a log or a name cannot move the cursor of a terminal or hide in a page."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path``'s real location is ``root`` or below it (``root`` already resolved)."""
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+    return real == root or real.is_relative_to(root)
+
+
+def safe_file(results_dir: Path, relative: str) -> Path | None:
+    """The real path of a file the store refers to, or None when the reference would leave the
+    results directory (``..``, an absolute path, a symbolic link to elsewhere) or is no regular
+    file."""
+    found = Resolver(results_dir).file(relative)
+    return None if found is None else Path(found[0])
+
+
+def _relative(path: str, parts: list[str]) -> bool:
+    """kbisect.results.model.check_relative, as string tests (it is asked for every log)."""
+    return bool(
+        parts
+        and not path.startswith("/")
+        and ".." not in parts
+        and "\\" not in path
+        and "\0" not in path
+    )
+
+
+class Resolver:
+    """safe_file for many files of one results directory, fast: the real path of every
+    directory met is remembered, so a new file costs an lstat per component not seen before
+    (a symbolic link, wherever it is, is resolved completely and checked)."""
+
+    def __init__(self, results_dir: Path) -> None:
+        self.root = os.path.realpath(results_dir)
+        self._dirs: dict[str, str | None] = {"": self.root}
+
+    def _inside(self, real: str) -> bool:
+        return real.startswith(self.root + "/")
+
+    def _follow(self, path: str) -> str | None:
+        real = os.path.realpath(path)
+        return real if self._inside(real) else None
+
+    def _dir(self, relative: str) -> str | None:
+        found = self._dirs.get(relative, "")
+        if found != "":
+            return found
+        parent, _, name = relative.rpartition("/")
+        base = self._dir(parent)
+        real: str | None = None
+        if base is not None:
+            real = base + "/" + name
+            try:
+                link = stat.S_ISLNK(os.lstat(real).st_mode)
+            except OSError:
+                link = False  # missing: whatever is looked up below it is missing too
+            if link:
+                real = self._follow(real)
+        self._dirs[relative] = real
+        return real
+
+    def file(self, relative: str) -> tuple[str, os.stat_result] | None:
+        """The real path and stat of a regular file inside the results directory, or None."""
+        parts = [p for p in relative.split("/") if p not in ("", ".")]
+        if not _relative(relative, parts):
+            return None
+        base = self._dir("/".join(parts[:-1]))
+        if base is None:
+            return None
+        path = base + "/" + parts[-1]
+        try:
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                followed = self._follow(path)
+                if followed is None:
+                    return None
+                path = followed
+                st = Path(path).stat()
+        except OSError:
+            return None
+        return (path, st) if stat.S_ISREG(st.st_mode) else None
+
+
+def href(from_dir: Path, target: Path) -> str:
+    """A relative URL from a page's (resolved) directory to a (resolved) file, each part quoted,
+    so it works from file:// and from a web server alike."""
+    rel = PurePosixPath(os.path.relpath(target, from_dir))
+    return "/".join(quote(part, safe="") if part != ".." else part for part in rel.parts)
+
+
+_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe rendering of a name (never used alone: always next to a hash or id)."""
+    return _SLUG.sub("_", text)[:limit].strip("._") or "_"

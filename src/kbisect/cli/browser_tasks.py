@@ -1,0 +1,107 @@
+"""Tasks for the results browser: `results.render`, `results.diff` and `browse`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from invoke.context import Context
+
+from kbisect.browser import SITE_DIR, render_diff, render_site, serve
+from kbisect.cli.common import project, say
+from kbisect.cli.common import task as kb_task
+from kbisect.errors import UserError
+from kbisect.results.store import ResultsStore
+
+_OUT = "Site directory (default: site/ in the results directory)."
+_JOBS = "Processes for a large render (default: the number of CPUs)."
+
+
+def _results_dir() -> Path:
+    return project().results_dir
+
+
+def _out(results: Path, out: str | None) -> Path:
+    return Path(out).resolve() if out else results / SITE_DIR
+
+
+def _render(store: ResultsStore, out: Path, full: bool, jobs: int) -> None:
+    report = render_site(store, out, full=full, jobs=jobs or os.cpu_count() or 1)
+    say(report.summary())
+    if report.largest[1]:
+        say(f"largest page rendered: {report.largest[0]} ({report.largest[1] / 1024:.0f} KiB)")
+    say(f"site: {out / 'index.html'}")
+
+
+@kb_task(
+    help={
+        "out": _OUT,
+        "full": "Read and render every run again (still writing only the pages that changed).",
+        "jobs": _JOBS,
+    },
+    name="render",
+)
+def results_render(c: Context, out: str | None = None, full: bool = False, jobs: int = 0) -> None:
+    """Render the results store as a static site (works from file:// and from a web server).
+
+    Incremental: only runs, lines, builds and bisections whose inputs changed are rendered, and a
+    page is written only when its content changed.
+    """
+    results = _results_dir()
+    with ResultsStore(results) as store:
+        _render(store, _out(results, out), full, jobs)
+
+
+def _run_id(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"{what}: expected a run id (a number), got {text!r}") from None
+
+
+@kb_task(
+    help={
+        "a": "The run to compare from (its id; see the index of the site).",
+        "b": "The run to compare to.",
+        "out": _OUT,
+    },
+    positional=["a", "b"],
+    name="diff",
+)
+def results_diff(c: Context, a: str, b: str, out: str | None = None) -> None:
+    """Compare two runs subtest by subtest (repeats pooled): print what broke, was fixed or
+    changed, and what only one of them has; write the same as diff/A-B.html in the site."""
+    results = _results_dir()
+    with ResultsStore(results) as store:
+        d, page = render_diff(store, _run_id(a, "A"), _run_id(b, "B"), _out(results, out))
+    print(d.text(), end="", flush=True)
+    say(f"\npage: {page}")
+
+
+@kb_task(
+    help={
+        "out": _OUT,
+        "port": "Port on 127.0.0.1 (default: a free one).",
+        "no_render": "Serve the site as it is, without rendering it first.",
+        "jobs": _JOBS,
+    },
+)
+def browse(
+    c: Context, out: str | None = None, port: int = 0, no_render: bool = False, jobs: int = 0
+) -> None:
+    """Render the site (incrementally) and serve it on 127.0.0.1 until Ctrl-C; prints the URL.
+
+    Only the site and the files of the results directory it links are served (never the store's
+    database, nothing a symbolic link leads out of the results directory to, no listings).
+    """
+    results = _results_dir()
+    site = _out(results, out)
+    if not no_render:
+        with ResultsStore(results) as store:
+            _render(store, site, False, jobs)
+    elif not (site / "index.html").is_file():
+        raise UserError(f"no site in {site}: run `kbisect results.render` first")
+    try:
+        serve(site, results, port, say)
+    except OSError as exc:
+        raise UserError(f"cannot serve on 127.0.0.1:{port}: {exc.strerror}") from None
