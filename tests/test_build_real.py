@@ -28,8 +28,9 @@ def test_dom0_build_and_variant_switch(
             co = checkout(project, tree, newest, find_variant(project, name), path)
             outcomes.setdefault(name, []).append(builder.build(project, co, profile))
     first, io, again = outcomes["vm-mixedmap"][0], outcomes["vm-io"][0], outcomes["vm-mixedmap"][1]
-    assert first.status == "built", first.errors
-    assert io.status == "built", io.errors
+    # built here, or already by another test of this session (dom0_builds): either way once
+    assert first.status in ("built", "hit"), first.errors
+    assert io.status in ("built", "hit"), io.errors
     assert again.status == "hit" and again.key == first.key
     assert first.artifact and io.artifact
 
