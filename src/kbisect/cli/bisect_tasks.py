@@ -67,6 +67,39 @@ def _predicate(job: str | None, build_only: bool, run: str | None) -> str:
     return chosen[0]
 
 
+def _new_request(
+    good: list[str],
+    bad: str,
+    tree: str,
+    variant: str | None,
+    job: str | None,
+    test: str | None,
+    host: str | None,
+    profile: str | None,
+    build_only: bool,
+    run: str | None,
+    timeout: float,
+    limits: tuple[int, int, int, float],
+) -> BisectRequest:
+    """The request both `bisect` and `bisect.replay` make from their (shared) options."""
+    kind = _predicate(job, build_only, run)
+    repeat, max_runs, end_runs, budget = limits
+    return BisectRequest(
+        tree=tree,
+        good=list(good),
+        bad=bad,
+        predicate=kind,
+        variant=variant,
+        command=run,
+        command_timeout=timeout,
+        job=job,
+        test=test,
+        host=host,
+        profile=profile,
+        policy=_policy(repeat, max_runs, end_runs, budget, kind),
+    )
+
+
 def _execute(p: Project, request: BisectRequest, bisection_id: int, store: ResultsStore) -> None:
     with Lab(p, say=say) as lab:
         if request.predicate == "job":
@@ -122,21 +155,10 @@ def bisect(
             return
         if not good or bad is None:
             raise UserError("give --good REV (one or more) and --bad REV, or --resume ID")
-        kind = _predicate(job, build_only, run)
-        request = BisectRequest(
-            tree=tree,
-            good=list(good),
-            bad=bad,
-            predicate=kind,
-            variant=variant,
-            command=run,
-            command_timeout=timeout,
-            job=job,
-            test=test,
-            host=host,
-            profile=profile,
-            policy=_policy(repeat, max_runs, end_runs, budget, kind),
-        )
+        request = _new_request(
+            good, bad, tree, variant, job, test, host, profile, build_only, run, timeout,
+            (repeat, max_runs, end_runs, budget),
+        )  # fmt: skip
         request, _ = prepare(p, request)
         record = store.create_bisection(request.to_json())
         say(f"bisection {record.id}: {len(request.good)} good, bad {request.bad[:12]}")
@@ -214,21 +236,10 @@ def bisect_replay(
     bisection (confirmed like any ends), so the finished part is not redone."""
     p = project()
     good, bad = read_bisect_log(Path(log_file))
-    kind = _predicate(job, build_only, run)
-    request = BisectRequest(
-        tree=tree,
-        good=good,
-        bad=bad,
-        predicate=kind,
-        variant=variant,
-        command=run,
-        command_timeout=timeout,
-        job=job,
-        test=test,
-        host=host,
-        profile=profile,
-        policy=_policy(repeat, max_runs, end_runs, budget, kind),
-    )
+    request = _new_request(
+        good, bad, tree, variant, job, test, host, profile, build_only, run, timeout,
+        (repeat, max_runs, end_runs, budget),
+    )  # fmt: skip
     with ResultsStore(p.results_dir) as store:
         request, _ = prepare(p, request)
         record = store.create_bisection(request.to_json())
