@@ -297,3 +297,56 @@ def test_ctrl_c_stops_cleanly_and_leaves_the_run_resumable(
     leases = tmp_path / "cache/lab/leases"
     for host in hosts:
         assert Lease.holder(leases, host.name) is None, "leases released"
+
+
+def test_new_regression_is_auto_bisected(rack: tuple[Path, list[SshHost]], tmp_path: Path) -> None:
+    """Run 1 tests v2 (passes); run 2 tests v3, whose kernel carries a BROKEN marker that the
+    job notices: a REGRESSION against v2, bisected automatically to the commit that added it."""
+    work, hosts = rack
+    host = hosts[0]
+    root = make_project(work, [host], tmp_path)
+    kernel = tmp_path / "src/linux-build"
+    git(kernel, "tag", "-d", "v3")
+    culprit = commit_file(
+        kernel, "core.c", 'const char flavour[] = "BROKEN";\nint core(void) { return 3; }\n',
+        "core: a flavour that breaks alpha",
+    )  # fmt: skip
+    commit_file(kernel, "Documentation/x.rst", "later\n", "docs: later")
+    git(kernel, "tag", "v3")
+    job = tmp_path / "fakejob.sh"
+    job.write_text(
+        "#!/bin/sh\n"
+        "key=$(sed -n 's/.*kbisect.build=\\([0-9a-f]*\\).*/\\1/p' /proc/cmdline)\n"
+        f"if grep -q BROKEN {work}/machine-{host.name}/boot/vmlinuz-kbisect-$key; then\n"
+        '  echo "GNTSTRESS alpha FAIL errno=5 detail=broken flavour"\n'
+        '  echo "GNTSTRESS-SUMMARY pass=0 fail=1 skip=0"; exit 1\n'
+        "fi\n"
+        'echo "GNTSTRESS alpha PASS errno=0 detail=ok"\n'
+        'echo "GNTSTRESS-SUMMARY pass=1 fail=0 skip=0"\n'
+    )
+    pipeline = root / "pipelines/nightly.yaml"
+    text = pipeline.read_text().replace(
+        "auto_bisect: {enabled: false}", "auto_bisect: {enabled: true}"
+    )
+    text = text.replace("experiments:\n  - {experiment: exp}\n", "")
+    env = kbisect_env(root, tmp_path)
+    outputs = []
+    for revs in ("[v2]", "[v3]"):
+        pipeline.write_text(text.replace("[v2, v3]", revs))
+        done = subprocess.run(
+            [sys.executable, "-m", "kbisect", "nightly"], capture_output=True, text=True,
+            env=env, timeout=900, check=False,
+        )  # fmt: skip
+        outputs.append(done)
+    assert outputs[0].returncode == 0, outputs[0].stdout[-3000:] + outputs[0].stderr
+    second = outputs[1]
+    assert second.returncode == 1, second.stdout[-4000:] + second.stderr
+    with ResultsStore(tmp_path / "results") as store:
+        (regression,) = store.regressions("open")
+        assert (regression.opened_rev, regression.good_rev) == ("v3", "v2")
+        assert regression.bisection_id is not None
+        report = store.get_bisection(regression.bisection_id).report  # type: ignore[union-attr]
+    assert report is not None and report["status"] == "confirmed"
+    assert report["culprit"]["commit"] == culprit
+    assert "NEW REGRESSIONS: 1" in second.stdout
+    assert f"{culprit[:12]} core: a flavour that breaks alpha" in second.stdout
