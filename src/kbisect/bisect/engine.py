@@ -25,8 +25,8 @@ from typing import Protocol
 
 from kbisect.bisect.gitbisect import GitBisect, Next
 from kbisect.bisect.predicates import Outcome, Predicate, TrialResult
-from kbisect.bisect.stats import Policy, Rates, Tally, decide
-from kbisect.errors import InfraError
+from kbisect.bisect.stats import BAD_END_PRIOR, Policy, Rates, Tally, decide
+from kbisect.errors import InfraError, KbisectError
 from kbisect.results.model import TrialRecord
 
 Say = Callable[[str], None]
@@ -135,6 +135,7 @@ class Bisector:
         journal: Journal,
         parents: Callable[[str], list[str]],
         make_revert: Callable[[str], Path | None],
+        is_ancestor: Callable[[str, str], bool] | None = None,
         say: Say = print,
     ) -> None:
         self.git = git
@@ -145,6 +146,7 @@ class Bisector:
         self.journal = journal
         self.parents = parents
         self.make_revert = make_revert
+        self.is_ancestor = is_ancestor or git.is_ancestor
         self.say = say
         self.rates = Rates.fresh()
         self._recorded: dict[tuple[str, str], list[TrialRecord]] = {}
@@ -190,7 +192,12 @@ class Bisector:
         return trial
 
     def evaluate(
-        self, phase: str, commit: str, floor: int, revert: Path | None = None
+        self,
+        phase: str,
+        commit: str,
+        floor: int,
+        revert: Path | None = None,
+        prior_bad: float = 0.5,
     ) -> StepVerdict:
         """Run (or replay) until the commit is decided, skipped, or aborted."""
         tally = Tally()
@@ -198,7 +205,7 @@ class Bisector:
         identity: str | None = None
         detail = ""
         while True:
-            decision = decide(tally, self.rates, self.policy, floor=floor)
+            decision = decide(tally, self.rates, self.policy, floor=floor, prior_bad=prior_bad)
             if decision.bad is not None:
                 verdict = "bad" if decision.bad else "good"
                 return StepVerdict(
@@ -241,6 +248,9 @@ class Bisector:
         except Stop as stop:
             result.status = Status.ABORTED
             result.message = str(stop)
+        except KbisectError as exc:  # git refused the marks: report, never lose the runs so far
+            result.status = Status.ABORTED
+            result.message = f"git bisect failed: {exc}"
         result.runs = self.runs
         result.predicate_seconds = round(self.predicate_seconds, 1)
         result.miss_rate = round(self.rates.miss, 4)
@@ -297,7 +307,7 @@ class Bisector:
             self.say(_end_line("good", v))
             if v.verdict != "good":
                 problems.append(f"the good end {commit[:12]} is {v.verdict} ({v.detail})")
-        v = self.evaluate("bad-end", self.bad, floor)
+        v = self.evaluate("bad-end", self.bad, floor, prior_bad=BAD_END_PRIOR)
         self._learn(v)
         result.ends.append(v)
         self.say(_end_line("bad", v))
@@ -328,6 +338,9 @@ class Bisector:
             self.say(_end_line("parent", pv))
             if pv.verdict == "bad":
                 self.bad = parent
+                # a good mark at or above the new bad end was a flaky validation: forget it
+                kept = [g for g in self.good if g != parent and self.is_ancestor(g, parent)]
+                self.good = kept or self.good[:1]
                 return f"the culprit's parent {parent[:12]} fails"
             parent_ok = parent_ok and pv.verdict == "good"
             if pv.identity and culprit_v.identity and pv.identity == culprit_v.identity:

@@ -64,6 +64,11 @@ class GitBisect:
             result = g.try_run("bisect", term, commit)
         return self._answer(result.status, result.stdout, result.stderr, f"bisect {term}")
 
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether `ancestor` is reachable from `descendant` (or is it)."""
+        with Git(self.state_dir) as g:  # it borrows every object of the tree
+            return g.try_run("merge-base", "--is-ancestor", ancestor, descendant).ok
+
     def log(self) -> str:
         """The `git bisect log` of this bisection (replayable with `git bisect replay`)."""
         with Git(self.state_dir) as g:
