@@ -257,7 +257,7 @@ class RecordingBisector(Bisector):
     """Bisector that keeps every decision it made (ends, steps, validations, all attempts)."""
 
     def __init__(
-        self, synthetic: SyntheticPredicate, bad_end_prior: float = 0.5, **kwargs: Any
+        self, synthetic: SyntheticPredicate, bad_end_prior: float | None = None, **kwargs: Any
     ) -> None:
         super().__init__(predicate=synthetic, **kwargs)
         self.synthetic = synthetic
@@ -266,23 +266,16 @@ class RecordingBisector(Bisector):
         self.step_count = 0
 
     def evaluate(
-        self, phase: str, commit: str, floor: int, revert: Path | None = None
+        self,
+        phase: str,
+        commit: str,
+        floor: int,
+        revert: Path | None = None,
+        prior_bad: float = 0.5,
     ) -> StepVerdict:
-        if phase == "bad-end" and self.bad_end_prior != 0.5:
-            # an engine change under trial (--tune): the bad end is judged with the user's
-            # claim as the prior, P(bad) = bad_end_prior, instead of 0.5
-            model, prior = stats.p_bad, self.bad_end_prior
-
-            def with_prior(tally: stats.Tally, rates: stats.Rates, prior_bad: float = 0.5) -> float:
-                return model(tally, rates, prior)
-
-            stats.p_bad = with_prior
-            try:
-                verdict = super().evaluate(phase, commit, floor, revert)
-            finally:
-                stats.p_bad = model
-        else:
-            verdict = super().evaluate(phase, commit, floor, revert)
+        if phase == "bad-end" and self.bad_end_prior is not None:
+            prior_bad = self.bad_end_prior  # a variant under trial (--tune)
+        verdict = super().evaluate(phase, commit, floor, revert, prior_bad)
         i = self.synthetic.index[commit]
         reverted = revert.read_text().strip() if revert is not None else None
         if phase == "step":
@@ -319,7 +312,7 @@ class Case:
     false_alarm_prior: Prior = stats.FALSE_ALARM_PRIOR
     model: str = "plug-in"
     drop_contradicted: bool = False
-    bad_end_prior: float = 0.5
+    bad_end_prior: float | None = None
 
 
 @dataclass
@@ -452,7 +445,7 @@ class Variant:
     false_alarm_prior: Prior = stats.FALSE_ALARM_PRIOR
     model: str = "plug-in"
     drop_contradicted: bool = False
-    bad_end_prior: float = 0.5
+    bad_end_prior: float | None = None
 
 
 DEFAULT = Variant("defaults")
