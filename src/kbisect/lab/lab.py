@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -132,9 +131,3 @@ def install_exit_handlers() -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(ValueError):  # not the main thread
             signal.signal(sig, _exit_on_signal)
-
-
-@contextlib.contextmanager
-def open_lab(project: Project, *, keep_up: bool = False, say: Say = print) -> Iterator[Lab]:
-    with Lab(project, keep_up=keep_up, say=say) as lab:
-        yield lab
