@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kbisect.browser import render_site
+from kbisect.jobs.gntstress import SUBTESTS
 from kbisect.results.model import (
     BuildRecord,
     CellRecord,
@@ -51,21 +52,7 @@ T0 = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
 VARIANTS = ("gntdev-numa/vm-mixedmap", "gntdev-numa/vm-io", "gntdev-numa/none", "mempolicy")
 HOSTS = ("qemu", "rack-1")
 JOBS = ("gntstress", "gntstress-long")
-NAMES = [
-    "self-map",
-    "odirect-read",
-    "odirect-write",
-    "io-submit",
-    "vmsplice",
-    "process-vm-readv",
-    "proc-pid-mem",
-    "move-pages",
-    "numa-soak",
-    "fork",
-    "mremap-grow",
-    "partial-munmap",
-    "churn",
-]
+NAMES = list(SUBTESTS)  # gntstress's subtests, in its order
 FP = {
     "hypervisor": "xen",
     "xen_version": "4.17.7",
