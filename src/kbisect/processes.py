@@ -11,8 +11,12 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+from kbisect.deadline import Deadline
 
 
 def pid_alive(pid: int) -> bool:
@@ -39,6 +43,37 @@ def end_group(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
             break
         except subprocess.TimeoutExpired:
             continue
+
+
+def end_pid(pid: int, grace: float = 10.0) -> None:
+    """TERM, then KILL, one process by PID (ours or one a previous kbisect started), waiting
+    (bounded) until it is gone or a zombie; reaps it when it is our child."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = Deadline(grace)
+        while not deadline.expired:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)  # reap if it is our child
+            except ChildProcessError:
+                done = 0
+                if not Path(f"/proc/{pid}").exists():
+                    return
+            if done == pid:
+                return
+            state = _proc_state(pid)
+            if state in (None, "Z"):
+                return
+            time.sleep(0.1)
+
+
+def _proc_state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 # Process groups running right now (builds, user commands), so that a command interrupted in

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -24,6 +22,7 @@ from kbisect.config.model import Host, QemuOptions
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
 from kbisect.lab.initramfs import READY_MARKER, InitramfsInputs, build_initramfs
+from kbisect.processes import end_pid
 
 QEMU = "qemu-system-x86_64"
 PROC_MARKER = "kbisect-lab."  # in QEMU's -name, so a recycled PID is never mistaken for ours
@@ -218,7 +217,7 @@ class QemuHost:
         state = self.state()
         if state is None:
             return False
-        _end(state.pid)
+        end_pid(state.pid)
         self.state_file.unlink(missing_ok=True)
         return True
 
@@ -248,32 +247,3 @@ def _is_our_qemu(pid: int, name: str) -> bool:
     except OSError:
         return False
     return f"{PROC_MARKER}{name}".encode() in cmdline
-
-
-def _end(pid: int, grace: float = 10.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = Deadline(grace)
-        while not deadline.expired:
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)  # reap if it is our child
-            except ChildProcessError:
-                done = 0
-                if not Path(f"/proc/{pid}").exists():
-                    return
-            if done == pid:
-                return
-            state = _proc_state(pid)
-            if state in (None, "Z"):
-                return
-            time.sleep(0.1)
-
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
