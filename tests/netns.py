@@ -36,6 +36,7 @@ from pathlib import Path
 import paramiko
 
 from kbisect.lab.ssh import SshTarget, generate_keypair
+from kbisect.processes import pid_alive
 
 SUBNET = ipaddress.ip_network("10.231.0.0/16")
 PREFIX = "kbt-"
@@ -48,24 +49,14 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _kill_and_reap(pid: int, timeout: float = 5.0) -> None:
     """SIGTERM, then SIGKILL, one PID; waits (bounded) until it is gone."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     end = time.monotonic() + timeout
-    while time.monotonic() < end and _pid_alive(pid) and not _is_zombie(pid):
+    while time.monotonic() < end and pid_alive(pid) and not _is_zombie(pid):
         time.sleep(0.05)
-    if _pid_alive(pid) and not _is_zombie(pid):
+    if pid_alive(pid) and not _is_zombie(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -111,7 +102,7 @@ def sweep_stale_namespaces() -> None:
     for line in listing.splitlines():
         name = line.split()[0] if line.split() else ""
         match = re.fullmatch(rf"{PREFIX}(\d+)-[0-9a-f]+", name)
-        if match is None or _pid_alive(int(match.group(1))):
+        if match is None or pid_alive(int(match.group(1))):
             continue
         pids = _ip("netns", "pids", name, check=False).stdout.split()
         for pid in pids:
