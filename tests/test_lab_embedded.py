@@ -64,7 +64,7 @@ def test_boot_verify_switch_variant_and_shut_down(
         second = host.deploy(dom0_builds["vm-io"])
         assert second.build_key == dom0_builds["vm-io"].key
         assert second.boot_id != first.boot_id
-        assert not Path(f"/proc/{pid}").exists(), "the first QEMU was ended"
+        assert not running(pid), "the first QEMU was ended"
         assert json.loads(host.deployment_file.read_text())["build_key"] == second.build_key
         assert our_qemus()
     assert our_qemus() == [], "leaving the Lab ends every QEMU it started"
@@ -167,4 +167,13 @@ def test_interrupting_a_run_ends_qemu(
             proc.wait(timeout=30)
     assert proc.returncode != 0, "".join(seen) + rest.decode()
     assert our_qemus() == []
-    assert not Path(f"/proc/{qemus[0]}").exists()
+    assert not running(qemus[0]), "ended (at most a zombie waiting for init to reap it)"
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie. QEMU's parent has exited by now, so init reaps it, when it will."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
