@@ -2056,6 +2056,8 @@ static void run_subtest(struct subtest *t)
 	char nb_old[16] = "";
 	int nb_changed = 0;
 
+	double t0 = now_s();
+
 	fprintf(stderr, "gntstress: %s (limit %lds)\n", t->name, timeout);
 	r = mmap(NULL, sizeof(*r), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (r == MAP_FAILED) {
@@ -2099,6 +2101,8 @@ static void run_subtest(struct subtest *t)
 		report(t->name, r->status, r->err, r->detail);
 	}
 	munmap(r, sizeof(*r));
+	/* on stderr, so the stdout format stays as documented; where a slow job spends its time */
+	fprintf(stderr, "gntstress: %s took %.2fs\n", t->name, now_s() - t0);
 }
 
 /* ------------------------------------------------------------------------------------------ */
