@@ -488,13 +488,19 @@ done
 cat "$d/pid"
 """.replace("@INNER@", shlex.quote(_JOB_INNER))
 
+# $2: tenths of a second to linger for the job to end, so one round trip notices an end at once
 _JOB_POLL = """
-d=$1
-if [ -f "$d/status" ]; then echo "done $(cat "$d/status")"; exit 0; fi
-if [ ! -f "$d/pid" ]; then echo missing; exit 0; fi
-if kill -0 -"$(cat "$d/pid")" 2>/dev/null; then echo running; exit 0; fi
-if [ -f "$d/status" ]; then echo "done $(cat "$d/status")"; exit 0; fi
-echo lost
+d=$1; n=${2:-0}
+while :; do
+    if [ -f "$d/status" ]; then echo "done $(cat "$d/status")"; exit 0; fi
+    if [ ! -f "$d/pid" ]; then echo missing; exit 0; fi
+    if ! kill -0 -"$(cat "$d/pid")" 2>/dev/null; then
+        if [ -f "$d/status" ]; then echo "done $(cat "$d/status")"; exit 0; fi
+        echo lost; exit 0
+    fi
+    [ "$n" -gt 0 ] || { echo running; exit 0; }
+    sleep 0.2; n=$((n-2))
+done
 """
 
 _JOB_STOP = """
@@ -874,10 +880,15 @@ class SshSession:
             raise InfraError(f"{self.name}: there is no job {name} ({directory})")
         return JobHandle(name, directory, _parse_pid(result, self.name, name))
 
-    def poll(self, job: JobHandle, deadline: Deadline | None = None) -> JobState:
-        """Whether the job still runs, or how it ended."""
+    def poll(
+        self, job: JobHandle, deadline: Deadline | None = None, linger: float = 0.0
+    ) -> JobState:
+        """Whether the job still runs, or how it ended. With `linger`, the host waits up to that
+        many seconds for the job to end before answering "running"."""
+        tenths = str(max(0, round(linger * 10)))
         result = self._check(
-            self.run(_sh(_JOB_POLL, job.directory), deadline or _small()), f"polling job {job.name}"
+            self.run(_sh(_JOB_POLL, job.directory, tenths), deadline or _small()),
+            f"polling job {job.name}",
         )
         words = result.text().split()
         match words:
@@ -892,12 +903,14 @@ class SshSession:
         raise InfraError(f"{self.name}: polling job {job.name} answered {result.text()!r}")
 
     def wait_job(self, job: JobHandle, deadline: Deadline, interval: float = 1.0) -> JobState:
-        """Poll until the job ends or the deadline passes (then its state says running)."""
+        """Wait until the job ends or the deadline passes (then its state says running): one
+        round trip every `interval` seconds, each noticing an end within 0.2 s."""
         while True:
-            state = self.poll(job, Deadline(max(min(deadline.remaining(), _SMALL_OP_SECONDS), 5)))
+            linger = max(0.0, min(interval, deadline.remaining()))
+            answer = Deadline(max(min(deadline.remaining(), _SMALL_OP_SECONDS), 5) + linger)
+            state = self.poll(job, answer, linger)
             if not state.running or deadline.expired:
                 return state
-            time.sleep(min(interval, deadline.remaining()))
 
     def job_output(self, job: JobHandle, deadline: Deadline | None = None) -> JobOutput:
         """Everything the job wrote so far to stdout and stderr."""
