@@ -113,6 +113,8 @@ def test_default_nightly_on_the_embedded_host(
     )  # fmt: skip
     print(done.stdout[-4000:], done.stderr[-2000:])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    # each variant after the first booted on the standby QEMU while the one before it ran
+    assert done.stdout.count("booted on standby") == 3
     rev = debian_tree[1][-1]
     with ResultsStore(tmp_path / "res") as store:
         run = store.runs()[0]

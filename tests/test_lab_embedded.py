@@ -70,6 +70,53 @@ def test_boot_verify_switch_variant_and_shut_down(
     assert our_qemus() == [], "leaving the Lab ends every QEMU it started"
 
 
+def policies(pid: int) -> set[int]:
+    """The scheduling policies of a process's threads, once it is QEMU (a standby starts as
+    `chrt`, which sets the policy and then execs QEMU)."""
+    deadline = Deadline(10)
+    while Path(f"/proc/{pid}/comm").read_text().strip() == "chrt" and not deadline.expired:
+        time.sleep(0.05)
+    return {os.sched_getscheduler(int(t.name)) for t in Path(f"/proc/{pid}/task").iterdir()}
+
+
+@pytest.mark.slow
+def test_a_staged_build_boots_beside_the_running_one_and_is_promoted(
+    real_project: Project, dom0_builds: dict[str, Artifact]
+) -> None:
+    with Lab(real_project, say=print) as lab:
+        host = lab.host("qemu")
+        assert isinstance(host, EmbeddedHost)
+        host.deploy(dom0_builds["vm-mixedmap"])
+        active = host.qemu.state()
+        assert active is not None
+        assert host.stage(dom0_builds["none"])
+        dropped = host.standby.state()
+        assert dropped is not None and dropped.pid != active.pid
+        assert host.stage(dom0_builds["vm-io"]), "staging another build replaces the standby"
+        assert not running(dropped.pid)
+        standby = host.standby.state()
+        assert standby is not None and standby.build_key == dom0_builds["vm-io"].key
+        assert standby.port != active.port
+        assert policies(standby.pid) == {os.SCHED_IDLE}, "a standby only takes spare CPU"
+        with host.connect(Deadline(30)) as session:  # the running build still answers
+            assert session.run(["cat", "/etc/kbisect-build"], Deadline(30)).text().strip() == (
+                dom0_builds["vm-mixedmap"].key
+            )
+
+        promoted = host.deploy(dom0_builds["vm-io"])
+        now = host.qemu.state()
+        assert now is not None and now.pid == standby.pid, "the standby became the host"
+        assert not running(active.pid)
+        assert host.standby.state() is None
+        assert policies(now.pid) == {os.SCHED_OTHER}
+        assert promoted.build_key == dom0_builds["vm-io"].key  # verified over SSH by deploy
+        assert now.console == str(host.console_log()) and Path(now.console).exists()
+
+        assert host.stage(dom0_builds["none"])  # left staged: leaving the Lab ends it too
+        assert len(our_qemus()) == 2
+    assert our_qemus() == []
+
+
 @pytest.mark.slow
 def test_qemu_killed_mid_job_is_an_infrastructure_error(
     real_project: Project, dom0_builds: dict[str, Artifact], tmp_path: Path

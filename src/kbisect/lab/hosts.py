@@ -214,6 +214,12 @@ class LabHost(ABC):
         """End what kbisect started for this host; True if something was running."""
         return False
 
+    def stage(self, artifact: Artifact) -> bool:
+        """Get `artifact` ready to deploy next, while the host still works on the current build.
+        True if the driver can (the embedded host boots it in a standby QEMU); a deploy of
+        another build discards what was staged. A rack machine has one kernel at a time."""
+        return False
+
     # -- shared behaviour -----------------------------------------------------------------
 
     @property
@@ -364,6 +370,7 @@ class EmbeddedHost(LabHost):
     def __init__(self, config: Host, paths: LabPaths, say: Say = _quiet) -> None:
         super().__init__(config, paths, say)
         self.qemu = QemuHost(config, paths.lab_dir)
+        self.standby = QemuHost(config, paths.lab_dir, slot="standby")
         self.extra_files: dict[str, Path] = {}
         # One pin per boot: the port changes every time, so the file is rewritten each boot.
         self._known = KnownHosts(self.dir / "known_hosts")
@@ -387,18 +394,34 @@ class EmbeddedHost(LabHost):
         return True
 
     def _start(self, artifact: Artifact) -> None:
-        self.say(f"{self.name}: booting Xen + dom0 {artifact.key} under QEMU")
+        staged = self.standby.state()
         try:
-            state = self.qemu.start(
-                artifact,
-                self.paths.public_key,
-                self.extra_files,
-                f"{BUILD_PARAM}={artifact.key}",
-            )
+            if staged is not None and staged.build_key == artifact.key:
+                self.say(f"{self.name}: switching to {artifact.key}, booted on standby")
+                state = self.qemu.promote(self.standby, Deadline(self.config.boot_timeout))
+            else:
+                self.standby.stop()
+                self.say(f"{self.name}: booting Xen + dom0 {artifact.key} under QEMU")
+                state = self.qemu.start(artifact, *self._boot_inputs(artifact))
         except InfraError as exc:
             raise HostDown(str(exc)) from None
         self._known.writable.unlink(missing_ok=True)
         self._known.add("127.0.0.1", state.port, parse_public_key(state.host_key_pub))
+
+    def _boot_inputs(self, artifact: Artifact) -> tuple[str, dict[str, Path], str]:
+        return self.paths.public_key, self.extra_files, f"{BUILD_PARAM}={artifact.key}"
+
+    def stage(self, artifact: Artifact) -> bool:
+        staged = self.standby.state()
+        if staged is not None and staged.build_key == artifact.key:
+            return True
+        self.say(f"{self.name}: booting {artifact.key} on standby, for the next deploy")
+        try:
+            self.standby.launch(artifact, *self._boot_inputs(artifact), background=True)
+        except InfraError as exc:  # only a missed shortcut: the deploy boots it the slow way
+            self.say(f"{self.name}: cannot boot on standby: {exc}")
+            return False
+        return True
 
     def check_alive(self) -> None:
         if self.qemu.state() is None:
@@ -414,7 +437,8 @@ class EmbeddedHost(LabHost):
         return {"xen_cmdline": xen_cmdline(self.qemu.opts)}
 
     def shutdown(self) -> bool:
-        return self.qemu.stop()
+        standby = self.standby.stop()
+        return self.qemu.stop() or standby
 
 
 # ---------------------------------------------------------------------------------------------

@@ -123,10 +123,13 @@ class CellRunner:
         outcome: BuildOutcome | None,
         *,
         lease: bool = True,
+        next_build: Callable[[], Artifact | None] | None = None,
     ) -> list[CellRecord]:
         """After `prepare`: deploy and run the given repeats (a resumed run skips some).
 
-        `lease=False` when the caller already holds the host's lease (a nightly's worker)."""
+        `lease=False` when the caller already holds the host's lease (a nightly's worker).
+        `next_build` names the build this host deploys after this cell, if known by then: the
+        host stages it (boots it on the side) while the jobs run."""
         prov = Provenance(
             co.variant,
             co.commit,
@@ -161,6 +164,9 @@ class CellRunner:
                     )
                     for r in repeat_numbers
                 ]
+            upcoming = next_build() if next_build else None
+            if upcoming is not None and upcoming.key != deployed.build_key:
+                host.stage(upcoming)
             return [self.run_repeat(spec, r, host, prov, deployed) for r in repeat_numbers]
 
     def provenance_of(self, artifact: Artifact) -> Provenance:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kbisect.build.builder import BuildOutcome
+from kbisect.build.store import Artifact
 from kbisect.config import Pipeline, Project
 from kbisect.errors import InfraError, KbisectError
 from kbisect.lab.hosts import HostBroken
@@ -287,10 +288,22 @@ class NightlyRun:
             reason = f"host {host.name} is broken for this run: {host.broken}"
             return [runner.record(spec, r, prov, ResultStatus.ERROR, reason) for r in repeats]
         try:
-            return runner.run_prepared(spec, repeats, unit.checkout, unit.outcome, lease=False)
+            return runner.run_prepared(
+                spec, repeats, unit.checkout, unit.outcome, lease=False,
+                next_build=lambda: self._next_build(host.name),
+            )  # fmt: skip
         except HostBroken as exc:
             prov = Provenance(unit.checkout.variant, unit.checkout.commit)
             return [runner.record(spec, r, prov, ResultStatus.ERROR, str(exc)) for r in repeats]
+
+    def _next_build(self, host_name: str) -> Artifact | None:
+        """The build of the next unit already waiting in this host's queue, if any."""
+        waiting = self.queues[host_name]
+        with waiting.mutex:  # a peek: the unit stays queued for the worker
+            upcoming: Unit | None = next((u for u in waiting.queue if u is not None), None)
+        if upcoming is None or upcoming.outcome is None:
+            return None
+        return upcoming.outcome.artifact
 
     def _spec(self, cell: PlannedCell) -> CellSpec:
         return CellSpec(
