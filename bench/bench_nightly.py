@@ -2,12 +2,15 @@
 (target: under 60 s on 2 cores), and host utilisation during a nightly after its first build
 (target: the host busy at least 80% of the time).
 
-    python3 bench/bench_nightly.py [--tags N] [--keep]
+    python3 bench/bench_nightly.py [--tags N] [--standby both|on|off] [--keep]
 
 Runs the shipped pipelines/nightly.yaml (narrowed to the newest N imported tags, default 1)
 with the machine's kbisect cache, so builds that exist are reused; results go to a temporary
-directory. Utilisation is measured from the store: the host is busy from the start of a deploy
-to the end of a cell's job; idle time is the time between, after the first build was ready.
+directory. With --standby both (the default) it runs twice: with the embedded host's standby
+QEMU (the next build boots while a job runs; the shipped setting) and without it. Utilisation is
+the host's own account, printed by the nightly: the share of time after its first build that
+its worker was not waiting for a build. The load average is printed: other work on the machine
+slows every figure.
 """
 
 from __future__ import annotations
@@ -29,15 +32,25 @@ REPO = Path(__file__).resolve().parent.parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tags", type=int, default=1, help="newest imported tags to test")
+    parser.add_argument("--standby", choices=("both", "on", "off"), default="both")
     parser.add_argument("--keep", action="store_true", help="keep the results directory")
     args = parser.parse_args()
+    for standby in (True, False) if args.standby == "both" else (args.standby == "on",):
+        bench(args.tags, standby, args.keep)
+
+
+def bench(tags: int, standby: bool, keep: bool) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-nightly-"))
     root = work / "project"
     for part in ("configs", "seeds", "pipelines"):
         shutil.copytree(REPO / part, root / part)
     nightly = root / "pipelines/nightly.yaml"
-    nightly.write_text(nightly.read_text().replace("newest_tags: 2", f"newest_tags: {args.tags}"))
+    nightly.write_text(nightly.read_text().replace("newest_tags: 2", f"newest_tags: {tags}"))
+    lab = root / "configs/lab.yaml"
+    setting = f"    qemu:\n      standby: {str(standby).lower()}\n"
+    lab.write_text(lab.read_text().replace("    qemu:\n", setting, 1))
     env = {**os.environ, "KBISECT_ROOT": str(root), "KBISECT_RESULTS": str(work / "results")}
+    load = os.getloadavg()[0]
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "kbisect", "nightly"],
@@ -55,18 +68,21 @@ def main() -> None:
     last_end = max(c.finished for c in cells if c.finished)
     jobs = sum((c.finished - c.started).total_seconds() for c in cells if c.started and c.finished)
     window = (last_end - first_start).total_seconds()
-    print(f"nightly: {len(cells)} cells, {len({c.rev for c in cells})} revision(s), exit "
-          f"{done.returncode}")  # fmt: skip
+    mode = "with the standby QEMU" if standby else "without the standby QEMU"
+    print(f"nightly {mode}: {len(cells)} cells, {len({c.rev for c in cells})} revision(s), "
+          f"exit {done.returncode}, load average {load:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after")  # fmt: skip
     print(f"  wall time, whole command          {wall:7.1f} s")
     print(f"  first job start to last job end   {window:7.1f} s")
     print(f"  time inside jobs                  {jobs:7.1f} s")
     print(f"  per cell (deploy + job), mean     {window / len(cells):7.1f} s")
-    if args.tags == 1:
+    print(f"  standby boots used                {done.stdout.count('booted on standby'):7d}")
+    if tags == 1:
         print(f"  four-variant matrix, one built revision: {wall:.1f} s (target < 60 s)")
     busy = _busy_fraction(done.stdout)
     if busy is not None:
         print(f"  host utilisation after the first build: {busy:.0%} (target >= 80%)")
-    if args.keep:
+    if keep:
         print(f"  results kept in {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)

@@ -105,6 +105,11 @@ class QemuOptions(Model):
     numa_balancing: bool = doc("numa_balancing=enable on the dom0 command line.", True)
     xen_image: str = doc("Xen hypervisor image (gzip or ELF).", "/boot/xen-4.17-amd64.gz")
     extra_dom0_cmdline: str = doc("Appended to the dom0 kernel command line.", "")
+    standby: bool = doc(
+        "Boot the next build in a second QEMU (SCHED_IDLE, same memory) while a job runs, "
+        "so a nightly's next deploy is a switch.",
+        True,
+    )
 
     def check(self) -> list[tuple[str, str]]:
         problems = []

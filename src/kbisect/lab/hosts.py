@@ -412,6 +412,8 @@ class EmbeddedHost(LabHost):
         return self.paths.public_key, self.extra_files, f"{BUILD_PARAM}={artifact.key}"
 
     def stage(self, artifact: Artifact) -> bool:
+        if not self.qemu.opts.standby:
+            return False
         staged = self.standby.state()
         if staged is not None and staged.build_key == artifact.key:
             return True
