@@ -496,6 +496,25 @@ def test_a_replaced_cell_rerenders_its_run_and_removes_the_old_page(built: Built
     assert not (site / f"run/{third}/cell-{old.id}.html").exists()
 
 
+def test_store_signatures_change_with_a_run_and_marks_keep_the_rest(built: Built) -> None:
+    store = built.store
+    first, second = built.runs
+    marks: dict[str, object] = {}
+    sigs, builds = store.signatures(marks)
+    assert set(sigs) == {first, second} and sigs[first] != sigs[second]
+    assert builds[BUILD_KEY].startswith("built|")
+    assert store.signatures(marks)[0] == sigs  # nothing new: the same, from the marks
+    old = store.cells(second)[0]
+    store.record_cell(second, old)  # replaced: a new id
+    third = add_run(store, 3, "v6.1.192-2")
+    again, _ = store.signatures(marks)
+    assert again[first] == sigs[first]
+    assert again[second] != sigs[second] and third in again
+    assert store.signatures({})[0] == again  # the marks' shortcut agrees with counting anew
+    store.record_changes(first, store.changes(first))  # replaced whole: new rowids
+    assert store.signatures(marks)[0][first] != again[first]
+
+
 def test_full_and_layout_changes_rerender_but_write_nothing_new(built: Built) -> None:
     site = built.results / "site"
     render_site(built.store)

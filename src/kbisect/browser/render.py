@@ -37,7 +37,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sqlite3
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -72,7 +71,7 @@ from kbisect.browser.pages import (
     when,
 )
 from kbisect.browser.safety import safe_file
-from kbisect.errors import InfraError, UserError
+from kbisect.errors import UserError
 from kbisect.pipeline.regressions import Pool, pool, variant_table
 from kbisect.results.model import (
     BisectionRecord,
@@ -121,69 +120,6 @@ class RenderReport:
             f"{self.skipped} not rendered (inputs unchanged), {len(self.removed)} removed; "
             f"{len(self.runs)} runs rendered in {self.seconds:.2f} s"
         )
-
-
-# -- the store's cheap signatures --------------------------------------------------------------
-
-
-def signatures(db: Path, marks: dict[str, Any]) -> tuple[dict[int, str], dict[str, str]]:
-    """Per run, a signature of its cells and changes; per build key, of its record.
-
-    The one place the browser reads the store's tables directly (read-only, in one snapshot):
-    aggregates the ResultsStore API has no call for, so that a run whose signature did not change
-    is not read at all. A signature is the count, largest id and id sum of the run's cells and of
-    its changes rows. Cell ids are AUTOINCREMENT and never reused (a replaced cell gets a new
-    id) and writers take turns, so the runs that changed since the last render are the ones with
-    a cell id, or a changes rowid (changes are replaced whole), above the largest seen then:
-    ``marks`` (from the manifest, updated here) keeps those and every run's signature; without
-    marks every run's signature is computed.
-    """
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30.0)
-    except sqlite3.Error as e:
-        raise InfraError(f"cannot open the results store {db}: {e}") from None
-    cells_sql = "SELECT run_id, count(*), max(id), total(id) FROM cells"
-    changes_sql = "SELECT run_id, count(*), max(rowid), total(rowid) FROM changes"
-    try:
-        conn.execute("BEGIN")
-        top_cell = conn.execute("SELECT coalesce(max(id), 0) FROM cells").fetchone()[0]
-        top_change = conn.execute("SELECT coalesce(max(rowid), 0) FROM changes").fetchone()[0]
-        known: dict[str, list[str]] = marks.get("runs", {})
-        # ids that went down mean another store (or this one made anew): trust no old mark
-        if "cells" in marks and top_cell >= marks["cells"] and top_change >= marks["changes"]:
-            changed = {
-                row[0]
-                for row in conn.execute(
-                    "SELECT DISTINCT run_id FROM cells WHERE id > ? "
-                    "UNION SELECT DISTINCT run_id FROM changes WHERE rowid > ?",
-                    (marks["cells"], marks["changes"]),
-                )
-            }
-            where = " WHERE run_id IN (SELECT value FROM json_each(?)) GROUP BY run_id"
-            params: tuple[Any, ...] = (json.dumps(sorted(changed)),)
-        else:
-            changed, known = set(), {}
-            where, params = " GROUP BY run_id", ()
-        fresh: dict[int, list[str]] = {run_id: ["c0", "k0"] for run_id in changed}
-        for run_id, n, top, total in conn.execute(cells_sql + where, params):
-            fresh.setdefault(run_id, ["c0", "k0"])[0] = f"c{n}:{top}:{total:.0f}"
-        for run_id, n, top, total in conn.execute(changes_sql + where, params):
-            fresh.setdefault(run_id, ["c0", "k0"])[1] = f"k{n}:{top}:{total:.0f}"
-        builds = {
-            key: f"{status}|{recorded}|{log}"
-            for key, status, recorded, log in conn.execute(
-                "SELECT build_key, status, recorded, log FROM builds"
-            )
-        }
-        conn.execute("COMMIT")
-    except sqlite3.Error as e:
-        raise InfraError(f"results store {db}: {e}") from None
-    finally:
-        conn.close()
-    merged = {**known, **{str(k): v for k, v in fresh.items()}}
-    marks.clear()
-    marks.update(cells=top_cell, changes=top_change, runs=merged)
-    return {int(k): "/".join(v) for k, v in merged.items()}, builds
 
 
 # -- work for one process ------------------------------------------------------------------------
@@ -503,7 +439,7 @@ class Manifest:
         self._index: dict[tuple[str, ...], int] = {}
         self._unpacked: dict[int, list[list[Any]]] = {}
         self.marks: dict[str, Any] = {}
-        """Largest cell id and changes rowid seen, and each run's signature (see signatures)."""
+        """Largest cell id and changes rowid seen, and every run's signature (store.signatures)."""
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -627,7 +563,7 @@ def render_site(
     manifest.layout = identity
 
     runs = list(reversed(store.runs()))  # oldest first
-    sigs, build_sigs = signatures(store.path, manifest.marks)
+    sigs, build_sigs = store.signatures(manifest.marks)
     ids = {str(r.id) for r in runs}
     manifest.marks["runs"] = {k: v for k, v in manifest.marks["runs"].items() if k in ids}
     regressions = store.regressions()

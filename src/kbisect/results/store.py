@@ -803,6 +803,57 @@ class ResultsStore:
                 (bisection_id, regression_id),
             )
 
+    # -- cheap signatures of content (for renderers that skip what did not change) -------------
+
+    def signatures(self, marks: dict[str, Any]) -> tuple[dict[int, str], dict[str, str]]:
+        """Per run, a signature of its cells and changes; per build key, of its record.
+
+        Read in one snapshot, so that a run whose signature did not change need not be read at
+        all (the results browser). A signature is the count, largest id and id sum of the run's
+        cells and of its changes rows. Cell ids are AUTOINCREMENT and never reused (a replaced
+        cell gets a new id) and writers take turns, so the runs that changed since the last call
+        are the ones with a cell id, or a changes rowid (changes are replaced whole), above the
+        largest seen then: ``marks`` (kept by the caller, updated here) holds those and every
+        run's signature; with empty marks every run's signature is computed.
+        """
+        cells_sql = "SELECT run_id, count(*), max(id), total(id) FROM cells"
+        changes_sql = "SELECT run_id, count(*), max(rowid), total(rowid) FROM changes"
+        conn = self._conn
+        with self._snapshot():
+            top_cell = conn.execute("SELECT coalesce(max(id), 0) FROM cells").fetchone()[0]
+            top_change = conn.execute("SELECT coalesce(max(rowid), 0) FROM changes").fetchone()[0]
+            known: dict[str, list[str]] = marks.get("runs", {})
+            # ids that went down mean another store (or this one made anew): trust no old mark
+            if "cells" in marks and top_cell >= marks["cells"] and top_change >= marks["changes"]:
+                changed = {
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT DISTINCT run_id FROM cells WHERE id > ? "
+                        "UNION SELECT DISTINCT run_id FROM changes WHERE rowid > ?",
+                        (marks["cells"], marks["changes"]),
+                    )
+                }
+                where = " WHERE run_id IN (SELECT value FROM json_each(?)) GROUP BY run_id"
+                params: tuple[Any, ...] = (_json(sorted(changed)),)
+            else:
+                changed, known = set(), {}
+                where, params = " GROUP BY run_id", ()
+            fresh: dict[int, list[str]] = {run_id: ["c0", "k0"] for run_id in changed}
+            for run_id, n, top, total in conn.execute(cells_sql + where, params):
+                fresh.setdefault(run_id, ["c0", "k0"])[0] = f"c{n}:{top}:{total:.0f}"
+            for run_id, n, top, total in conn.execute(changes_sql + where, params):
+                fresh.setdefault(run_id, ["c0", "k0"])[1] = f"k{n}:{top}:{total:.0f}"
+            builds = {
+                key: f"{status}|{recorded}|{log}"
+                for key, status, recorded, log in conn.execute(
+                    "SELECT build_key, status, recorded, log FROM builds"
+                )
+            }
+        merged = {**known, **{str(k): v for k, v in fresh.items()}}
+        marks.clear()
+        marks.update(cells=top_cell, changes=top_change, runs=merged)
+        return {int(k): "/".join(v) for k, v in merged.items()}, builds
+
 
 def _regression(r: sqlite3.Row) -> RegressionRecord:
     return RegressionRecord(
