@@ -60,10 +60,24 @@ def _line(text: str) -> str:
 
 def read_log(path: str | Path, size: int | None = None) -> LogText:
     """A log's lines (at most MAX_LOG_BYTES of it); ``path`` must have been checked already."""
-    with open(path, "rb") as f:  # noqa: PTH123 (a str path from the resolver: no Path needed)
+    # os-level reads of what is shown: most logs are small, and a buffered file object asked
+    # for MAX_LOG_BYTES sets that much up first (a cell page reads two or three logs). The path
+    # is real (symbolic links resolved): one swapped in since the check is not followed, and a
+    # FIFO swapped in does not block.
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    fd = os.open(path, flags)
+    try:
         if size is None:
-            size = os.fstat(f.fileno()).st_size
-        data = f.read(MAX_LOG_BYTES)
+            size = os.fstat(fd).st_size
+        want = min(size, MAX_LOG_BYTES)
+        chunks = [os.read(fd, want)]
+        got = len(chunks[0])
+        while got < want and chunks[-1]:  # a short read
+            chunks.append(os.read(fd, want - got))
+            got += len(chunks[-1])
+    finally:
+        os.close(fd)
+    data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
     text = data.decode("utf-8", errors="replace")
     lines = text.split("\n")
     if not _CLEAN.fullmatch(text) or max(map(len, lines)) > MAX_LINE_CHARS:

@@ -46,8 +46,9 @@ from typing import Any
 
 from markupsafe import Markup
 
+from kbisect.browser.cellpage import CellParts, cell_html
 from kbisect.browser.diff import RunDiff, diff_cells, diff_pools
-from kbisect.browser.fragments import run_row, subtest_rows
+from kbisect.browser.fragments import run_row
 from kbisect.browser.pages import (
     CLASS_ORDER,
     HISTORY_RUNS,
@@ -192,6 +193,7 @@ class _RunRenderer:
         self.lines: dict[int, dict[tuple[str, ...], list[tuple[str, list[list[Any]]]]]] = {}
         self.pools: dict[int, dict[SubtestKey, Pool]] = {}
         self._histories: dict[tuple[int, tuple[str, ...]], Markup] = {}
+        self.parts = CellParts()
         self.removed: list[str] = []
 
     def entries_of(self, run_id: int) -> list[Entry]:
@@ -384,22 +386,26 @@ class _RunRenderer:
         seconds = (
             round((c.finished - c.started).total_seconds(), 1) if c.started and c.finished else None
         )
-        site.render(
-            "cell.html.j2",
+        site.emit(
             page,
-            run=run,
-            cell=c,
-            classes=classes,
-            subtest_rows=subtest_rows(c.subtests, classes),
-            evidence=evidence,
-            logs=views,
-            fingerprint=sorted(c.fingerprint.items()),
-            build_link=f"../../build/{c.build_key}.html" if c.build_key else "",
-            junit=junit_links[0] if junit_links else junit,
-            seconds=seconds,
-            history=history,
-            history_runs=HISTORY_RUNS,
-            line_link="../../" + line_page(line),
+            cell_html(
+                self.parts,
+                csp_script=site.csp_script,
+                run=run,
+                run_started=self.chunk.started.get(run.id) or when(run.started),
+                cell=c,
+                classes=classes,
+                evidence=evidence,
+                logs=views,
+                build_link=f"../../build/{c.build_key}.html" if c.build_key else "",
+                junit=junit_links[0] if junit_links else junit,
+                seconds=seconds,
+                history=history,
+                history_runs=HISTORY_RUNS,
+                line_link="../../" + line_page(line),
+                started=when(c.started),
+                finished=when(c.finished),
+            ),
         )
 
 
