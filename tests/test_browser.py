@@ -28,9 +28,10 @@ import pytest
 
 from kbisect.browser import diff_runs, render_diff, render_site
 from kbisect.browser.logs import LOG_PAGE_LINES
+from kbisect.browser.pages import variant_table_of
 from kbisect.browser.safety import Resolver, safe_file
 from kbisect.browser.serve import serving
-from kbisect.pipeline.regressions import classify_run
+from kbisect.pipeline.regressions import classify_run, pool, variant_table
 from kbisect.results.model import (
     BuildRecord,
     CellRecord,
@@ -513,6 +514,33 @@ def test_store_signatures_change_with_a_run_and_marks_keep_the_rest(built: Built
     assert store.signatures({})[0] == again  # the marks' shortcut agrees with counting anew
     store.record_changes(first, store.changes(first))  # replaced whole: new rowids
     assert store.signatures(marks)[0][first] != again[first]
+
+
+def test_store_reads_runs_together_as_it_reads_each(built: Built) -> None:
+    store = built.store
+    first, second = built.runs
+    empty = store.start_run("stress", started=T0 + timedelta(days=8)).id
+    for _ in range(10):  # runs between: the first and the last are far apart by cell id
+        add_run(store, 4, "v6.1.192-2", vm_io_fails=True)
+    last = add_run(store, 5, "v6.1.192-2")
+    ids = [first, second, empty, last]
+    cells, changes = store.cells_of_runs(ids), store.changes_of_runs(ids)
+    assert set(cells) == set(changes) == set(ids) and cells[empty] == []
+    for run_id in ids:
+        assert cells[run_id] == store.cells(run_id)
+        assert changes[run_id] == store.changes(run_id)
+    assert any(c.evidence and c.logs for c in cells[second])  # children came along
+    together = store.cells_of_runs([second, second + 1])  # neighbours: by cell id range
+    assert together[second] == store.cells(second)
+    assert store.cells_of_runs([]) == {} and store.changes_of_runs([]) == {}
+
+
+def test_variant_tables_from_the_run_pools_match_the_pipeline(built: Built) -> None:
+    cells = built.store.cells(built.runs[1])
+    pools = pool(cells)
+    for tree, rev in {(c.tree, c.rev) for c in cells}:
+        at_rev = [c for c in cells if c.tree == tree and c.rev == rev]
+        assert variant_table_of(pools, at_rev, tree, rev) == variant_table(at_rev, rev)
 
 
 def test_full_and_layout_changes_rerender_but_write_nothing_new(built: Built) -> None:

@@ -10,7 +10,7 @@ through ``text()``: control characters shown as escapes, then HTML-escaped.
 from __future__ import annotations
 
 import errno as errno_module
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -130,3 +130,83 @@ def run_row(run: Any, started: str, summary: Mapping[str, Any]) -> Markup:
         f"<td>{text(started)}</td><td>{st(run.status.value)}</td><td>{counts}</td>"
         f'<td class="mono">{revs}</td><td>{classes}</td></tr>\n'
     )
+
+
+def _or_as_is(variant: str) -> str:
+    return text(variant) if variant else "(as is)"
+
+
+def variant_rows(
+    variants: Iterable[str], subtests: Iterable[str], table: Mapping[tuple[str, str], Any]
+) -> Markup:
+    """The body of a revision page's table: per subtest, each variant's pooled result (a
+    kbisect.pipeline.regressions.Pool)."""
+    chosen = list(variants)
+    out = []
+    for name in subtests:
+        row = [f"<tr><th>{text(name)}</th>\n"]
+        for v in chosen:
+            p = table.get((name, v))
+            if p is None:
+                row.append('<td class="muted">-</td>')
+                continue
+            status = p.status
+            extra = f' <span class="muted">{int(p.errors)} error</span>' if p.errors else ""
+            if p.skips:
+                extra += f' <span class="muted">{int(p.skips)} skip</span>'
+            row.append(
+                f'<td><span class="st st-{css(status)}">{text(status)}</span> '
+                f"{int(p.passes)}/{int(p.passes + p.fails)}{extra}</td>"
+            )
+        row.append("</tr>\n")
+        out.append("".join(row))
+    return Markup("".join(out))  # noqa: S704 (escaped parts)
+
+
+def variant_cells(variants: Iterable[str], cells: Mapping[str, Sequence[Any]]) -> Markup:
+    """The body of a revision page's table of cells by variant (CellRecords)."""
+    out = []
+    for v in variants:
+        links = "".join(
+            f'<a class="st st-{css(c.status.value)}" href="cell-{int(c.id)}.html" '
+            f'title="{text(c.host)} {text(c.job)} repeat {int(c.repeat)}">'
+            f"{text(c.status.value)}</a> "
+            for c in cells.get(v, ())
+        )
+        out.append(f"<tr><th>{_or_as_is(v)}</th><td>{links}</td></tr>\n")
+    return Markup("".join(out))  # noqa: S704 (escaped parts)
+
+
+def matrix_rows(rows: Iterable[Any]) -> Markup:
+    """The body of a run page's matrix (kbisect.browser.pages.MatrixRow): a row per revision
+    and variant, a cell per host and job with its repeats' links and its change classes."""
+    out = []
+    for row in rows:
+        tree = f"{text(row.tree)}:" if row.tree_shown else ""
+        profile = f' <span class="muted">{text(row.profile)}</span>' if row.profile_shown else ""
+        parts = [
+            f'<tr data-text="{text(row.text)}" data-status="{text(row.statuses)}" '
+            f'data-classes="{text(row.classes)}">\n'
+            f'<th class="mono">{tree}{text(row.rev)}</th>\n'
+            f"<th>{_or_as_is(row.variant)}{profile}</th>\n"
+        ]
+        for mc in row.cells:
+            if mc is None:
+                parts.append('<td class="mc muted">-</td>')
+                continue
+            out_cls = f" out-{css(mc.headline)}" if mc.headline else ""
+            classes = text("|".join(map(visible, mc.classes)))
+            parts.append(f'<td class="mc{out_cls}" data-classes="{classes}">\n')
+            for c in mc.repeats:
+                reason = f": {text(c.reason)}" if c.reason else ""
+                parts.append(
+                    f'<a class="st st-{css(c.status.value)}" href="cell-{int(c.id)}.html" '
+                    f'title="repeat {int(c.repeat)}{reason}">{text(c.status.value)}</a> '
+                )
+            for name, subtests in mc.changes:
+                names = text(", ".join(map(visible, subtests)))
+                parts.append(f'<br>{cls(name)} <span class="muted">{names}</span>')
+            parts.append("</td>")
+        parts.append("</tr>\n")
+        out.append("".join(parts))
+    return Markup("".join(out))  # noqa: S704 (escaped parts)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from kbisect.browser.fragments import (
 )
 from kbisect.browser.logs import LogText, lines_html, page_of, read_log
 from kbisect.browser.safety import Resolver, slug, visible
+from kbisect.pipeline.regressions import CELL, Pool
 from kbisect.results.model import (
     CellRecord,
     Change,
@@ -43,6 +44,7 @@ from kbisect.results.model import (
     LogKind,
     RegressionRecord,
     ResultStatus,
+    SubtestKey,
     check_relative,
 )
 
@@ -215,6 +217,8 @@ class Site:
         self._logs: dict[
             tuple[str, str], tuple[tuple[int, int], int, bool, Markup | None, int]
         ] = {}
+        self._views: dict[tuple[str, str, str, int], tuple[LogView, str]] = {}
+        """Views of shared logs (build logs, long logs) already made, and their paged path."""
         self.paged_logs: set[str] = set()
         """Paged logs referred to by the pages rendered since this was last emptied."""
         self.known_logs: dict[str, str] = {}
@@ -283,6 +287,12 @@ class Site:
     def log_view(self, page: str, kind: str, relative: str, anchor: str) -> LogView:
         """How ``page`` shows the log at ``relative``: inline when short; otherwise as pages of
         LOG_PAGE_LINES lines (rendered here unless the manifest has them)."""
+        shared = (relative, kind, anchor, page.count("/"))
+        hit = self._views.get(shared)
+        if hit is not None:  # a build log or a long log, as pages at this depth show it
+            if hit[1]:
+                self.paged_logs.add(hit[1])
+            return hit[0]
         label = LOG_LABELS.get(kind, kind)
         view = LogView(kind, label, anchor, relative=relative)
         found = self.resolver.file(relative)
@@ -308,11 +318,16 @@ class Site:
             if inline is None or kind == LogKind.BUILD_LOG.value:
                 self._logs[(real, anchor)] = known
         _, view.lines, view.truncated, view.inline, pages = known
+        inside = ""
         if view.inline is None:
             inside = real[len(self.resolver.root) + 1 :]
             up = "../" * page.count("/")
             view.pages = [(n, up + log_page(inside, n)) for n in range(1, pages + 1)]
             self.paged_logs.add(inside)
+        if view.inline is None or kind == LogKind.BUILD_LOG.value:
+            if len(self._views) > 10_000:
+                self._views.clear()
+            self._views[shared] = (view, inside)
         return view
 
     def _paged(self, real: str, label: str, text: LogText, stamp: tuple[int, int]) -> None:
@@ -493,6 +508,29 @@ def matrix(
             )
         )
     return columns, rows
+
+
+def variant_table_of(
+    pools: Mapping[SubtestKey, Pool], cells: Sequence[CellRecord], tree: str, rev: str
+) -> tuple[list[str], list[str], dict[tuple[str, str], Pool]]:
+    """kbisect.pipeline.regressions.variant_table for one tree and revision, from the pools of
+    the whole run (pooled once a run) and the cells at that revision: variants, subtests, and
+    pass/fail counts over repeats, hosts and jobs per (subtest, variant)."""
+    mine = [(k, p) for k, p in pools.items() if k.rev == rev and k.tree == tree]
+    variants = sorted({k.variant for k, _ in mine})
+    subtests = list(dict.fromkeys(s.name for c in cells for s in c.subtests))
+    if any(k.subtest == CELL for k, _ in mine):
+        subtests.append(CELL)
+    table: dict[tuple[str, str], Pool] = {}
+    for key, p in mine:
+        into = table.get((key.subtest, key.variant))
+        if into is None:
+            into = table[(key.subtest, key.variant)] = Pool()
+        into.passes += p.passes
+        into.fails += p.fails
+        into.errors += p.errors
+        into.skips += p.skips
+    return variants, subtests, table
 
 
 def meta_items(meta: dict[str, Any]) -> list[tuple[str, str]]:

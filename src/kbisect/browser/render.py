@@ -48,7 +48,7 @@ from markupsafe import Markup
 
 from kbisect.browser.cellpage import CellParts, cell_html
 from kbisect.browser.diff import RunDiff, diff_cells, diff_pools
-from kbisect.browser.fragments import run_row
+from kbisect.browser.fragments import matrix_rows, run_row, variant_cells, variant_rows
 from kbisect.browser.pages import (
     CLASS_ORDER,
     HISTORY_RUNS,
@@ -69,14 +69,16 @@ from kbisect.browser.pages import (
     notable_changes,
     rev_page,
     summary_of,
+    variant_table_of,
     when,
 )
 from kbisect.browser.safety import safe_file
 from kbisect.errors import UserError
-from kbisect.pipeline.regressions import Pool, pool, variant_table
+from kbisect.pipeline.regressions import Pool, pool
 from kbisect.results.model import (
     BisectionRecord,
     CellRecord,
+    ChangeRecord,
     LogKind,
     RegressionRecord,
     RunRecord,
@@ -90,6 +92,8 @@ MANIFEST = ".manifest.json"
 MANIFEST_FORMAT = 2
 LINE_PAGE_RUNS = 100
 """A line's page shows its newest this many runs; older ones are in pages of this many."""
+READ_RUNS = 16
+"""Runs whose cells and changes are read from the store together."""
 PARALLEL_MIN_RUNS = 24
 """Fewer runs to render than this are rendered in this process (no worker start-up)."""
 OWN_DIRS = ("run", "lines", "log", "build", "bisect")
@@ -194,6 +198,8 @@ class _RunRenderer:
         self.pools: dict[int, dict[SubtestKey, Pool]] = {}
         self._histories: dict[tuple[int, tuple[str, ...]], Markup] = {}
         self.parts = CellParts()
+        self.fetched: dict[int, tuple[list[CellRecord], list[ChangeRecord]]] = {}
+        """Cells and changes of the runs to render next, read together."""
         self.removed: list[str] = []
 
     def entries_of(self, run_id: int) -> list[Entry]:
@@ -221,8 +227,11 @@ class _RunRenderer:
     def render(self, job: RunJob) -> RunResult:
         run = job.run
         site = self.site
-        cells = self.store.cells(run.id)
-        changes = self.store.changes(run.id)
+        fetched = self.fetched.pop(run.id, None)
+        if fetched is None:
+            cells, changes = self.store.cells(run.id), self.store.changes(run.id)
+        else:
+            cells, changes = fetched
         self.entries[run.id] = entries_of(cells)
         self.lines.pop(run.id, None)
         site.rendered = set()
@@ -274,19 +283,19 @@ class _RunRenderer:
             statuses=STATUSES,
             classes=CLASS_ORDER,
             columns=columns,
-            rows=rows,
+            matrix_rows=matrix_rows(rows),
             notable=notable,
             notable_more=more,
             script=site.script,
         )
+        pools = pool(cells)
         for tree, rev in revs:
             relative = rev_page(run.id, tree, rev)
-            chosen = [c for c in cells if c.tree == tree]
-            variants, subtests, table = variant_table(chosen, rev)
+            at_rev = [c for c in cells if c.tree == tree and c.rev == rev]
+            variants, subtests, table = variant_table_of(pools, at_rev, tree, rev)
             by_variant: dict[str, list[CellRecord]] = {}
-            for c in chosen:
-                if c.rev == rev:
-                    by_variant.setdefault(c.variant, []).append(c)
+            for c in at_rev:
+                by_variant.setdefault(c.variant, []).append(c)
             site.render(
                 "variants.html.j2",
                 relative,
@@ -294,11 +303,9 @@ class _RunRenderer:
                 tree=tree,
                 rev=rev,
                 variants=variants,
-                subtests=subtests,
-                table=table,
-                cells=by_variant,
+                rows=variant_rows(variants, subtests, table),
+                cell_rows=variant_cells(variants, by_variant),
             )
-        pools = pool(cells)
         if baseline is not None:
             d = diff_pools(baseline, run, self.pools_of(baseline.id), pools)
             self._diff(base + "diff.html", d)
@@ -415,7 +422,12 @@ def render_chunk(chunk: Chunk) -> ChunkResult:
         site = Site(chunk.site, chunk.results_dir)
         site.known_logs = chunk.known_logs
         renderer = _RunRenderer(store, site, chunk)
-        results = [renderer.render(job) for job in chunk.jobs]
+        results = []
+        for start in range(0, len(chunk.jobs), READ_RUNS):
+            batch = [job.run.id for job in chunk.jobs[start : start + READ_RUNS]]
+            cells, changes = store.cells_of_runs(batch), store.changes_of_runs(batch)
+            renderer.fetched = {run_id: (cells[run_id], changes[run_id]) for run_id in batch}
+            results += [renderer.render(job) for job in chunk.jobs[start : start + READ_RUNS]]
     return ChunkResult(
         results,
         site.out.written,
