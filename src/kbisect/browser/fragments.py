@@ -10,6 +10,7 @@ through ``text()``: control characters shown as escapes, then HTML-escaped.
 from __future__ import annotations
 
 import errno as errno_module
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -19,9 +20,15 @@ from kbisect.browser.safety import visible
 from kbisect.results.model import SubtestRecord
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _text(value: str) -> str:
+    return str(escape(visible(value)))
+
+
 def text(value: object) -> str:
-    """Untrusted text made safe for HTML content and attribute values."""
-    return str(escape(visible(str(value))))
+    """Untrusted text made safe for HTML content and attribute values (kept: the same names,
+    revisions, hosts and details come again on thousands of pages)."""
+    return _text(value if type(value) is str else str(value))
 
 
 def css(value: object) -> str:

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from kbisect.browser.fragments import (
     log_section,
     st,
 )
-from kbisect.browser.logs import LogText, lines_html, page_of, read_log
+from kbisect.browser.logs import LogText, inline_log, lines_html, page_of, read_log
 from kbisect.browser.safety import Resolver, slug, visible
 from kbisect.pipeline.regressions import CELL, Pool
 from kbisect.results.model import (
@@ -73,6 +74,9 @@ LOG_LABELS = {
     LogKind.BUILD_LOG.value: "build log",
     LogKind.JUNIT.value: "JUnit",
 }
+
+_PLAIN = re.compile("[A-Za-z0-9_.~/-]*")
+"""Characters urllib.parse.quote leaves as they are."""
 
 Entry = tuple[list[str], str, list[list[Any]]]
 """One line (tree, variant, profile, host, job) of one run at one revision: its repeats as
@@ -276,7 +280,9 @@ class Site:
     def raw_link(self, page: str, real: str) -> str:
         """A link from a page to a checked file (a real path inside the results directory)."""
         inside = real[len(self.resolver.root) + 1 :]
-        return "../" * page.count("/") + self.to_results + "/" + quote(inside)
+        if not _PLAIN.fullmatch(inside):  # plain names (most) are what quote() leaves them
+            inside = quote(inside)
+        return "../" * page.count("/") + self.to_results + "/" + inside
 
     def file_link(self, page: str, relative: str) -> str | None:
         found = self.resolver.file(relative)
@@ -294,13 +300,23 @@ class Site:
                 self.paged_logs.add(hit[1])
             return hit[0]
         label = LOG_LABELS.get(kind, kind)
-        view = LogView(kind, label, anchor, relative=relative)
         found = self.resolver.file(relative)
         if found is None:
+            view = LogView(kind, label, anchor, relative=relative)
             view.problem = _why_not(self.results, relative)
             return view
         real, st = found
-        view.raw = self.raw_link(page, real)
+        raw = self.raw_link(page, real)
+        if kind != LogKind.BUILD_LOG.value and st.st_size <= logs_module.INLINE_MAX_BYTES:
+            try:  # the usual short log of one cell: read, escaped and numbered in one go
+                short = inline_log(real, st.st_size, f"{anchor}-")
+            except OSError:
+                short = None
+            if short is not None:
+                return LogView(
+                    kind, label, anchor, raw, short[0], lines=short[1], relative=relative
+                )
+        view = LogView(kind, label, anchor, raw=raw, relative=relative)
         stamp = (st.st_size, st.st_mtime_ns)
         # Long logs and build logs are shared by many pages: what pages need of them is kept
         # (not their text: millions of strings would make every garbage collection crawl).

@@ -620,16 +620,18 @@ class ResultsStore:
             else:
                 span = (_json(sorted(mine)),)
             subtests: dict[int, list[SubtestRecord]] = {}
-            for cell_id, name, status, errno, detail, signal, timed_out in conn.execute(
-                _SUBTEST_ROWS[where],
-                span,
-            ):
+            # immutable, and mostly the same few (passed, "ok") in run after run: shared
+            same: dict[tuple[Any, ...], SubtestRecord] = {}
+            for cell_id, *fields in conn.execute(_SUBTEST_ROWS[where], span):
                 if cell_id in mine:
-                    subtests.setdefault(cell_id, []).append(
-                        SubtestRecord(
+                    key = tuple(fields)
+                    record = same.get(key)
+                    if record is None:
+                        name, status, errno, detail, signal, timed_out = fields
+                        record = same[key] = SubtestRecord(
                             name, statuses[status], errno, detail, signal, bool(timed_out)
                         )
-                    )
+                    subtests.setdefault(cell_id, []).append(record)
             evidence: dict[int, list[Evidence]] = {}
             for r in conn.execute(
                 _EVIDENCE_ROWS[where],
