@@ -28,7 +28,7 @@ import pytest
 
 from kbisect.browser import diff_runs, render_diff, render_site
 from kbisect.browser.logs import LOG_PAGE_LINES
-from kbisect.browser.pages import variant_table_of
+from kbisect.browser.pages import pool_of, variant_table_of
 from kbisect.browser.safety import Resolver, safe_file
 from kbisect.browser.serve import serving
 from kbisect.pipeline.regressions import classify_run, pool, variant_table
@@ -537,7 +537,13 @@ def test_store_reads_runs_together_as_it_reads_each(built: Built) -> None:
 
 def test_variant_tables_from_the_run_pools_match_the_pipeline(built: Built) -> None:
     cells = built.store.cells(built.runs[1])
-    pools = pool(cells)
+    pools = pool_of(cells)
+    bare = CellRecord("t", "r", "", "p", "h", "j", 1, ResultStatus.ERROR, id=99)  # no subtests
+    skipped = SubtestRecord("s", ResultStatus.SKIP)
+    odd = CellRecord("t", "r", "v", "p", "h", "j", 2, ResultStatus.MISS, subtests=(skipped,))
+    for some in (cells, [*cells, bare, odd, bare]):
+        assert pool_of(some) == pool(some)
+        assert list(pool_of(some)) == list(pool(some))  # the same order too
     for tree, rev in {(c.tree, c.rev) for c in cells}:
         at_rev = [c for c in cells if c.tree == tree and c.rev == rev]
         assert variant_table_of(pools, at_rev, tree, rev) == variant_table(at_rev, rev)

@@ -67,6 +67,7 @@ from kbisect.browser.pages import (
     matrix,
     meta_items,
     notable_changes,
+    pool_of,
     rev_page,
     summary_of,
     variant_table_of,
@@ -74,7 +75,7 @@ from kbisect.browser.pages import (
 )
 from kbisect.browser.safety import safe_file
 from kbisect.errors import UserError
-from kbisect.pipeline.regressions import Pool, pool
+from kbisect.pipeline.regressions import Pool
 from kbisect.results.model import (
     BisectionRecord,
     CellRecord,
@@ -221,7 +222,7 @@ class _RunRenderer:
     def pools_of(self, run_id: int) -> dict[SubtestKey, Pool]:
         found = self.pools.get(run_id)
         if found is None:
-            found = pool(self.store.cells(run_id))
+            found = pool_of(self.store.cells(run_id))
         return found
 
     def render(self, job: RunJob) -> RunResult:
@@ -245,9 +246,7 @@ class _RunRenderer:
         classes_by_cell: dict[tuple[str, ...], dict[str, str]] = {}
         for ch in changes:
             k = ch.key
-            classes_by_cell.setdefault((k.tree, k.rev, k.variant, k.profile, k.host, k.job), {})[
-                k.subtest
-            ] = ch.change
+            classes_by_cell.setdefault(k[:6], {})[k.subtest] = ch.change
         junit = site.file_link(base + "index.html", junit_rel)
         history_runs = [*job.window, run.id]
         builds: set[str] = set()
@@ -288,7 +287,7 @@ class _RunRenderer:
             notable_more=more,
             script=site.script,
         )
-        pools = pool(cells)
+        pools = pool_of(cells)
         for tree, rev in revs:
             relative = rev_page(run.id, tree, rev)
             at_rev = [c for c in cells if c.tree == tree and c.rev == rev]
