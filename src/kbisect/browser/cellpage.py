@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kbisect.browser.fragments import cls, css, errname, kv_rows, log_section, st, text
+from kbisect.browser.fragments import cls, css, errname, kv_rows, st, text
 from kbisect.browser.safety import visible
 from kbisect.results.model import CellRecord, Evidence, RunRecord, SubtestRecord
 
@@ -171,7 +171,7 @@ def cell_html(
         out.append("<h2>Kernel and hypervisor evidence</h2>\n")
         out += [_evidence(e, link) for e, link in evidence]
     out.append("\n<h2>Logs</h2>\n")
-    out += [str(log_section(view)) for view in logs] or ['<p class="muted">no logs</p>']
+    out += [view.section() for view in logs] or ['<p class="muted">no logs</p>']
     out.append("\n<h2>Host fingerprint</h2>\n")
     if c.fingerprint:
         out.append(f'<table class="kv">{parts.fingerprint(c.fingerprint)}</table>\n')

@@ -100,23 +100,28 @@ def kv_rows(items: Iterable[tuple[object, object]]) -> Markup:
 def log_section(view: Any) -> Markup:
     """A log on a page (a kbisect.browser.pages.LogView): inline, as a list of pages, or why it
     is not shown. Links come from kbisect (checked paths, quoted); the text was escaped."""
+    return Markup(log_section_html(view))  # noqa: S704 (escaped parts)
+
+
+def log_section_html(view: Any) -> str:
+    """log_section as a plain string (what a page built in Python joins)."""
     label = text(view.label)
     anchor = text(view.anchor)
     raw = f' <a href="{text(view.raw)}">raw</a>' if view.raw else ""
     if view.problem:
-        return Markup(  # noqa: S704
+        return (
             f'<p id="{anchor}"><strong>{label}</strong>: '
             f'<span class="muted">{text(view.problem)}</span></p>\n'
         )
     if view.inline is not None:
-        return Markup(  # noqa: S704
+        return (
             f'<details open id="{anchor}"><summary>{label} '
             f'<span class="muted">({int(view.lines)} lines)</span>{raw}</summary>\n'
             f'<pre class="log">{view.inline}</pre>\n</details>\n'
         )
     cut = f", shown up to {int(view.shown_mib)} MiB" if view.truncated else ""
     pages = "".join(f'<a href="{text(link)}">page {int(n)}</a>' for n, link in view.pages)
-    return Markup(  # noqa: S704
+    return (
         f'<p id="{anchor}"><strong>{label}</strong> <span class="muted">({int(view.lines)} '
         f'lines{cut})</span>: <span class="pager">{pages}</span>{raw}</p>\n'
     )

@@ -33,6 +33,7 @@ from kbisect.browser.fragments import (
     history_cells,
     kv_rows,
     log_section,
+    log_section_html,
     st,
 )
 from kbisect.browser.logs import LogText, inline_log, lines_html, page_of, read_log
@@ -94,9 +95,13 @@ def key_of(*parts: Any) -> str:
 
 
 def when(value: datetime | None) -> str:
+    """``2026-01-01 02:00:00 UTC`` (isoformat is faster than strftime: two a cell page)."""
     if value is None:
         return "-"
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    utc = value.astimezone(UTC)
+    if utc.year < 1000:  # strftime does not pad the year with zeros
+        return utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc.isoformat(" ", "seconds")[:19] + " UTC"
 
 
 def vjoin(items: Iterable[object], sep: str = ", ") -> str:
@@ -184,6 +189,14 @@ class LogView:
     truncated: bool = False
     problem: str = ""
     relative: str = ""
+    _section: str | None = None
+
+    def section(self) -> str:
+        """The log's section of a page (fragments.log_section), made once: a build log's view
+        is shared by the pages of all the cells built by it."""
+        if self._section is None:
+            self._section = log_section_html(self)
+        return self._section
 
     @property
     def shown_mib(self) -> int:

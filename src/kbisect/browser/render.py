@@ -199,6 +199,7 @@ class _RunRenderer:
         self.pools: dict[int, dict[SubtestKey, Pool]] = {}
         self._histories: dict[tuple[int, tuple[str, ...]], Markup] = {}
         self.parts = CellParts()
+        self._line_links: dict[tuple[str, ...], str] = {}
         self.fetched: dict[int, tuple[list[CellRecord], list[ChangeRecord]]] = {}
         """Cells and changes of the runs to render next, read together."""
         self.removed: list[str] = []
@@ -388,7 +389,12 @@ class _RunRenderer:
             evidence.append((e, view.line_link(e.line) if view else None))
         line = (c.tree, c.variant, c.profile, c.host, c.job)
         history = self._history(line, run.id, history_runs)
-        classes = classes_by_cell.get((c.tree, c.rev, c.variant, c.profile, c.host, c.job), {})
+        classes = classes_by_cell.get((c.tree, c.rev, *line[1:]), {})
+        line_link = self._line_links.get(line)
+        if line_link is None:
+            if len(self._line_links) > 100_000:
+                self._line_links.clear()
+            line_link = self._line_links[line] = "../../" + line_page(line)
         seconds = (
             round((c.finished - c.started).total_seconds(), 1) if c.started and c.finished else None
         )
@@ -408,7 +414,7 @@ class _RunRenderer:
                 seconds=seconds,
                 history=history,
                 history_runs=HISTORY_RUNS,
-                line_link="../../" + line_page(line),
+                line_link=line_link,
                 started=when(c.started),
                 finished=when(c.finished),
             ),
