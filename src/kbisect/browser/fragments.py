@@ -37,6 +37,10 @@ def css(value: object) -> str:
     return token if token.replace("-", "").isalnum() else "other"
 
 
+_css = functools.lru_cache(maxsize=256)(css)
+"""css() of the few statuses and classes there are, kept."""
+
+
 def errname(number: int) -> str:
     if not number:
         return "0"
@@ -70,9 +74,11 @@ def history_cells(
     """The cells of one history row: a run, when, the revision, and its repeats' statuses."""
     runs = f"{root}run/{int(run)}/"
     links = " ".join(
-        f'<a class="st st-{css(status)}" href="{runs}cell-{int(cid)}.html" '  # type: ignore[call-overload]
-        f'title="repeat {int(rep)}">{text(status)}</a>'  # type: ignore[call-overload]
-        for cid, rep, status in cells
+        [
+            f'<a class="st st-{_css(status)}" href="{runs}cell-{int(cid)}.html" '  # type: ignore[call-overload]
+            f'title="repeat {int(rep)}">{text(status)}</a>'  # type: ignore[call-overload]
+            for cid, rep, status in cells
+        ]
     )
     return Markup(  # noqa: S704 (built from escaped parts)
         f'<td><a href="{runs}index.html">run {int(run)}</a></td><td>{text(started)}</td>'

@@ -166,6 +166,11 @@ def cell_page(run_id: int, cell_id: int) -> str:
     return f"run/{run_id}/cell-{cell_id}.html"
 
 
+LogFacts = tuple[tuple[int, int], int, bool, Markup | None, int]
+"""What pages need of a log: (size, mtime) it was read at, lines, truncated, the inline lines'
+markup (None: paged), pages."""
+
+
 @dataclass
 class Written:
     """What a renderer did: pages written, pages rendered to the bytes they had already."""
@@ -231,9 +236,7 @@ class Site:
         self.out = Written()
         self.rendered: set[str] = set()
         """Pages rendered since this was last emptied (to find stale ones)."""
-        self._logs: dict[
-            tuple[str, str], tuple[tuple[int, int], int, bool, Markup | None, int]
-        ] = {}
+        self._logs: dict[tuple[str, str], LogFacts] = {}
         self._views: dict[tuple[str, str, str, int], tuple[LogView, str]] = {}
         """Views of shared logs (build logs, long logs) already made, and their paged path."""
         self.paged_logs: set[str] = set()
@@ -358,6 +361,14 @@ class Site:
                 self._views.clear()
             self._views[shared] = (view, inside)
         return view
+
+    def paged_facts(self) -> dict[tuple[str, str], LogFacts]:
+        """What is known of the paged logs read here (for another Site: ``learn``)."""
+        return {k: v for k, v in self._logs.items() if v[3] is None}
+
+    def learn(self, facts: dict[tuple[str, str], LogFacts]) -> None:
+        """Take what another Site knew of logs (each is read again if its stat changed)."""
+        self._logs.update(facts)
 
     def _paged(self, real: str, label: str, text: LogText, stamp: tuple[int, int]) -> None:
         """Render a long log's pages unless the manifest has them for this content."""

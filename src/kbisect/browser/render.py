@@ -54,6 +54,7 @@ from kbisect.browser.pages import (
     HISTORY_RUNS,
     STATUSES,
     Entry,
+    LogFacts,
     LogView,
     Site,
     cell_page,
@@ -172,6 +173,9 @@ class ChunkResult:
     removed: list[str]
     largest: tuple[str, int]
     log_keys: dict[str, str]
+    log_facts: dict[tuple[str, str], LogFacts]
+    """What the chunk learnt of paged logs (build logs), so that build pages need not read them
+    again."""
 
 
 def _remove_stale(folder: Path, keep: set[str], removed: list[str], prefix: str) -> None:
@@ -440,6 +444,7 @@ def render_chunk(chunk: Chunk) -> ChunkResult:
         renderer.removed,
         site.out.largest,
         site.log_keys,
+        site.paged_facts(),
     )
 
 
@@ -639,7 +644,9 @@ def render_site(
             results = list(executor.map(render_chunk, chunks))
     else:
         results = [render_chunk(chunk) for chunk in chunks]
+    facts: dict[tuple[str, str], LogFacts] = {}
     for result in results:
+        facts.update(result.log_facts)
         report.written += result.written
         report.unchanged += result.unchanged
         report.removed += result.removed
@@ -666,6 +673,7 @@ def render_site(
     # -- pages over all runs ---------------------------------------------------------------------
     site = Site(site_dir, store.results_dir, env)
     site.known_logs = dict(manifest.logs)
+    site.learn(facts)
     site.emit("style.css", env.get_template("style.css.j2").render())
     referenced_logs: set[str] = set()
     kept: dict[str, set[str]] = {d: set() for d in OWN_DIRS}

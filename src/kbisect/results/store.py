@@ -916,10 +916,12 @@ class ResultsStore:
                 "ORDER BY run_id, tree, rev, variant, profile, host, job, subtest",
                 (_json(sorted(out)),),
             ).fetchall()
+        keys: dict[tuple[str, ...], SubtestKey] = {}  # runs a tag apart share their keys
         for r in rows:
-            out[r[0]].append(
-                ChangeRecord(SubtestKey(*r[1:8]), r[8], r[9], r[10], r[11], r[12], r[13], r[14])
-            )
+            key = keys.get(r[1:8])
+            if key is None:
+                key = keys[r[1:8]] = SubtestKey(*r[1:8])
+            out[r[0]].append(ChangeRecord(key, r[8], r[9], r[10], r[11], r[12], r[13], r[14]))
         return out
 
     def regressions(self, status: str | None = None) -> list[RegressionRecord]:
