@@ -43,6 +43,7 @@ class CellParts:
     """Pieces of cell pages that repeat: kept across the cells (and runs) one process renders."""
 
     rows: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    tables: dict[tuple[Any, ...], str] = field(default_factory=dict)
     fingerprints: dict[tuple[tuple[str, str], ...], str] = field(default_factory=dict)
 
     def subtest_row(self, s: SubtestRecord, change: str | None) -> str:
@@ -68,7 +69,16 @@ class CellParts:
         return found
 
     def subtest_rows(self, subtests: Sequence[SubtestRecord], classes: Mapping[str, str]) -> str:
-        return "".join([self.subtest_row(s, classes.get(s.name)) for s in subtests])
+        """A cell's subtest table body: most cells of a line have the same one run after run
+        (the store shares equal subtest records, so comparing the keys is mostly identity)."""
+        key = (tuple(subtests), tuple(classes.items()))
+        found = self.tables.get(key)
+        if found is None:
+            found = "".join([self.subtest_row(s, classes.get(s.name)) for s in subtests])
+            if len(self.tables) > 5_000:
+                self.tables.clear()
+            self.tables[key] = found
+        return found
 
     def fingerprint(self, fingerprint: Mapping[str, str]) -> str:
         key = tuple(sorted(fingerprint.items()))
