@@ -202,7 +202,8 @@ class _RunRenderer:
         self.entries: dict[int, list[Entry]] = dict(chunk.context)
         self.lines: dict[int, dict[tuple[str, ...], list[tuple[str, list[list[Any]]]]]] = {}
         self.pools: dict[int, dict[SubtestKey, Pool]] = {}
-        self._histories: dict[tuple[int, tuple[str, ...]], Markup] = {}
+        self._histories: dict[tuple[int, tuple[str, ...]], str] = {}
+        self._run_rows: dict[tuple[int, tuple[str, ...]], tuple[list[str], list[str]]] = {}
         self.parts = CellParts()
         self._line_links: dict[tuple[str, ...], str] = {}
         self.fetched: dict[int, tuple[list[CellRecord], list[ChangeRecord]]] = {}
@@ -346,23 +347,37 @@ class _RunRenderer:
             cell_link=cell_link,
         )
 
-    def _history(self, line: tuple[str, ...], run_id: int, runs: list[int]) -> Markup:
+    def _history(self, line: tuple[str, ...], run_id: int, runs: list[int]) -> str:
         """The rows of a cell page's history: the same for every cell of the line in a run."""
         key = (run_id, line)
         found = self._histories.get(key)
         if found is None:
             rows = []
-            for q in runs[-HISTORY_RUNS:]:
-                for rev, cells in self.lines_of(q).get(line, []):
-                    started = self.chunk.started.get(q, "-")
-                    row = self.site.history_row("../../", q, started, rev, cells)
-                    rows.append(
-                        f'<tr class="current">{row}</tr>' if q == run_id else f"<tr>{row}</tr>"
-                    )
-            rows.reverse()
-            found = Markup("\n".join(rows))  # noqa: S704 (rows of escaped cells)
+            for q in reversed(runs[-HISTORY_RUNS:]):
+                rows += self._history_rows(q, line)[1 if q == run_id else 0]
+            found = "\n".join(rows)
             self._histories = {k: v for k, v in self._histories.items() if k[0] == run_id}
             self._histories[key] = found
+        return found
+
+    def _history_rows(self, run_id: int, line: tuple[str, ...]) -> tuple[list[str], list[str]]:
+        """A run's rows in the history of a line, newest revision first: as an earlier run's,
+        and as the current one's (the same rows on the cell pages of up to HISTORY_RUNS runs)."""
+        key = (run_id, line)
+        found = self._run_rows.get(key)
+        if found is None:
+            started = self.chunk.started.get(run_id, "-")
+            cells = [
+                self.site.history_row("../../", run_id, started, rev, repeats)
+                for rev, repeats in reversed(self.lines_of(run_id).get(line, []))
+            ]
+            found = (
+                [f"<tr>{c}</tr>" for c in cells],
+                [f'<tr class="current">{c}</tr>' for c in cells],
+            )
+            if len(self._run_rows) > 50_000:
+                self._run_rows.clear()
+            self._run_rows[key] = found
         return found
 
     def _cell(

@@ -622,12 +622,13 @@ class ResultsStore:
             subtests: dict[int, list[SubtestRecord]] = {}
             # immutable, and mostly the same few (passed, "ok") in run after run: shared
             same: dict[tuple[Any, ...], SubtestRecord] = {}
-            for cell_id, *fields in conn.execute(_SUBTEST_ROWS[where], span):
+            for row in conn.execute(_SUBTEST_ROWS[where], span):
+                cell_id = row[0]
                 if cell_id in mine:
-                    key = tuple(fields)
+                    key = row[1:]
                     record = same.get(key)
                     if record is None:
-                        name, status, errno, detail, signal, timed_out = fields
+                        name, status, errno, detail, signal, timed_out = key
                         record = same[key] = SubtestRecord(
                             name, statuses[status], errno, detail, signal, bool(timed_out)
                         )
