@@ -746,7 +746,8 @@ def render_site(
                 "line.html.j2",
                 relative,
                 line=list(line),
-                entries=rows_html,
+                rows=Markup("".join([f"<tr>{row}</tr>\n" for row in rows_html])),  # noqa: S704
+                shown=len(rows_html),
                 runs=len(line_runs),
                 block=block,
                 archive=[(label, link.split("/")[1]) for label, link in archive],
