@@ -27,7 +27,15 @@ from urllib.parse import unquote
 import pytest
 
 from kbisect.browser import diff_runs, render_diff, render_site
-from kbisect.browser.logs import LOG_PAGE_LINES
+from kbisect.browser.logs import (
+    INLINE_MAX_BYTES,
+    INLINE_MAX_LINES,
+    LOG_PAGE_LINES,
+    MAX_LINE_CHARS,
+    inline_log,
+    lines_html,
+    read_log,
+)
 from kbisect.browser.pages import pool_of, variant_table_of
 from kbisect.browser.safety import Resolver, safe_file
 from kbisect.browser.serve import serving
@@ -384,6 +392,105 @@ def test_control_characters_are_shown_as_escapes(tmp_path: Path) -> None:
     assert "\x1b" not in html and "\x07" not in html
     assert "colour \\x1b[31mred\\x1b[0m" in html and "bell \\x07" in html
     store.close()
+
+
+def test_a_cell_page_shows_every_part_of_an_unusual_cell(tmp_path: Path) -> None:
+    """Cell pages are built in Python: the parts the common cells lack, escaped as well."""
+    results = tmp_path / "results"
+    store = ResultsStore(results)
+    run = store.start_run("adhoc", started=T0)
+    _write(results / "runs/c/a.log", "first <b>\nsecond\n")
+    _write(results / "runs/c/b.log", "other\n")
+    _write(results / "runs/c/.hidden/c.log", "hidden\n")
+    _write(results / "runs/c/junit.xml", "<testsuites/>\n")
+    bare = store.record_cell(
+        run.id,
+        CellRecord("t<1>", "r1", "", "p&q", "h", "j", 3, ResultStatus.ERROR, reason="boom <i>"),
+    )
+    full = store.record_cell(
+        run.id,
+        CellRecord(
+            "t<1>",
+            "r1",
+            "v/1",
+            "p&q",
+            "h",
+            "j",
+            1,
+            ResultStatus.FAIL,
+            patch_hash="ph<1>",
+            build_key="bk",
+            fingerprint={"cpu": "<b>x</b>"},
+            subtests=(
+                SubtestRecord("s<1>", ResultStatus.FAIL, 5, "d<", 9, True),
+                SubtestRecord("s2", ResultStatus.SKIP, 99999, ""),
+            ),
+            logs=(
+                LogRef(LogKind.CONSOLE, "runs/c/a.log"),
+                LogRef(LogKind.CONSOLE, "runs/./c/b.log"),
+                LogRef(LogKind.DMESG, "runs/c/.hidden/c.log"),
+                LogRef(LogKind.JUNIT, "runs/c/junit.xml"),
+                LogRef(LogKind.JOB_OUTPUT, "runs/c/missing.log"),
+            ),
+            evidence=(
+                Evidence("sig<1>", LogKind.CONSOLE, 2, ("l<1>", "l2"), ("also<1>",), False, 3),
+            ),
+        ),
+    )
+    render_site(store)
+    got = pages(results / "site")
+    page = got[f"run/{run.id}/cell-{bare}.html"]
+    assert "<h1>" in page and "t&lt;1&gt; r1 (as is) on h: j #3" in page
+    assert '<p class="note">boom &lt;i&gt;</p>' in page
+    assert "no subtests" in page and "no logs" in page and "none recorded" in page
+    page = got[f"run/{run.id}/cell-{full}.html"]
+    assert "patch ph&lt;1&gt;" in page and 'href="../../build/bk.html"' in page
+    assert "<td>s&lt;1&gt;</td>" in page and "(signal 9)" in page and "(timed out)" in page
+    assert "EIO (5)" in page and '<td class="mono">99999</td>' in page  # a number without a name
+    # two logs of one kind get anchors of their own; the evidence links to its line
+    assert 'id="console-L1"' in page and 'id="console-2-L1"' in page
+    assert 'href="#console-L2">line 2</a>' in page and "first &lt;b&gt;" in page
+    assert "also also&lt;1&gt;" in page and "weak: does not fail the cell" in page
+    assert "and 3 more like it" in page and "l&lt;1&gt;\nl2</pre>" in page
+    assert 'id="dmesg-L1"' in page and ">hidden</span>" in page  # a dot-directory is fine
+    assert 'href="../../../runs/c/junit.xml">junit.xml</a>' in page
+    assert '<p id="job-output"><strong>job output</strong>: <span class="muted">missing' in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>" not in page and "<i>" not in page
+    store.close()
+
+
+def test_short_logs_inline_as_the_general_reader_shows_them(tmp_path: Path) -> None:
+    texts = [
+        "",
+        "\n",
+        "one",
+        "one\ntwo\n",
+        "a\n\n",
+        "<tag> & 'quotes' \"\n",
+        "crlf\r\nline\r\n",
+        "esc \x1b[1m\n",
+        "x" * (MAX_LINE_CHARS + 10) + "\n",
+        "é ünïcode\n",
+        "\n".join(str(i) for i in range(INLINE_MAX_LINES)) + "\n",
+        "\n".join(str(i) for i in range(INLINE_MAX_LINES + 1)) + "\n",
+    ]
+    fast_ones = 0
+    for i, content in enumerate(texts):
+        path = tmp_path / f"{i}.log"
+        path.write_bytes(content.encode())
+        general = read_log(path)
+        fast = inline_log(str(path), path.stat().st_size, "p-")
+        unusual = "\r" in content or "\x1b" in content or MAX_LINE_CHARS < len(content) < 5000
+        if fast is None:  # left to the general reader: unusual text, or too long to inline
+            assert unusual or not general.inline, repr(content)
+            continue
+        fast_ones += 1
+        assert general.inline and not unusual
+        assert fast == (lines_html(general.lines, 1, "p-"), len(general.lines)), repr(content)
+    assert fast_ones == 8  # all but CRs, escapes, a long line and one line too many
+    too_big = tmp_path / "big.log"
+    too_big.write_bytes(b"y\n" * (INLINE_MAX_BYTES // 2 + 1))
+    assert inline_log(str(too_big), too_big.stat().st_size, "p-") is None
 
 
 def test_long_logs_are_paged_and_evidence_links_to_its_line(built: Built) -> None:
