@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from urllib.parse import unquote
 import pytest
 
 from kbisect.browser import diff_runs, render_diff, render_site
+from kbisect.browser.diff import ORDER, diff_pools, kind_of
 from kbisect.browser.logs import (
     INLINE_MAX_BYTES,
     INLINE_MAX_LINES,
@@ -39,7 +41,7 @@ from kbisect.browser.logs import (
 from kbisect.browser.pages import pool_of, variant_table_of
 from kbisect.browser.safety import Resolver, safe_file
 from kbisect.browser.serve import serving
-from kbisect.pipeline.regressions import classify_run, pool, variant_table
+from kbisect.pipeline.regressions import Pool, classify_run, pool, variant_table
 from kbisect.results.model import (
     BuildRecord,
     CellRecord,
@@ -47,7 +49,9 @@ from kbisect.results.model import (
     LogKind,
     LogRef,
     ResultStatus,
+    RunRecord,
     RunStatus,
+    SubtestKey,
     SubtestRecord,
     TrialRecord,
 )
@@ -701,6 +705,50 @@ def test_diff_of_two_runs(built: Built) -> None:
     assert "&lt;script&gt;" not in html or "<script>" not in html
     back = diff_runs(built.store, second, first)
     assert [r.kind for r in back.changed] == ["FIXED"]
+
+
+def _line_wise_diff(a: dict[SubtestKey, Pool], b: dict[SubtestKey, Pool]) -> tuple[list, int]:
+    """The diff's rule spelled out line by line: revisions both runs tested are paired, then
+    one left over on each side; the rest is only in one run."""
+    lines: dict[tuple[str, ...], tuple[dict[str, Pool], dict[str, Pool]]] = {}
+    for side, pools in enumerate((a, b)):
+        for key, p in pools.items():
+            lines.setdefault(key.line, ({}, {}))[side][key.rev] = p
+    rows, same = [], 0
+    for line, (in_a, in_b) in sorted(lines.items()):
+        pairs: list[tuple[str | None, str | None]] = [(r, r) for r in in_a if r in in_b]
+        left_a = [r for r in in_a if r not in in_b]
+        left_b = [r for r in in_b if r not in in_a]
+        if len(left_a) == 1 and len(left_b) == 1:
+            pairs.append((left_a[0], left_b[0]))
+        else:
+            pairs += [(r, None) for r in left_a] + [(None, r) for r in left_b]
+        for ra, rb in pairs:
+            pa, pb = in_a.get(ra) if ra else None, in_b.get(rb) if rb else None
+            kind = kind_of(pa, pb)
+            if kind is None:
+                same += 1
+            else:
+                rows.append((kind, line, ra, rb))
+    rows.sort(key=lambda r: (ORDER.index(r[0]), r[1], r[3] or r[2] or ""))
+    return rows, same
+
+
+def test_diff_pairs_subtests_as_the_line_wise_rule_does() -> None:
+    rng = random.Random(7)
+    for _ in range(200):
+        pools: list[dict[SubtestKey, Pool]] = [{}, {}]
+        for side in (0, 1):
+            for _ in range(rng.randint(0, 12)):
+                key = SubtestKey(
+                    "t", rng.choice("xyz"), rng.choice("vw"), "p", "h", "j", rng.choice("st")
+                )
+                pools[side][key] = Pool(rng.randint(0, 2), rng.randint(0, 2), rng.randint(0, 1))
+        run_a = RunRecord(1, "nightly", None, T0, None, RunStatus.FINISHED, {})
+        run_b = RunRecord(2, "nightly", None, T0, None, RunStatus.FINISHED, {})
+        d = diff_pools(run_a, run_b, pools[0], pools[1])
+        got = [(r.kind, r.line, r.rev_a, r.rev_b) for r in d.rows]
+        assert (got, d.same) == _line_wise_diff(pools[0], pools[1])
 
 
 # -- the server and the tasks ----------------------------------------------------------------------
