@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno as errno_module
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -227,4 +227,59 @@ def matrix_rows(rows: Iterable[Any]) -> Markup:
             parts.append("</td>")
         parts.append("</tr>\n")
         out.append("".join(parts))
+    return Markup("".join(out))  # noqa: S704 (escaped parts)
+
+
+def notable_rows(notable: Iterable[tuple[Any, str | None]]) -> Markup:
+    """The body of a run page's table of changes against the baseline: (ChangeRecord, link to a
+    cell page of its line or None)."""
+    out = []
+    for ch, link in notable:
+        k = ch.key
+        subtest = f'<a href="{text(link)}">{text(k.subtest)}</a>' if link else text(k.subtest)
+        out.append(
+            f'<tr><td>{cls(ch.change)}</td><td class="mono">{text(k.rev)}</td>'
+            f"<td>{text(k.variant) if k.variant else '-'}</td><td>{text(k.host)}</td>"
+            f"<td>{text(k.job)}</td>\n<td>{subtest}</td>\n"
+            f"<td>{int(ch.passes)}/{int(ch.fails)}/{int(ch.errors)}</td>"
+            f"<td>{text(ch.baseline_status) if ch.baseline_status else '-'}</td></tr>\n"
+        )
+    return Markup("".join(out))  # noqa: S704 (escaped parts)
+
+
+def _pooled(p: Any) -> str:
+    if p is None:
+        return "-"
+    status = p.status
+    return (
+        f'<span class="st st-{css(status)}">{text(status)}</span> '
+        f"{int(p.passes)}/{int(p.passes + p.fails)}"
+    )
+
+
+def diff_rows(
+    d: Any, cell_link: Callable[[int, tuple[str, ...], str | None], str | None]
+) -> Markup:
+    """The body of a diff page's table (a kbisect.browser.diff.RunDiff's changed rows), each
+    side linked to a cell of its line when there is one."""
+    out = []
+    for r in d.changed:
+        line = r.line
+        revs = (
+            text(r.rev_b or "")
+            if r.rev_a == r.rev_b
+            else f"{text(r.rev_a or '')} &#8594; {text(r.rev_b or '')}"
+        )
+        sides = []
+        for run_id, rev, p in ((d.a.id, r.rev_a, r.a), (d.b.id, r.rev_b, r.b)):
+            link = cell_link(run_id, line, rev)
+            shown = _pooled(p)
+            sides.append(f'<a href="{text(link)}">{shown}</a>' if link else shown)
+        out.append(
+            f"<tr><td>{cls(r.kind)}</td><td>{text(line[0])}</td>"
+            f'<td class="mono">{revs}</td>\n'
+            f"<td>{text(line[1]) if line[1] else '-'}</td><td>{text(line[2])}</td>"
+            f"<td>{text(line[3])}</td><td>{text(line[4])}</td><td>{text(line[5])}</td>\n"
+            f"<td>{sides[0]}</td>\n<td>{sides[1]}</td></tr>\n"
+        )
     return Markup("".join(out))  # noqa: S704 (escaped parts)

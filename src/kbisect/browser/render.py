@@ -49,7 +49,14 @@ from markupsafe import Markup
 
 from kbisect.browser.cellpage import CellParts, cell_html
 from kbisect.browser.diff import RunDiff, diff_cells, diff_pools
-from kbisect.browser.fragments import matrix_rows, run_row, variant_cells, variant_rows
+from kbisect.browser.fragments import (
+    diff_rows,
+    matrix_rows,
+    notable_rows,
+    run_row,
+    variant_cells,
+    variant_rows,
+)
 from kbisect.browser.pages import (
     CLASS_ORDER,
     HISTORY_RUNS,
@@ -291,6 +298,7 @@ class _RunRenderer:
             columns=columns,
             matrix_rows=matrix_rows(rows),
             notable=notable,
+            notable_rows=notable_rows(notable),
             notable_more=more,
             script=site.script,
         )
@@ -344,7 +352,7 @@ class _RunRenderer:
             relative,
             d=d,
             run_link=lambda run_id: f"{root}run/{run_id}/index.html",
-            cell_link=cell_link,
+            changed_rows=diff_rows(d, cell_link),
         )
 
     def _history(self, line: tuple[str, ...], run_id: int, runs: list[int]) -> str:
