@@ -189,7 +189,7 @@ class ChunkResult:
 def _remove_stale(folder: Path, keep: set[str], removed: list[str], prefix: str) -> None:
     """Remove the pages in ``folder`` that are not in ``keep`` (names)."""
     try:
-        names = [p.name for p in folder.iterdir()]
+        names = os.listdir(folder)  # noqa: PTH208 (names only: once a run)
     except OSError:
         return
     for name in names:
