@@ -7,6 +7,7 @@ lines are cut, and every line is HTML-escaped before it reaches a page.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -110,10 +111,14 @@ def inline_log(path: str, size: int, prefix: str) -> tuple[Markup, int] | None:
     if size > MAX_LINE_CHARS and max(map(len, text.split("\n"))) > MAX_LINE_CHARS:
         return None
     escaped = str(escape(text)).split("\n")
-    out = "".join(
-        [f'<span id="{prefix}L{n}" data-n="{n}">{e}</span>\n' for n, e in enumerate(escaped, 1)]
-    )
+    out = "</span>\n".join(map(str.__add__, _line_starts(prefix), escaped)) + "</span>\n"
     return Markup(out), lines  # noqa: S704 (escaped just above)
+
+
+@functools.lru_cache(maxsize=64)
+def _line_starts(prefix: str) -> list[str]:
+    """The opening tags of lines 1 to INLINE_MAX_LINES of an inline log (lines_html's)."""
+    return [f'<span id="{prefix}L{n}" data-n="{n}">' for n in range(1, INLINE_MAX_LINES + 1)]
 
 
 def page_of(line: int) -> int:

@@ -303,10 +303,14 @@ class _RunRenderer:
             script=site.script,
         )
         pools = pool_of(cells)
+        pools_at: dict[tuple[str, str], dict[SubtestKey, Pool]] = {}
+        for k, p in pools.items():
+            pools_at.setdefault((k[0], k[1]), {})[k] = p
         for tree, rev in revs:
             relative = rev_page(run.id, tree, rev)
             at_rev = [c for c in cells if c.tree == tree and c.rev == rev]
-            variants, subtests, table = variant_table_of(pools, at_rev, tree, rev)
+            mine = pools_at.get((tree, rev), {})
+            variants, subtests, table = variant_table_of(mine, at_rev, tree, rev)
             by_variant: dict[str, list[CellRecord]] = {}
             for c in at_rev:
                 by_variant.setdefault(c.variant, []).append(c)
