@@ -725,6 +725,17 @@ def render_site(
     for run in runs:
         for index in manifest.runs[str(run.id)]["lines"]:
             by_line.setdefault(index, []).append(run.id)
+    run_lines: dict[int, dict[int, list[tuple[str, list[list[Any]]]]]] = {}
+
+    def entries_by_line(run_id: int) -> dict[int, list[tuple[str, list[list[Any]]]]]:
+        """A run's entries by line index (read from the manifest once a run)."""
+        found = run_lines.get(run_id)
+        if found is None:
+            found = run_lines[run_id] = {}
+            for i, rev, cells in manifest.packed_entries(run_id):
+                found.setdefault(i, []).append((rev, cells))
+        return found
+
     line_keys: dict[str, str] = {}
     for index, line_runs in by_line.items():
         line = manifest.lines[index]
@@ -751,8 +762,7 @@ def render_site(
             rows_html = [
                 site.history_row("../", q, started[q], rev, cells)
                 for q in reversed(shown)
-                for i, rev, cells in reversed(manifest.packed_entries(q))
-                if i == index
+                for rev, cells in reversed(entries_by_line(q).get(index, ()))
             ]
             site.render(
                 "line.html.j2",
