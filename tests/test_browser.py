@@ -10,6 +10,7 @@ test_browser_chromium.py looks at the same site in a real browser.
 
 from __future__ import annotations
 
+import gc
 import http.client
 import json
 import os
@@ -658,6 +659,18 @@ def test_variant_tables_from_the_run_pools_match_the_pipeline(built: Built) -> N
     for tree, rev in {(c.tree, c.rev) for c in cells}:
         at_rev = [c for c in cells if c.tree == tree and c.rev == rev]
         assert variant_table_of(pools, at_rev, tree, rev) == variant_table(at_rev, rev)
+
+
+def test_a_render_leaves_the_garbage_collector_as_it_found_it(built: Built) -> None:
+    assert gc.isenabled()
+    render_site(built.store)
+    assert gc.isenabled()  # off while rendering only
+    gc.disable()
+    try:
+        render_site(built.store, full=True)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_full_and_layout_changes_rerender_but_write_nothing_new(built: Built) -> None:

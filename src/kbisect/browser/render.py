@@ -621,6 +621,18 @@ def render_site(
 ) -> RenderReport:
     """Render the store into ``out`` (default ``results/site``): only what changed since the
     last render (everything with ``full``), in up to ``jobs`` processes."""
+    # a render makes many objects that live to its end (the manifest's entries, the caches):
+    # the cyclic collector's passes over them would cost more than the few cycles it frees
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _render_site(store, out, full, jobs)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _render_site(store: ResultsStore, out: Path | None, full: bool, jobs: int) -> RenderReport:
     started_at = time.perf_counter()
     site_dir = out if out is not None else store.results_dir / SITE_DIR
     site_dir.mkdir(parents=True, exist_ok=True)
