@@ -10,9 +10,11 @@ test_browser_chromium.py looks at the same site in a real browser.
 
 from __future__ import annotations
 
+import gc
 import http.client
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -27,10 +29,20 @@ from urllib.parse import unquote
 import pytest
 
 from kbisect.browser import diff_runs, render_diff, render_site
-from kbisect.browser.logs import LOG_PAGE_LINES
+from kbisect.browser.diff import ORDER, diff_pools, kind_of
+from kbisect.browser.logs import (
+    INLINE_MAX_BYTES,
+    INLINE_MAX_LINES,
+    LOG_PAGE_LINES,
+    MAX_LINE_CHARS,
+    inline_log,
+    lines_html,
+    read_log,
+)
+from kbisect.browser.pages import pool_of, variant_table_of
 from kbisect.browser.safety import Resolver, safe_file
 from kbisect.browser.serve import serving
-from kbisect.pipeline.regressions import classify_run
+from kbisect.pipeline.regressions import Pool, classify_run, pool, variant_table
 from kbisect.results.model import (
     BuildRecord,
     CellRecord,
@@ -38,7 +50,9 @@ from kbisect.results.model import (
     LogKind,
     LogRef,
     ResultStatus,
+    RunRecord,
     RunStatus,
+    SubtestKey,
     SubtestRecord,
     TrialRecord,
 )
@@ -385,6 +399,105 @@ def test_control_characters_are_shown_as_escapes(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_cell_page_shows_every_part_of_an_unusual_cell(tmp_path: Path) -> None:
+    """Cell pages are built in Python: the parts the common cells lack, escaped as well."""
+    results = tmp_path / "results"
+    store = ResultsStore(results)
+    run = store.start_run("adhoc", started=T0)
+    _write(results / "runs/c/a.log", "first <b>\nsecond\n")
+    _write(results / "runs/c/b.log", "other\n")
+    _write(results / "runs/c/.hidden/c.log", "hidden\n")
+    _write(results / "runs/c/junit.xml", "<testsuites/>\n")
+    bare = store.record_cell(
+        run.id,
+        CellRecord("t<1>", "r1", "", "p&q", "h", "j", 3, ResultStatus.ERROR, reason="boom <i>"),
+    )
+    full = store.record_cell(
+        run.id,
+        CellRecord(
+            "t<1>",
+            "r1",
+            "v/1",
+            "p&q",
+            "h",
+            "j",
+            1,
+            ResultStatus.FAIL,
+            patch_hash="ph<1>",
+            build_key="bk",
+            fingerprint={"cpu": "<b>x</b>"},
+            subtests=(
+                SubtestRecord("s<1>", ResultStatus.FAIL, 5, "d<", 9, True),
+                SubtestRecord("s2", ResultStatus.SKIP, 99999, ""),
+            ),
+            logs=(
+                LogRef(LogKind.CONSOLE, "runs/c/a.log"),
+                LogRef(LogKind.CONSOLE, "runs/./c/b.log"),
+                LogRef(LogKind.DMESG, "runs/c/.hidden/c.log"),
+                LogRef(LogKind.JUNIT, "runs/c/junit.xml"),
+                LogRef(LogKind.JOB_OUTPUT, "runs/c/missing.log"),
+            ),
+            evidence=(
+                Evidence("sig<1>", LogKind.CONSOLE, 2, ("l<1>", "l2"), ("also<1>",), False, 3),
+            ),
+        ),
+    )
+    render_site(store)
+    got = pages(results / "site")
+    page = got[f"run/{run.id}/cell-{bare}.html"]
+    assert "<h1>" in page and "t&lt;1&gt; r1 (as is) on h: j #3" in page
+    assert '<p class="note">boom &lt;i&gt;</p>' in page
+    assert "no subtests" in page and "no logs" in page and "none recorded" in page
+    page = got[f"run/{run.id}/cell-{full}.html"]
+    assert "patch ph&lt;1&gt;" in page and 'href="../../build/bk.html"' in page
+    assert "<td>s&lt;1&gt;</td>" in page and "(signal 9)" in page and "(timed out)" in page
+    assert "EIO (5)" in page and '<td class="mono">99999</td>' in page  # a number without a name
+    # two logs of one kind get anchors of their own; the evidence links to its line
+    assert 'id="console-L1"' in page and 'id="console-2-L1"' in page
+    assert 'href="#console-L2">line 2</a>' in page and "first &lt;b&gt;" in page
+    assert "also also&lt;1&gt;" in page and "weak: does not fail the cell" in page
+    assert "and 3 more like it" in page and "l&lt;1&gt;\nl2</pre>" in page
+    assert 'id="dmesg-L1"' in page and ">hidden</span>" in page  # a dot-directory is fine
+    assert 'href="../../../runs/c/junit.xml">junit.xml</a>' in page
+    assert '<p id="job-output"><strong>job output</strong>: <span class="muted">missing' in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>" not in page and "<i>" not in page
+    store.close()
+
+
+def test_short_logs_inline_as_the_general_reader_shows_them(tmp_path: Path) -> None:
+    texts = [
+        "",
+        "\n",
+        "one",
+        "one\ntwo\n",
+        "a\n\n",
+        "<tag> & 'quotes' \"\n",
+        "crlf\r\nline\r\n",
+        "esc \x1b[1m\n",
+        "x" * (MAX_LINE_CHARS + 10) + "\n",
+        "é ünïcode\n",
+        "\n".join(str(i) for i in range(INLINE_MAX_LINES)) + "\n",
+        "\n".join(str(i) for i in range(INLINE_MAX_LINES + 1)) + "\n",
+    ]
+    fast_ones = 0
+    for i, content in enumerate(texts):
+        path = tmp_path / f"{i}.log"
+        path.write_bytes(content.encode())
+        general = read_log(path)
+        fast = inline_log(str(path), path.stat().st_size, "p-")
+        unusual = "\r" in content or "\x1b" in content or MAX_LINE_CHARS < len(content) < 5000
+        if fast is None:  # left to the general reader: unusual text, or too long to inline
+            assert unusual or not general.inline, repr(content)
+            continue
+        fast_ones += 1
+        assert general.inline and not unusual
+        assert fast == (lines_html(general.lines, 1, "p-"), len(general.lines)), repr(content)
+    assert fast_ones == 8  # all but CRs, escapes, a long line and one line too many
+    too_big = tmp_path / "big.log"
+    too_big.write_bytes(b"y\n" * (INLINE_MAX_BYTES // 2 + 1))
+    assert inline_log(str(too_big), too_big.stat().st_size, "p-") is None
+
+
 def test_long_logs_are_paged_and_evidence_links_to_its_line(built: Built) -> None:
     render_site(built.store)
     site = built.results / "site"
@@ -496,6 +609,70 @@ def test_a_replaced_cell_rerenders_its_run_and_removes_the_old_page(built: Built
     assert not (site / f"run/{third}/cell-{old.id}.html").exists()
 
 
+def test_store_signatures_change_with_a_run_and_marks_keep_the_rest(built: Built) -> None:
+    store = built.store
+    first, second = built.runs
+    marks: dict[str, object] = {}
+    sigs, builds = store.signatures(marks)
+    assert set(sigs) == {first, second} and sigs[first] != sigs[second]
+    assert builds[BUILD_KEY].startswith("built|")
+    assert store.signatures(marks)[0] == sigs  # nothing new: the same, from the marks
+    old = store.cells(second)[0]
+    store.record_cell(second, old)  # replaced: a new id
+    third = add_run(store, 3, "v6.1.192-2")
+    again, _ = store.signatures(marks)
+    assert again[first] == sigs[first]
+    assert again[second] != sigs[second] and third in again
+    assert store.signatures({})[0] == again  # the marks' shortcut agrees with counting anew
+    store.record_changes(first, store.changes(first))  # replaced whole: new rowids
+    assert store.signatures(marks)[0][first] != again[first]
+
+
+def test_store_reads_runs_together_as_it_reads_each(built: Built) -> None:
+    store = built.store
+    first, second = built.runs
+    empty = store.start_run("stress", started=T0 + timedelta(days=8)).id
+    for _ in range(10):  # runs between: the first and the last are far apart by cell id
+        add_run(store, 4, "v6.1.192-2", vm_io_fails=True)
+    last = add_run(store, 5, "v6.1.192-2")
+    ids = [first, second, empty, last]
+    cells, changes = store.cells_of_runs(ids), store.changes_of_runs(ids)
+    assert set(cells) == set(changes) == set(ids) and cells[empty] == []
+    for run_id in ids:
+        assert cells[run_id] == store.cells(run_id)
+        assert changes[run_id] == store.changes(run_id)
+    assert any(c.evidence and c.logs for c in cells[second])  # children came along
+    together = store.cells_of_runs([second, second + 1])  # neighbours: by cell id range
+    assert together[second] == store.cells(second)
+    assert store.cells_of_runs([]) == {} and store.changes_of_runs([]) == {}
+
+
+def test_variant_tables_from_the_run_pools_match_the_pipeline(built: Built) -> None:
+    cells = built.store.cells(built.runs[1])
+    pools = pool_of(cells)
+    bare = CellRecord("t", "r", "", "p", "h", "j", 1, ResultStatus.ERROR, id=99)  # no subtests
+    skipped = SubtestRecord("s", ResultStatus.SKIP)
+    odd = CellRecord("t", "r", "v", "p", "h", "j", 2, ResultStatus.MISS, subtests=(skipped,))
+    for some in (cells, [*cells, bare, odd, bare]):
+        assert pool_of(some) == pool(some)
+        assert list(pool_of(some)) == list(pool(some))  # the same order too
+    for tree, rev in {(c.tree, c.rev) for c in cells}:
+        at_rev = [c for c in cells if c.tree == tree and c.rev == rev]
+        assert variant_table_of(pools, at_rev, tree, rev) == variant_table(at_rev, rev)
+
+
+def test_a_render_leaves_the_garbage_collector_as_it_found_it(built: Built) -> None:
+    assert gc.isenabled()
+    render_site(built.store)
+    assert gc.isenabled()  # off while rendering only
+    gc.disable()
+    try:
+        render_site(built.store, full=True)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_full_and_layout_changes_rerender_but_write_nothing_new(built: Built) -> None:
     site = built.results / "site"
     render_site(built.store)
@@ -541,6 +718,50 @@ def test_diff_of_two_runs(built: Built) -> None:
     assert "&lt;script&gt;" not in html or "<script>" not in html
     back = diff_runs(built.store, second, first)
     assert [r.kind for r in back.changed] == ["FIXED"]
+
+
+def _line_wise_diff(a: dict[SubtestKey, Pool], b: dict[SubtestKey, Pool]) -> tuple[list, int]:
+    """The diff's rule spelled out line by line: revisions both runs tested are paired, then
+    one left over on each side; the rest is only in one run."""
+    lines: dict[tuple[str, ...], tuple[dict[str, Pool], dict[str, Pool]]] = {}
+    for side, pools in enumerate((a, b)):
+        for key, p in pools.items():
+            lines.setdefault(key.line, ({}, {}))[side][key.rev] = p
+    rows, same = [], 0
+    for line, (in_a, in_b) in sorted(lines.items()):
+        pairs: list[tuple[str | None, str | None]] = [(r, r) for r in in_a if r in in_b]
+        left_a = [r for r in in_a if r not in in_b]
+        left_b = [r for r in in_b if r not in in_a]
+        if len(left_a) == 1 and len(left_b) == 1:
+            pairs.append((left_a[0], left_b[0]))
+        else:
+            pairs += [(r, None) for r in left_a] + [(None, r) for r in left_b]
+        for ra, rb in pairs:
+            pa, pb = in_a.get(ra) if ra else None, in_b.get(rb) if rb else None
+            kind = kind_of(pa, pb)
+            if kind is None:
+                same += 1
+            else:
+                rows.append((kind, line, ra, rb))
+    rows.sort(key=lambda r: (ORDER.index(r[0]), r[1], r[3] or r[2] or ""))
+    return rows, same
+
+
+def test_diff_pairs_subtests_as_the_line_wise_rule_does() -> None:
+    rng = random.Random(7)
+    for _ in range(200):
+        pools: list[dict[SubtestKey, Pool]] = [{}, {}]
+        for side in (0, 1):
+            for _ in range(rng.randint(0, 12)):
+                key = SubtestKey(
+                    "t", rng.choice("xyz"), rng.choice("vw"), "p", "h", "j", rng.choice("st")
+                )
+                pools[side][key] = Pool(rng.randint(0, 2), rng.randint(0, 2), rng.randint(0, 1))
+        run_a = RunRecord(1, "nightly", None, T0, None, RunStatus.FINISHED, {})
+        run_b = RunRecord(2, "nightly", None, T0, None, RunStatus.FINISHED, {})
+        d = diff_pools(run_a, run_b, pools[0], pools[1])
+        got = [(r.kind, r.line, r.rev_a, r.rev_b) for r in d.rows]
+        assert (got, d.same) == _line_wise_diff(pools[0], pools[1])
 
 
 # -- the server and the tasks ----------------------------------------------------------------------

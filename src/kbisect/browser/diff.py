@@ -8,6 +8,7 @@ regression tracker does. Anything else is only in one of the runs.
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -127,11 +128,8 @@ def kind_of(a: Pool | None, b: Pool | None) -> str | None:
     return CHANGED
 
 
-def _by_line(pools: dict[SubtestKey, Pool]) -> dict[Line, dict[str, Pool]]:
-    out: dict[Line, dict[str, Pool]] = defaultdict(dict)
-    for key, p in pools.items():
-        out[key.line][key.rev] = p
-    return out
+_LINE = operator.itemgetter(0, 2, 3, 4, 5, 6)
+"""SubtestKey.line, without a property call per key."""
 
 
 def diff_pools(
@@ -140,27 +138,41 @@ def diff_pools(
     a_pools: dict[SubtestKey, Pool],
     b_pools: dict[SubtestKey, Pool],
 ) -> RunDiff:
-    a_lines, b_lines = _by_line(a_pools), _by_line(b_pools)
     rows: list[DiffRow] = []
     same = 0
-    for line in sorted(set(a_lines) | set(b_lines)):
-        in_a, in_b = a_lines.get(line, {}), b_lines.get(line, {})
-        pairs: list[tuple[str | None, str | None]] = [(rev, rev) for rev in in_a if rev in in_b]
-        left_a = [rev for rev in in_a if rev not in in_b]
-        left_b = [rev for rev in in_b if rev not in in_a]
-        if len(left_a) == 1 and len(left_b) == 1:
-            pairs.append((left_a[0], left_b[0]))
-            left_a, left_b = [], []
-        pairs += [(rev, None) for rev in left_a]
-        pairs += [(None, rev) for rev in left_b]
-        for rev_a, rev_b in pairs:
-            pa = in_a[rev_a] if rev_a is not None else None
-            pb = in_b[rev_b] if rev_b is not None else None
+    # a subtest both runs tested at the same revision is paired with itself (most are, and
+    # most of those have the same counts); only what is left over is paired by line
+    left: dict[Line, tuple[dict[str, Pool], dict[str, Pool]]] = {}
+    for key, pb in b_pools.items():
+        pa = a_pools.get(key)
+        if pa is None:
+            left.setdefault(_LINE(key), ({}, {}))[1][key[1]] = pb
+        elif (pa.passes, pa.fails, pa.errors) == (pb.passes, pb.fails, pb.errors):
+            same += 1  # the same counts: the same status
+        else:
             kind = kind_of(pa, pb)
             if kind is None:
                 same += 1
             else:
-                rows.append(DiffRow(line, kind, rev_a, rev_b, pa, pb))
+                rows.append(DiffRow(_LINE(key), kind, key[1], key[1], pa, pb))
+    for key, pa in a_pools.items():
+        if key not in b_pools:
+            left.setdefault(_LINE(key), ({}, {}))[0][key[1]] = pa
+    for line, (in_a, in_b) in left.items():
+        pairs: list[tuple[str | None, str | None]] = []
+        if len(in_a) == 1 and len(in_b) == 1:  # each run tested the line at one other revision
+            pairs.append((next(iter(in_a)), next(iter(in_b))))
+        else:
+            pairs += [(rev, None) for rev in in_a]
+            pairs += [(None, rev) for rev in in_b]
+        for rev_a, rev_b in pairs:
+            one = in_a[rev_a] if rev_a is not None else None
+            other = in_b[rev_b] if rev_b is not None else None
+            kind = kind_of(one, other)
+            if kind is None:
+                same += 1
+            else:
+                rows.append(DiffRow(line, kind, rev_a, rev_b, one, other))
     rows.sort(key=lambda r: (ORDER.index(r.kind), r.line, r.rev_b or r.rev_a or ""))
     return RunDiff(a_run, b_run, rows, same)
 

@@ -7,6 +7,7 @@ lines are cut, and every line is HTML-escaped before it reaches a page.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -58,12 +59,31 @@ def _line(text: str) -> str:
     return visible(text)
 
 
+def read_log_bytes(path: str | Path, size: int) -> bytes:
+    """The first ``min(size, MAX_LOG_BYTES)`` bytes of a checked file (``size`` from its stat).
+
+    os-level reads of what is shown: most logs are small, and a buffered file object asked for
+    MAX_LOG_BYTES sets that much up first (a cell page reads two or three logs). The path is
+    real (symbolic links resolved): one swapped in since the check is not followed, and a FIFO
+    swapped in does not block."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        want = min(size, MAX_LOG_BYTES)
+        chunks = [os.read(fd, want)]
+        got = len(chunks[0])
+        while got < want and chunks[-1]:  # a short read
+            chunks.append(os.read(fd, want - got))
+            got += len(chunks[-1])
+    finally:
+        os.close(fd)
+    return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+
+
 def read_log(path: str | Path, size: int | None = None) -> LogText:
     """A log's lines (at most MAX_LOG_BYTES of it); ``path`` must have been checked already."""
-    with open(path, "rb") as f:  # noqa: PTH123 (a str path from the resolver: no Path needed)
-        if size is None:
-            size = os.fstat(f.fileno()).st_size
-        data = f.read(MAX_LOG_BYTES)
+    if size is None:
+        size = os.stat(path).st_size  # noqa: PTH116
+    data = read_log_bytes(path, size)
     text = data.decode("utf-8", errors="replace")
     lines = text.split("\n")
     if not _CLEAN.fullmatch(text) or max(map(len, lines)) > MAX_LINE_CHARS:
@@ -71,6 +91,34 @@ def read_log(path: str | Path, size: int | None = None) -> LogText:
     if lines[-1] == "":
         lines.pop()
     return LogText(lines, size, size > MAX_LOG_BYTES)
+
+
+def inline_log(path: str, size: int, prefix: str) -> tuple[Markup, int] | None:
+    """A short, plain log (a cell's job output or dmesg) as ``lines_html`` of ``read_log``
+    shows it, with its line count, read and escaped in one piece; None when it is longer than
+    a page shows inline or needs more care (control characters, CRs, very long lines): then
+    ``read_log`` it is. ``path`` must have been checked already; ``size`` is its stat's."""
+    if size > INLINE_MAX_BYTES:
+        return None
+    text = read_log_bytes(path, size).decode("utf-8", errors="replace")
+    if text.endswith("\n"):
+        text = text[:-1]
+    elif not text:
+        return Markup(""), 0
+    lines = text.count("\n") + 1
+    if lines > INLINE_MAX_LINES or not _CLEAN.fullmatch(text):
+        return None
+    if size > MAX_LINE_CHARS and max(map(len, text.split("\n"))) > MAX_LINE_CHARS:
+        return None
+    escaped = str(escape(text)).split("\n")
+    out = "</span>\n".join(map(str.__add__, _line_starts(prefix), escaped)) + "</span>\n"
+    return Markup(out), lines  # noqa: S704 (escaped just above)
+
+
+@functools.lru_cache(maxsize=64)
+def _line_starts(prefix: str) -> list[str]:
+    """The opening tags of lines 1 to INLINE_MAX_LINES of an inline log (lines_html's)."""
+    return [f'<span id="{prefix}L{n}" data-n="{n}">' for n in range(1, INLINE_MAX_LINES + 1)]
 
 
 def page_of(line: int) -> int:

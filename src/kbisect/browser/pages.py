@@ -12,8 +12,9 @@ import base64
 import hashlib
 import json
 import os
+import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,10 +33,12 @@ from kbisect.browser.fragments import (
     history_cells,
     kv_rows,
     log_section,
+    log_section_html,
     st,
 )
-from kbisect.browser.logs import LogText, lines_html, page_of, read_log
+from kbisect.browser.logs import LogText, inline_log, lines_html, page_of, read_log
 from kbisect.browser.safety import Resolver, slug, visible
+from kbisect.pipeline.regressions import CELL, Pool
 from kbisect.results.model import (
     CellRecord,
     Change,
@@ -43,6 +46,7 @@ from kbisect.results.model import (
     LogKind,
     RegressionRecord,
     ResultStatus,
+    SubtestKey,
     check_relative,
 )
 
@@ -72,6 +76,9 @@ LOG_LABELS = {
     LogKind.JUNIT.value: "JUnit",
 }
 
+_PLAIN = re.compile("[A-Za-z0-9_.~/-]*")
+"""Characters urllib.parse.quote leaves as they are."""
+
 Entry = tuple[list[str], str, list[list[Any]]]
 """One line (tree, variant, profile, host, job) of one run at one revision: its repeats as
 [cell id, repeat, status]. JSON-friendly: it is kept in the manifest."""
@@ -88,9 +95,13 @@ def key_of(*parts: Any) -> str:
 
 
 def when(value: datetime | None) -> str:
+    """``2026-01-01 02:00:00 UTC`` (isoformat is faster than strftime: two a cell page)."""
     if value is None:
         return "-"
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    utc = value.astimezone(UTC)
+    if utc.year < 1000:  # strftime does not pad the year with zeros
+        return utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc.isoformat(" ", "seconds")[:19] + " UTC"
 
 
 def vjoin(items: Iterable[object], sep: str = ", ") -> str:
@@ -155,6 +166,11 @@ def cell_page(run_id: int, cell_id: int) -> str:
     return f"run/{run_id}/cell-{cell_id}.html"
 
 
+LogFacts = tuple[tuple[int, int], int, bool, Markup | None, int]
+"""What pages need of a log: (size, mtime) it was read at, lines, truncated, the inline lines'
+markup (None: paged), pages."""
+
+
 @dataclass
 class Written:
     """What a renderer did: pages written, pages rendered to the bytes they had already."""
@@ -178,6 +194,14 @@ class LogView:
     truncated: bool = False
     problem: str = ""
     relative: str = ""
+    _section: str | None = None
+
+    def section(self) -> str:
+        """The log's section of a page (fragments.log_section), made once: a build log's view
+        is shared by the pages of all the cells built by it."""
+        if self._section is None:
+            self._section = log_section_html(self)
+        return self._section
 
     @property
     def shown_mib(self) -> int:
@@ -203,7 +227,7 @@ class Site:
         self.results_real = results_dir.resolve()
         self.to_results = Path(os.path.relpath(self.results_real, self.site_real)).as_posix()
         self.resolver = Resolver(results_dir)
-        self._folders: set[Path] = set()
+        self._folders: set[str] = set()
         self._history: dict[tuple[str, int, str, int], Markup] = {}
         self.env = env or environment()
         self.script = Markup(self.env.get_template("filter.js.j2").render())  # noqa: S704
@@ -212,9 +236,9 @@ class Site:
         self.out = Written()
         self.rendered: set[str] = set()
         """Pages rendered since this was last emptied (to find stale ones)."""
-        self._logs: dict[
-            tuple[str, str], tuple[tuple[int, int], int, bool, Markup | None, int]
-        ] = {}
+        self._logs: dict[tuple[str, str], LogFacts] = {}
+        self._views: dict[tuple[str, str, str, int], tuple[LogView, str]] = {}
+        """Views of shared logs (build logs, long logs) already made, and their paged path."""
         self.paged_logs: set[str] = set()
         """Paged logs referred to by the pages rendered since this was last emptied."""
         self.known_logs: dict[str, str] = {}
@@ -230,25 +254,36 @@ class Site:
         self.rendered.add(relative)
         if len(data) > self.out.largest[1] and relative.endswith(".html"):
             self.out.largest = (relative, len(data))
-        path = self.site / relative
+        path = f"{self.site}/{relative}"
+        folder = path.rpartition("/")[0]
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)  # noqa: PTH103 (str paths: 70,000 pages)
+            self._folders.add(folder)
+        try:  # a new page (every page, from scratch): created, never a file replaced
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            self.out.written.append(relative)
+            return
         try:
-            same = path.stat().st_size == len(data) and path.read_bytes() == data
-            exists = True
+            size = os.stat(path).st_size  # noqa: PTH116
+            same = size == len(data) and Path(path).read_bytes() == data
         except OSError:
-            same = exists = False
+            same = False
         if same:
             self.out.unchanged += 1
             return
-        folder = path.parent
-        if folder not in self._folders:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._folders.add(folder)
-        if exists:  # replaced atomically: a reader never sees half a page
-            tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-            tmp.write_bytes(data)
-            tmp.replace(path)
-        else:
-            path.write_bytes(data)
+        # replaced atomically: a reader never sees half a page
+        tmp = f"{folder}/.{path.rpartition('/')[2]}.{os.getpid()}.tmp"
+        Path(tmp).write_bytes(data)
+        os.replace(tmp, path)  # noqa: PTH105
         self.out.written.append(relative)
 
     def render(self, template: str, relative: str, **ctx: Any) -> None:
@@ -261,7 +296,9 @@ class Site:
     def raw_link(self, page: str, real: str) -> str:
         """A link from a page to a checked file (a real path inside the results directory)."""
         inside = real[len(self.resolver.root) + 1 :]
-        return "../" * page.count("/") + self.to_results + "/" + quote(inside)
+        if not _PLAIN.fullmatch(inside):  # plain names (most) are what quote() leaves them
+            inside = quote(inside)
+        return "../" * page.count("/") + self.to_results + "/" + inside
 
     def file_link(self, page: str, relative: str) -> str | None:
         found = self.resolver.file(relative)
@@ -272,14 +309,30 @@ class Site:
     def log_view(self, page: str, kind: str, relative: str, anchor: str) -> LogView:
         """How ``page`` shows the log at ``relative``: inline when short; otherwise as pages of
         LOG_PAGE_LINES lines (rendered here unless the manifest has them)."""
+        shared = (relative, kind, anchor, page.count("/"))
+        hit = self._views.get(shared)
+        if hit is not None:  # a build log or a long log, as pages at this depth show it
+            if hit[1]:
+                self.paged_logs.add(hit[1])
+            return hit[0]
         label = LOG_LABELS.get(kind, kind)
-        view = LogView(kind, label, anchor, relative=relative)
         found = self.resolver.file(relative)
         if found is None:
+            view = LogView(kind, label, anchor, relative=relative)
             view.problem = _why_not(self.results, relative)
             return view
         real, st = found
-        view.raw = self.raw_link(page, real)
+        raw = self.raw_link(page, real)
+        if kind != LogKind.BUILD_LOG.value and st.st_size <= logs_module.INLINE_MAX_BYTES:
+            try:  # the usual short log of one cell: read, escaped and numbered in one go
+                short = inline_log(real, st.st_size, f"{anchor}-")
+            except OSError:
+                short = None
+            if short is not None:
+                return LogView(
+                    kind, label, anchor, raw, short[0], lines=short[1], relative=relative
+                )
+        view = LogView(kind, label, anchor, raw=raw, relative=relative)
         stamp = (st.st_size, st.st_mtime_ns)
         # Long logs and build logs are shared by many pages: what pages need of them is kept
         # (not their text: millions of strings would make every garbage collection crawl).
@@ -297,12 +350,25 @@ class Site:
             if inline is None or kind == LogKind.BUILD_LOG.value:
                 self._logs[(real, anchor)] = known
         _, view.lines, view.truncated, view.inline, pages = known
+        inside = ""
         if view.inline is None:
             inside = real[len(self.resolver.root) + 1 :]
             up = "../" * page.count("/")
             view.pages = [(n, up + log_page(inside, n)) for n in range(1, pages + 1)]
             self.paged_logs.add(inside)
+        if view.inline is None or kind == LogKind.BUILD_LOG.value:
+            if len(self._views) > 10_000:
+                self._views.clear()
+            self._views[shared] = (view, inside)
         return view
+
+    def paged_facts(self) -> dict[tuple[str, str], LogFacts]:
+        """What is known of the paged logs read here (for another Site: ``learn``)."""
+        return {k: v for k, v in self._logs.items() if v[3] is None}
+
+    def learn(self, facts: dict[tuple[str, str], LogFacts]) -> None:
+        """Take what another Site knew of logs (each is read again if its stat changed)."""
+        self._logs.update(facts)
 
     def _paged(self, real: str, label: str, text: LogText, stamp: tuple[int, int]) -> None:
         """Render a long log's pages unless the manifest has them for this content."""
@@ -484,6 +550,58 @@ def matrix(
     return columns, rows
 
 
+def pool_of(cells: Iterable[CellRecord]) -> dict[SubtestKey, Pool]:
+    """kbisect.pipeline.regressions.pool (subtest results of a run's cells, repeats pooled), in
+    about a third of its time: a key is made once per subtest line, not once per result."""
+    pools: dict[SubtestKey, Pool] = {}
+    passed, failed, skipped = ResultStatus.PASS, ResultStatus.FAIL, ResultStatus.SKIP
+    for cell in cells:
+        base = (cell.tree, cell.rev, cell.variant, cell.profile, cell.host, cell.job)
+        if cell.subtests:
+            results = [((*base, s.name), s.status) for s in cell.subtests]
+            # kernel evidence fails the cell even when every subtest passed: a line of its own
+            if cell.evidence and cell.status is failed:
+                results.append(((*base, CELL), failed))
+        else:
+            results = [((*base, CELL), cell.status)]
+        for key, status in results:
+            p = pools.get(key)  # type: ignore[call-overload]  # a tuple finds an equal key
+            if p is None:
+                p = pools[SubtestKey._make(key)] = Pool()
+            if status is passed:
+                p.passes += 1
+            elif status is failed:
+                p.fails += 1
+            elif status is skipped:
+                p.skips += 1
+            else:  # ERROR, MISS
+                p.errors += 1
+    return pools
+
+
+def variant_table_of(
+    pools: Mapping[SubtestKey, Pool], cells: Sequence[CellRecord], tree: str, rev: str
+) -> tuple[list[str], list[str], dict[tuple[str, str], Pool]]:
+    """kbisect.pipeline.regressions.variant_table for one tree and revision, from the pools of
+    the whole run (pooled once a run) and the cells at that revision: variants, subtests, and
+    pass/fail counts over repeats, hosts and jobs per (subtest, variant)."""
+    mine = [(k, p) for k, p in pools.items() if k.rev == rev and k.tree == tree]
+    variants = sorted({k.variant for k, _ in mine})
+    subtests = list(dict.fromkeys(s.name for c in cells for s in c.subtests))
+    if any(k.subtest == CELL for k, _ in mine):
+        subtests.append(CELL)
+    table: dict[tuple[str, str], Pool] = {}
+    for key, p in mine:
+        into = table.get((key.subtest, key.variant))
+        if into is None:
+            into = table[(key.subtest, key.variant)] = Pool()
+        into.passes += p.passes
+        into.fails += p.fails
+        into.errors += p.errors
+        into.skips += p.skips
+    return variants, subtests, table
+
+
 def meta_items(meta: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         (str(k), v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
@@ -509,13 +627,16 @@ def notable_changes(
 
 
 def layout_key(env: Environment) -> str:
-    """Changes whenever anything that shapes pages changes: kbisect, the templates, limits."""
+    """Changes whenever anything that shapes pages changes: kbisect, the templates, the code
+    that builds pages in Python (this package's modules), limits."""
     assert env.loader is not None
     sources = [env.loader.get_source(env, name)[0] for name in sorted(env.loader.list_templates())]
+    code = [digest(p.read_bytes()) for p in sorted(Path(__file__).parent.glob("*.py"))]
     return key_of(
         LAYOUT,
         __version__,
         sources,
+        code,
         HISTORY_RUNS,
         NOTABLE_MAX,
         logs_module.LOG_PAGE_LINES,

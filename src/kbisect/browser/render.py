@@ -32,12 +32,12 @@ writes only what changed).
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import json
 import multiprocessing
 import os
 import shutil
-import sqlite3
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -47,13 +47,22 @@ from typing import Any
 
 from markupsafe import Markup
 
+from kbisect.browser.cellpage import CellParts, cell_html
 from kbisect.browser.diff import RunDiff, diff_cells, diff_pools
-from kbisect.browser.fragments import run_row, subtest_rows
+from kbisect.browser.fragments import (
+    diff_rows,
+    matrix_rows,
+    notable_rows,
+    run_row,
+    variant_cells,
+    variant_rows,
+)
 from kbisect.browser.pages import (
     CLASS_ORDER,
     HISTORY_RUNS,
     STATUSES,
     Entry,
+    LogFacts,
     LogView,
     Site,
     cell_page,
@@ -67,16 +76,19 @@ from kbisect.browser.pages import (
     matrix,
     meta_items,
     notable_changes,
+    pool_of,
     rev_page,
     summary_of,
+    variant_table_of,
     when,
 )
 from kbisect.browser.safety import safe_file
-from kbisect.errors import InfraError, UserError
-from kbisect.pipeline.regressions import Pool, pool, variant_table
+from kbisect.errors import UserError
+from kbisect.pipeline.regressions import Pool
 from kbisect.results.model import (
     BisectionRecord,
     CellRecord,
+    ChangeRecord,
     LogKind,
     RegressionRecord,
     RunRecord,
@@ -90,6 +102,8 @@ MANIFEST = ".manifest.json"
 MANIFEST_FORMAT = 2
 LINE_PAGE_RUNS = 100
 """A line's page shows its newest this many runs; older ones are in pages of this many."""
+READ_RUNS = 16
+"""Runs whose cells and changes are read from the store together."""
 PARALLEL_MIN_RUNS = 24
 """Fewer runs to render than this are rendered in this process (no worker start-up)."""
 OWN_DIRS = ("run", "lines", "log", "build", "bisect")
@@ -121,69 +135,6 @@ class RenderReport:
             f"{self.skipped} not rendered (inputs unchanged), {len(self.removed)} removed; "
             f"{len(self.runs)} runs rendered in {self.seconds:.2f} s"
         )
-
-
-# -- the store's cheap signatures --------------------------------------------------------------
-
-
-def signatures(db: Path, marks: dict[str, Any]) -> tuple[dict[int, str], dict[str, str]]:
-    """Per run, a signature of its cells and changes; per build key, of its record.
-
-    The one place the browser reads the store's tables directly (read-only, in one snapshot):
-    aggregates the ResultsStore API has no call for, so that a run whose signature did not change
-    is not read at all. A signature is the count, largest id and id sum of the run's cells and of
-    its changes rows. Cell ids are AUTOINCREMENT and never reused (a replaced cell gets a new
-    id) and writers take turns, so the runs that changed since the last render are the ones with
-    a cell id, or a changes rowid (changes are replaced whole), above the largest seen then:
-    ``marks`` (from the manifest, updated here) keeps those and every run's signature; without
-    marks every run's signature is computed.
-    """
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30.0)
-    except sqlite3.Error as e:
-        raise InfraError(f"cannot open the results store {db}: {e}") from None
-    cells_sql = "SELECT run_id, count(*), max(id), total(id) FROM cells"
-    changes_sql = "SELECT run_id, count(*), max(rowid), total(rowid) FROM changes"
-    try:
-        conn.execute("BEGIN")
-        top_cell = conn.execute("SELECT coalesce(max(id), 0) FROM cells").fetchone()[0]
-        top_change = conn.execute("SELECT coalesce(max(rowid), 0) FROM changes").fetchone()[0]
-        known: dict[str, list[str]] = marks.get("runs", {})
-        # ids that went down mean another store (or this one made anew): trust no old mark
-        if "cells" in marks and top_cell >= marks["cells"] and top_change >= marks["changes"]:
-            changed = {
-                row[0]
-                for row in conn.execute(
-                    "SELECT DISTINCT run_id FROM cells WHERE id > ? "
-                    "UNION SELECT DISTINCT run_id FROM changes WHERE rowid > ?",
-                    (marks["cells"], marks["changes"]),
-                )
-            }
-            where = " WHERE run_id IN (SELECT value FROM json_each(?)) GROUP BY run_id"
-            params: tuple[Any, ...] = (json.dumps(sorted(changed)),)
-        else:
-            changed, known = set(), {}
-            where, params = " GROUP BY run_id", ()
-        fresh: dict[int, list[str]] = {run_id: ["c0", "k0"] for run_id in changed}
-        for run_id, n, top, total in conn.execute(cells_sql + where, params):
-            fresh.setdefault(run_id, ["c0", "k0"])[0] = f"c{n}:{top}:{total:.0f}"
-        for run_id, n, top, total in conn.execute(changes_sql + where, params):
-            fresh.setdefault(run_id, ["c0", "k0"])[1] = f"k{n}:{top}:{total:.0f}"
-        builds = {
-            key: f"{status}|{recorded}|{log}"
-            for key, status, recorded, log in conn.execute(
-                "SELECT build_key, status, recorded, log FROM builds"
-            )
-        }
-        conn.execute("COMMIT")
-    except sqlite3.Error as e:
-        raise InfraError(f"results store {db}: {e}") from None
-    finally:
-        conn.close()
-    merged = {**known, **{str(k): v for k, v in fresh.items()}}
-    marks.clear()
-    marks.update(cells=top_cell, changes=top_change, runs=merged)
-    return {int(k): "/".join(v) for k, v in merged.items()}, builds
 
 
 # -- work for one process ------------------------------------------------------------------------
@@ -230,12 +181,15 @@ class ChunkResult:
     removed: list[str]
     largest: tuple[str, int]
     log_keys: dict[str, str]
+    log_facts: dict[tuple[str, str], LogFacts]
+    """What the chunk learnt of paged logs (build logs), so that build pages need not read them
+    again."""
 
 
 def _remove_stale(folder: Path, keep: set[str], removed: list[str], prefix: str) -> None:
     """Remove the pages in ``folder`` that are not in ``keep`` (names)."""
     try:
-        names = [p.name for p in folder.iterdir()]
+        names = os.listdir(folder)  # noqa: PTH208 (names only: once a run)
     except OSError:
         return
     for name in names:
@@ -255,7 +209,12 @@ class _RunRenderer:
         self.entries: dict[int, list[Entry]] = dict(chunk.context)
         self.lines: dict[int, dict[tuple[str, ...], list[tuple[str, list[list[Any]]]]]] = {}
         self.pools: dict[int, dict[SubtestKey, Pool]] = {}
-        self._histories: dict[tuple[int, tuple[str, ...]], Markup] = {}
+        self._histories: dict[tuple[int, tuple[str, ...]], str] = {}
+        self._run_rows: dict[tuple[int, tuple[str, ...]], tuple[list[str], list[str]]] = {}
+        self.parts = CellParts()
+        self._line_links: dict[tuple[str, ...], str] = {}
+        self.fetched: dict[int, tuple[list[CellRecord], list[ChangeRecord]]] = {}
+        """Cells and changes of the runs to render next, read together."""
         self.removed: list[str] = []
 
     def entries_of(self, run_id: int) -> list[Entry]:
@@ -277,14 +236,17 @@ class _RunRenderer:
     def pools_of(self, run_id: int) -> dict[SubtestKey, Pool]:
         found = self.pools.get(run_id)
         if found is None:
-            found = pool(self.store.cells(run_id))
+            found = pool_of(self.store.cells(run_id))
         return found
 
     def render(self, job: RunJob) -> RunResult:
         run = job.run
         site = self.site
-        cells = self.store.cells(run.id)
-        changes = self.store.changes(run.id)
+        fetched = self.fetched.pop(run.id, None)
+        if fetched is None:
+            cells, changes = self.store.cells(run.id), self.store.changes(run.id)
+        else:
+            cells, changes = fetched
         self.entries[run.id] = entries_of(cells)
         self.lines.pop(run.id, None)
         site.rendered = set()
@@ -298,9 +260,7 @@ class _RunRenderer:
         classes_by_cell: dict[tuple[str, ...], dict[str, str]] = {}
         for ch in changes:
             k = ch.key
-            classes_by_cell.setdefault((k.tree, k.rev, k.variant, k.profile, k.host, k.job), {})[
-                k.subtest
-            ] = ch.change
+            classes_by_cell.setdefault(k[:6], {})[k.subtest] = ch.change
         junit = site.file_link(base + "index.html", junit_rel)
         history_runs = [*job.window, run.id]
         builds: set[str] = set()
@@ -336,19 +296,24 @@ class _RunRenderer:
             statuses=STATUSES,
             classes=CLASS_ORDER,
             columns=columns,
-            rows=rows,
+            matrix_rows=matrix_rows(rows),
             notable=notable,
+            notable_rows=notable_rows(notable),
             notable_more=more,
             script=site.script,
         )
+        pools = pool_of(cells)
+        pools_at: dict[tuple[str, str], dict[SubtestKey, Pool]] = {}
+        for k, p in pools.items():
+            pools_at.setdefault((k[0], k[1]), {})[k] = p
         for tree, rev in revs:
             relative = rev_page(run.id, tree, rev)
-            chosen = [c for c in cells if c.tree == tree]
-            variants, subtests, table = variant_table(chosen, rev)
+            at_rev = [c for c in cells if c.tree == tree and c.rev == rev]
+            mine = pools_at.get((tree, rev), {})
+            variants, subtests, table = variant_table_of(mine, at_rev, tree, rev)
             by_variant: dict[str, list[CellRecord]] = {}
-            for c in chosen:
-                if c.rev == rev:
-                    by_variant.setdefault(c.variant, []).append(c)
+            for c in at_rev:
+                by_variant.setdefault(c.variant, []).append(c)
             site.render(
                 "variants.html.j2",
                 relative,
@@ -356,11 +321,9 @@ class _RunRenderer:
                 tree=tree,
                 rev=rev,
                 variants=variants,
-                subtests=subtests,
-                table=table,
-                cells=by_variant,
+                rows=variant_rows(variants, subtests, table),
+                cell_rows=variant_cells(variants, by_variant),
             )
-        pools = pool(cells)
         if baseline is not None:
             d = diff_pools(baseline, run, self.pools_of(baseline.id), pools)
             self._diff(base + "diff.html", d)
@@ -393,26 +356,40 @@ class _RunRenderer:
             relative,
             d=d,
             run_link=lambda run_id: f"{root}run/{run_id}/index.html",
-            cell_link=cell_link,
+            changed_rows=diff_rows(d, cell_link),
         )
 
-    def _history(self, line: tuple[str, ...], run_id: int, runs: list[int]) -> Markup:
+    def _history(self, line: tuple[str, ...], run_id: int, runs: list[int]) -> str:
         """The rows of a cell page's history: the same for every cell of the line in a run."""
         key = (run_id, line)
         found = self._histories.get(key)
         if found is None:
             rows = []
-            for q in runs[-HISTORY_RUNS:]:
-                for rev, cells in self.lines_of(q).get(line, []):
-                    started = self.chunk.started.get(q, "-")
-                    row = self.site.history_row("../../", q, started, rev, cells)
-                    rows.append(
-                        f'<tr class="current">{row}</tr>' if q == run_id else f"<tr>{row}</tr>"
-                    )
-            rows.reverse()
-            found = Markup("\n".join(rows))  # noqa: S704 (rows of escaped cells)
+            for q in reversed(runs[-HISTORY_RUNS:]):
+                rows += self._history_rows(q, line)[1 if q == run_id else 0]
+            found = "\n".join(rows)
             self._histories = {k: v for k, v in self._histories.items() if k[0] == run_id}
             self._histories[key] = found
+        return found
+
+    def _history_rows(self, run_id: int, line: tuple[str, ...]) -> tuple[list[str], list[str]]:
+        """A run's rows in the history of a line, newest revision first: as an earlier run's,
+        and as the current one's (the same rows on the cell pages of up to HISTORY_RUNS runs)."""
+        key = (run_id, line)
+        found = self._run_rows.get(key)
+        if found is None:
+            started = self.chunk.started.get(run_id, "-")
+            cells = [
+                self.site.history_row("../../", run_id, started, rev, repeats)
+                for rev, repeats in reversed(self.lines_of(run_id).get(line, []))
+            ]
+            found = (
+                [f"<tr>{c}</tr>" for c in cells],
+                [f'<tr class="current">{c}</tr>' for c in cells],
+            )
+            if len(self._run_rows) > 50_000:
+                self._run_rows.clear()
+            self._run_rows[key] = found
         return found
 
     def _cell(
@@ -444,36 +421,64 @@ class _RunRenderer:
             evidence.append((e, view.line_link(e.line) if view else None))
         line = (c.tree, c.variant, c.profile, c.host, c.job)
         history = self._history(line, run.id, history_runs)
-        classes = classes_by_cell.get((c.tree, c.rev, c.variant, c.profile, c.host, c.job), {})
+        classes = classes_by_cell.get((c.tree, c.rev, *line[1:]), {})
+        line_link = self._line_links.get(line)
+        if line_link is None:
+            if len(self._line_links) > 100_000:
+                self._line_links.clear()
+            line_link = self._line_links[line] = "../../" + line_page(line)
         seconds = (
             round((c.finished - c.started).total_seconds(), 1) if c.started and c.finished else None
         )
-        site.render(
-            "cell.html.j2",
+        site.emit(
             page,
-            run=run,
-            cell=c,
-            classes=classes,
-            subtest_rows=subtest_rows(c.subtests, classes),
-            evidence=evidence,
-            logs=views,
-            fingerprint=sorted(c.fingerprint.items()),
-            build_link=f"../../build/{c.build_key}.html" if c.build_key else "",
-            junit=junit_links[0] if junit_links else junit,
-            seconds=seconds,
-            history=history,
-            history_runs=HISTORY_RUNS,
-            line_link="../../" + line_page(line),
+            cell_html(
+                self.parts,
+                csp_script=site.csp_script,
+                run=run,
+                run_started=self.chunk.started.get(run.id) or when(run.started),
+                cell=c,
+                classes=classes,
+                evidence=evidence,
+                logs=views,
+                build_link=f"../../build/{c.build_key}.html" if c.build_key else "",
+                junit=junit_links[0] if junit_links else junit,
+                seconds=seconds,
+                history=history,
+                history_runs=HISTORY_RUNS,
+                line_link=line_link,
+                started=when(c.started),
+                finished=when(c.finished),
+            ),
         )
 
 
 def render_chunk(chunk: Chunk) -> ChunkResult:
     """Render a list of runs (in a worker process or in this one)."""
+    # The caches of a render (fragments, history rows, log facts) are hundreds of thousands of
+    # objects that live until the end: the cyclic collector's full passes over them cost a
+    # tenth of the time. Only young objects are collected, once a batch of runs.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _render_chunk(chunk)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _render_chunk(chunk: Chunk) -> ChunkResult:
     with ResultsStore(chunk.results_dir) as store:
         site = Site(chunk.site, chunk.results_dir)
         site.known_logs = chunk.known_logs
         renderer = _RunRenderer(store, site, chunk)
-        results = [renderer.render(job) for job in chunk.jobs]
+        results = []
+        for start in range(0, len(chunk.jobs), READ_RUNS):
+            batch = [job.run.id for job in chunk.jobs[start : start + READ_RUNS]]
+            cells, changes = store.cells_of_runs(batch), store.changes_of_runs(batch)
+            renderer.fetched = {run_id: (cells[run_id], changes[run_id]) for run_id in batch}
+            results += [renderer.render(job) for job in chunk.jobs[start : start + READ_RUNS]]
+            gc.collect(1)
     return ChunkResult(
         results,
         site.out.written,
@@ -481,6 +486,7 @@ def render_chunk(chunk: Chunk) -> ChunkResult:
         renderer.removed,
         site.out.largest,
         site.log_keys,
+        site.paged_facts(),
     )
 
 
@@ -503,7 +509,7 @@ class Manifest:
         self._index: dict[tuple[str, ...], int] = {}
         self._unpacked: dict[int, list[list[Any]]] = {}
         self.marks: dict[str, Any] = {}
-        """Largest cell id and changes rowid seen, and each run's signature (see signatures)."""
+        """Largest cell id and changes rowid seen, and every run's signature (store.signatures)."""
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -615,6 +621,18 @@ def render_site(
 ) -> RenderReport:
     """Render the store into ``out`` (default ``results/site``): only what changed since the
     last render (everything with ``full``), in up to ``jobs`` processes."""
+    # a render makes many objects that live to its end (the manifest's entries, the caches):
+    # the cyclic collector's passes over them would cost more than the few cycles it frees
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _render_site(store, out, full, jobs)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _render_site(store: ResultsStore, out: Path | None, full: bool, jobs: int) -> RenderReport:
     started_at = time.perf_counter()
     site_dir = out if out is not None else store.results_dir / SITE_DIR
     site_dir.mkdir(parents=True, exist_ok=True)
@@ -627,7 +645,7 @@ def render_site(
     manifest.layout = identity
 
     runs = list(reversed(store.runs()))  # oldest first
-    sigs, build_sigs = signatures(store.path, manifest.marks)
+    sigs, build_sigs = store.signatures(manifest.marks)
     ids = {str(r.id) for r in runs}
     manifest.marks["runs"] = {k: v for k, v in manifest.marks["runs"].items() if k in ids}
     regressions = store.regressions()
@@ -680,7 +698,9 @@ def render_site(
             results = list(executor.map(render_chunk, chunks))
     else:
         results = [render_chunk(chunk) for chunk in chunks]
+    facts: dict[tuple[str, str], LogFacts] = {}
     for result in results:
+        facts.update(result.log_facts)
         report.written += result.written
         report.unchanged += result.unchanged
         report.removed += result.removed
@@ -707,6 +727,7 @@ def render_site(
     # -- pages over all runs ---------------------------------------------------------------------
     site = Site(site_dir, store.results_dir, env)
     site.known_logs = dict(manifest.logs)
+    site.learn(facts)
     site.emit("style.css", env.get_template("style.css.j2").render())
     referenced_logs: set[str] = set()
     kept: dict[str, set[str]] = {d: set() for d in OWN_DIRS}
@@ -716,6 +737,17 @@ def render_site(
     for run in runs:
         for index in manifest.runs[str(run.id)]["lines"]:
             by_line.setdefault(index, []).append(run.id)
+    run_lines: dict[int, dict[int, list[tuple[str, list[list[Any]]]]]] = {}
+
+    def entries_by_line(run_id: int) -> dict[int, list[tuple[str, list[list[Any]]]]]:
+        """A run's entries by line index (read from the manifest once a run)."""
+        found = run_lines.get(run_id)
+        if found is None:
+            found = run_lines[run_id] = {}
+            for i, rev, cells in manifest.packed_entries(run_id):
+                found.setdefault(i, []).append((rev, cells))
+        return found
+
     line_keys: dict[str, str] = {}
     for index, line_runs in by_line.items():
         line = manifest.lines[index]
@@ -742,14 +774,14 @@ def render_site(
             rows_html = [
                 site.history_row("../", q, started[q], rev, cells)
                 for q in reversed(shown)
-                for i, rev, cells in reversed(manifest.packed_entries(q))
-                if i == index
+                for rev, cells in reversed(entries_by_line(q).get(index, ()))
             ]
             site.render(
                 "line.html.j2",
                 relative,
                 line=list(line),
-                entries=rows_html,
+                rows=Markup("".join([f"<tr>{row}</tr>\n" for row in rows_html])),  # noqa: S704
+                shown=len(rows_html),
                 runs=len(line_runs),
                 block=block,
                 archive=[(label, link.split("/")[1]) for label, link in archive],

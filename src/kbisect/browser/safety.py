@@ -42,6 +42,11 @@ def safe_file(results_dir: Path, relative: str) -> Path | None:
     return None if found is None else Path(found[0])
 
 
+_SIMPLE = re.compile(r"(?:[^/\\\0.][^/\\\0]*/)*[^/\\\0.][^/\\\0]*")
+"""A relative path whose parts are names that start with no dot: no "", "." or ".." parts, no
+backslash, no NUL (what _relative checks, for the common case)."""
+
+
 def _relative(path: str, parts: list[str]) -> bool:
     """kbisect.results.model.check_relative, as string tests (it is asked for every log)."""
     return bool(
@@ -89,13 +94,17 @@ class Resolver:
 
     def file(self, relative: str) -> tuple[str, os.stat_result] | None:
         """The real path and stat of a regular file inside the results directory, or None."""
-        parts = [p for p in relative.split("/") if p not in ("", ".")]
-        if not _relative(relative, parts):
-            return None
-        base = self._dir("/".join(parts[:-1]))
+        if _SIMPLE.fullmatch(relative):  # the usual a/b/c.log: nothing to clean up or refuse
+            folder, _, name = relative.rpartition("/")
+        else:
+            parts = [p for p in relative.split("/") if p not in ("", ".")]
+            if not _relative(relative, parts):
+                return None
+            folder, name = "/".join(parts[:-1]), parts[-1]
+        base = self._dir(folder)
         if base is None:
             return None
-        path = base + "/" + parts[-1]
+        path = base + "/" + name
         try:
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode):

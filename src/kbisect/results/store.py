@@ -202,6 +202,25 @@ _SUBTESTS_OF = "SELECT * FROM subtests WHERE cell_id IN (SELECT value FROM json_
 _EVIDENCE_OF = "SELECT * FROM evidence WHERE cell_id IN (SELECT value FROM json_each(?))"
 _LOGS_OF = "SELECT * FROM logs WHERE cell_id IN (SELECT value FROM json_each(?))"
 _ORDER = " ORDER BY cell_id, seq"
+# The same as tuples, of the cells in an id range (True) or of a JSON array of cell ids (False).
+_SUBTEST_ROWS = {
+    True: "SELECT cell_id, name, status, errno, detail, signal, timed_out FROM subtests "
+    "WHERE cell_id BETWEEN ? AND ? ORDER BY cell_id, seq",
+    False: "SELECT cell_id, name, status, errno, detail, signal, timed_out FROM subtests "
+    "WHERE cell_id IN (SELECT value FROM json_each(?)) ORDER BY cell_id, seq",
+}
+_EVIDENCE_ROWS = {
+    True: "SELECT cell_id, signature, source, line, lines, also, strong, more FROM evidence "
+    "WHERE cell_id BETWEEN ? AND ? ORDER BY cell_id, seq",
+    False: "SELECT cell_id, signature, source, line, lines, also, strong, more FROM evidence "
+    "WHERE cell_id IN (SELECT value FROM json_each(?)) ORDER BY cell_id, seq",
+}
+_LOG_ROWS = {
+    True: "SELECT cell_id, kind, path FROM logs "
+    "WHERE cell_id BETWEEN ? AND ? ORDER BY cell_id, seq",
+    False: "SELECT cell_id, kind, path FROM logs "
+    "WHERE cell_id IN (SELECT value FROM json_each(?)) ORDER BY cell_id, seq",
+}
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -574,6 +593,122 @@ class ResultsStore:
             )
         return out
 
+    def cells_of_runs(self, run_ids: Sequence[int]) -> dict[int, list[CellRecord]]:
+        """The cells of several runs, each run's as ``cells`` gives them, read in one snapshot
+        with one query per table for all of them (for readers of many runs: the browser)."""
+        out: dict[int, list[CellRecord]] = {run_id: [] for run_id in run_ids}
+        if not out:
+            return out
+        statuses = {s.value: s for s in ResultStatus}
+        kinds = {k.value: k for k in LogKind}
+        conn = self._conn
+        with self._snapshot(), self._errors():
+            rows = conn.execute(
+                "SELECT id, run_id, tree, rev, variant, profile, host, job, repeat, status, "
+                "reason, commit_id, patch_hash, build_key, started, finished, fingerprint_id "
+                "FROM cells WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+                (_json(sorted(out)),),
+            ).fetchall()
+            if not rows:
+                return out
+            mine = {row[0] for row in rows}
+            # children by cell id range (an index range), the few of other runs' cells dropped;
+            # runs far apart: by their cells' ids
+            where = rows[-1][0] - rows[0][0] < 4 * len(rows)
+            if where:
+                span: tuple[Any, ...] = (rows[0][0], rows[-1][0])
+            else:
+                span = (_json(sorted(mine)),)
+            subtests: dict[int, list[SubtestRecord]] = {}
+            # immutable, and mostly the same few (passed, "ok") in run after run: shared
+            same: dict[tuple[Any, ...], SubtestRecord] = {}
+            for row in conn.execute(_SUBTEST_ROWS[where], span):
+                cell_id = row[0]
+                if cell_id in mine:
+                    key = row[1:]
+                    record = same.get(key)
+                    if record is None:
+                        name, status, errno, detail, signal, timed_out = key
+                        record = same[key] = SubtestRecord(
+                            name, statuses[status], errno, detail, signal, bool(timed_out)
+                        )
+                    subtests.setdefault(cell_id, []).append(record)
+            evidence: dict[int, list[Evidence]] = {}
+            for r in conn.execute(
+                _EVIDENCE_ROWS[where],
+                span,
+            ):
+                if r[0] in mine:
+                    evidence.setdefault(r[0], []).append(
+                        Evidence(
+                            r[1],
+                            kinds[r[2]],
+                            r[3],
+                            tuple(json.loads(r[4])),
+                            tuple(json.loads(r[5])),
+                            bool(r[6]),
+                            r[7],
+                        )
+                    )
+            logs: dict[int, list[LogRef]] = {}
+            refs: dict[tuple[str, str], LogRef] = {}
+            for cell_id, kind, path in conn.execute(
+                _LOG_ROWS[where],
+                span,
+            ):
+                if cell_id in mine:
+                    ref = refs.get((kind, path))
+                    if ref is None:  # immutable: cells that share a log (a build's) share it
+                        ref = refs[(kind, path)] = LogRef(kinds[kind], path)
+                    logs.setdefault(cell_id, []).append(ref)
+            fingerprints: dict[int, dict[str, str]] = {}
+            for (
+                cell_id,
+                run_id,
+                tree,
+                rev,
+                variant,
+                profile,
+                host,
+                job,
+                repeat,
+                status,
+                reason,
+                commit,
+                patch_hash,
+                build_key,
+                started,
+                finished,
+                fp_id,
+            ) in rows:
+                if fp_id is not None and fp_id not in fingerprints:
+                    fingerprints[fp_id] = self.get_fingerprint(fp_id)
+                out[run_id].append(
+                    CellRecord(
+                        tree=tree,
+                        rev=rev,
+                        variant=variant,
+                        profile=profile,
+                        host=host,
+                        job=job,
+                        repeat=repeat,
+                        status=statuses[status],
+                        reason=reason,
+                        commit=commit,
+                        patch_hash=patch_hash,
+                        build_key=build_key,
+                        started=_dt(started),
+                        finished=_dt(finished),
+                        fingerprint=dict(fingerprints.get(fp_id, {})),
+                        subtests=tuple(subtests.get(cell_id, ())),
+                        logs=tuple(logs.get(cell_id, ())),
+                        evidence=tuple(evidence.get(cell_id, ())),
+                        id=cell_id,
+                        run_id=run_id,
+                    )
+                )
+        return out
+
     # -- host fingerprints -----------------------------------------------------------------------
 
     def record_fingerprint(self, fingerprint: Mapping[str, str]) -> int:
@@ -769,6 +904,27 @@ class ResultsStore:
             for r in rows
         ]
 
+    def changes_of_runs(self, run_ids: Sequence[int]) -> dict[int, list[ChangeRecord]]:
+        """The changes of several runs, each run's as ``changes`` gives them, in one query."""
+        out: dict[int, list[ChangeRecord]] = {run_id: [] for run_id in run_ids}
+        if not out:
+            return out
+        with self._snapshot(), self._errors():
+            rows = self._conn.execute(
+                "SELECT run_id, tree, rev, variant, profile, host, job, subtest, class, passes, "
+                "fails, errors, baseline_run, baseline_status, last_pass_run FROM changes "
+                "WHERE run_id IN (SELECT value FROM json_each(?)) "
+                "ORDER BY run_id, tree, rev, variant, profile, host, job, subtest",
+                (_json(sorted(out)),),
+            ).fetchall()
+        keys: dict[tuple[str, ...], SubtestKey] = {}  # runs a tag apart share their keys
+        for r in rows:
+            key = keys.get(r[1:8])
+            if key is None:
+                key = keys[r[1:8]] = SubtestKey(*r[1:8])
+            out[r[0]].append(ChangeRecord(key, r[8], r[9], r[10], r[11], r[12], r[13], r[14]))
+        return out
+
     def regressions(self, status: str | None = None) -> list[RegressionRecord]:
         rows = self._read(
             "SELECT * FROM regressions WHERE (? IS NULL OR status = ?) ORDER BY id",
@@ -802,6 +958,57 @@ class ResultsStore:
                 "UPDATE regressions SET bisection_id = ? WHERE id = ?",
                 (bisection_id, regression_id),
             )
+
+    # -- cheap signatures of content (for renderers that skip what did not change) -------------
+
+    def signatures(self, marks: dict[str, Any]) -> tuple[dict[int, str], dict[str, str]]:
+        """Per run, a signature of its cells and changes; per build key, of its record.
+
+        Read in one snapshot, so that a run whose signature did not change need not be read at
+        all (the results browser). A signature is the count, largest id and id sum of the run's
+        cells and of its changes rows. Cell ids are AUTOINCREMENT and never reused (a replaced
+        cell gets a new id) and writers take turns, so the runs that changed since the last call
+        are the ones with a cell id, or a changes rowid (changes are replaced whole), above the
+        largest seen then: ``marks`` (kept by the caller, updated here) holds those and every
+        run's signature; with empty marks every run's signature is computed.
+        """
+        cells_sql = "SELECT run_id, count(*), max(id), total(id) FROM cells"
+        changes_sql = "SELECT run_id, count(*), max(rowid), total(rowid) FROM changes"
+        conn = self._conn
+        with self._snapshot():
+            top_cell = conn.execute("SELECT coalesce(max(id), 0) FROM cells").fetchone()[0]
+            top_change = conn.execute("SELECT coalesce(max(rowid), 0) FROM changes").fetchone()[0]
+            known: dict[str, list[str]] = marks.get("runs", {})
+            # ids that went down mean another store (or this one made anew): trust no old mark
+            if "cells" in marks and top_cell >= marks["cells"] and top_change >= marks["changes"]:
+                changed = {
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT DISTINCT run_id FROM cells WHERE id > ? "
+                        "UNION SELECT DISTINCT run_id FROM changes WHERE rowid > ?",
+                        (marks["cells"], marks["changes"]),
+                    )
+                }
+                where = " WHERE run_id IN (SELECT value FROM json_each(?)) GROUP BY run_id"
+                params: tuple[Any, ...] = (_json(sorted(changed)),)
+            else:
+                changed, known = set(), {}
+                where, params = " GROUP BY run_id", ()
+            fresh: dict[int, list[str]] = {run_id: ["c0", "k0"] for run_id in changed}
+            for run_id, n, top, total in conn.execute(cells_sql + where, params):
+                fresh.setdefault(run_id, ["c0", "k0"])[0] = f"c{n}:{top}:{total:.0f}"
+            for run_id, n, top, total in conn.execute(changes_sql + where, params):
+                fresh.setdefault(run_id, ["c0", "k0"])[1] = f"k{n}:{top}:{total:.0f}"
+            builds = {
+                key: f"{status}|{recorded}|{log}"
+                for key, status, recorded, log in conn.execute(
+                    "SELECT build_key, status, recorded, log FROM builds"
+                )
+            }
+        merged = {**known, **{str(k): v for k, v in fresh.items()}}
+        marks.clear()
+        marks.update(cells=top_cell, changes=top_change, runs=merged)
+        return {int(k): "/".join(v) for k, v in merged.items()}, builds
 
 
 def _regression(r: sqlite3.Row) -> RegressionRecord:
