@@ -47,7 +47,7 @@ def bench(tags: int, standby: bool, keep: bool) -> None:
     nightly = root / "pipelines/nightly.yaml"
     nightly.write_text(nightly.read_text().replace("newest_tags: 2", f"newest_tags: {tags}"))
     lab = root / "configs/lab.yaml"
-    setting = f"    qemu:\n      standby: {str(standby).lower()}\n"
+    setting = f"    qemu:\n      standby: {'on' if standby else 'off'}\n"
     lab.write_text(lab.read_text().replace("    qemu:\n", setting, 1))
     env = {**os.environ, "KBISECT_ROOT": str(root), "KBISECT_RESULTS": str(work / "results")}
     load = os.getloadavg()[0]

@@ -18,6 +18,7 @@ from junitparser import Error, Failure, JUnitXml, Skipped
 from conftest import REPO, VARIANTS
 from kbisect.build.store import Artifact
 from kbisect.config import Project
+from kbisect.lab.qemu import standby_wanted
 from kbisect.results.model import ResultStatus
 from kbisect.results.store import ResultsStore
 
@@ -113,8 +114,10 @@ def test_default_nightly_on_the_embedded_host(
     )  # fmt: skip
     print(done.stdout[-4000:], done.stderr[-2000:])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
-    # each variant after the first booted on the standby QEMU while the one before it ran
-    assert done.stdout.count("booted on standby") == 3
+    # where the machine has cores to spare, each variant after the first booted on the
+    # standby QEMU while the one before it ran
+    staged = standby_wanted(real_project.hosts["qemu"].qemu_options())
+    assert done.stdout.count("booted on standby") == (3 if staged else 0)
     rev = debian_tree[1][-1]
     with ResultsStore(tmp_path / "res") as store:
         run = store.runs()[0]

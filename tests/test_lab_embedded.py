@@ -86,6 +86,9 @@ def test_a_staged_build_boots_beside_the_running_one_and_is_promoted(
     with Lab(real_project, say=print) as lab:
         host = lab.host("qemu")
         assert isinstance(host, EmbeddedHost)
+        host.qemu.opts.standby = "off"
+        assert not host.stage(dom0_builds["none"]), "qemu.standby: off stages nothing"
+        host.qemu.opts.standby = "on"  # whatever this machine's cores (auto wants 4 here)
         host.deploy(dom0_builds["vm-mixedmap"])
         active = host.qemu.state()
         assert active is not None

@@ -32,7 +32,7 @@ from kbisect.build.store import Artifact
 from kbisect.config.model import Host, SshOptions
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
-from kbisect.lab.qemu import QemuHost, xen_cmdline
+from kbisect.lab.qemu import QemuHost, standby_wanted, xen_cmdline
 from kbisect.lab.ssh import (
     HostKeyChanged,
     HostKeyUnknown,
@@ -427,7 +427,7 @@ class EmbeddedHost(LabHost):
         return self.paths.public_key, self.extra_files, f"{BUILD_PARAM}={artifact.key}"
 
     def stage(self, artifact: Artifact) -> bool:
-        if not self.qemu.opts.standby:
+        if not standby_wanted(self.qemu.opts):
             return False
         staged = self.standby.state()
         if staged is not None and staged.build_key == artifact.key:

@@ -7,8 +7,8 @@ started in its own session and recorded (PID, port, what it booted) in the host'
 
 A host may also have a standby QEMU (its `standby/` directory): the next build, booting while a job
 still runs on the current one. Deploying that build then waits for the standby and promotes it,
-instead of booting from scratch. Under TCG a boot and a job each keep about one core busy, so on
-two cores the boot costs almost nothing.
+instead of booting from scratch. The standby runs under SCHED_IDLE; still, a boot beside a job
+slows the job where the machine has no cores to spare, hence `qemu.standby: auto`.
 """
 
 from __future__ import annotations
@@ -79,6 +79,13 @@ def dom0_cmdline(opts: QemuOptions, extra: str = "") -> str:
     if extra:
         parts.append(extra)
     return " ".join(parts)
+
+
+def standby_wanted(opts: QemuOptions) -> bool:
+    """Whether an embedded host boots the next build on a standby QEMU (`qemu.standby`)."""
+    if opts.standby == "auto":
+        return (os.cpu_count() or 1) >= 2 * opts.cpus
+    return opts.standby == "on"
 
 
 def xen_cmdline(opts: QemuOptions) -> str:
