@@ -126,6 +126,9 @@ def lab_status(c: Context) -> None:
                     up = time.time() - state.started
                     where = f"ssh 127.0.0.1:{state.port}"
                     say(f"  state     up {up:.0f} s, QEMU pid {state.pid}, {where}")
+                staged = h.standby.state()
+                if staged is not None:
+                    say(f"  standby   {staged.build_key} booting, QEMU pid {staged.pid}")
                 say(f"  console   {h.console_log()}")
             else:
                 t = h.target()
