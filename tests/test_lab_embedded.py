@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -86,9 +87,10 @@ def test_a_staged_build_boots_beside_the_running_one_and_is_promoted(
     with Lab(real_project, say=print) as lab:
         host = lab.host("qemu")
         assert isinstance(host, EmbeddedHost)
-        host.qemu.opts.standby = "off"
+        # copies: the options object belongs to the session's project
+        host.qemu.opts = dataclasses.replace(host.qemu.opts, standby="off")
         assert not host.stage(dom0_builds["none"]), "qemu.standby: off stages nothing"
-        host.qemu.opts.standby = "on"  # whatever this machine's cores (auto wants 4 here)
+        host.qemu.opts = dataclasses.replace(host.qemu.opts, standby="on")  # auto wants 4 cores
         host.deploy(dom0_builds["vm-mixedmap"])
         active = host.qemu.state()
         assert active is not None
@@ -116,6 +118,8 @@ def test_a_staged_build_boots_beside_the_running_one_and_is_promoted(
         assert now.console == str(host.console_log()) and Path(now.console).exists()
 
         assert host.stage(dom0_builds["none"])  # left staged: leaving the Lab ends it too
+        left = host.standby.state()
+        assert left is not None and policies(left.pid) == {os.SCHED_IDLE}  # QEMU by now
         assert len(our_qemus()) == 2
     assert our_qemus() == []
 
