@@ -11,7 +11,7 @@ import textwrap
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -29,6 +29,7 @@ from kbisect.results import (
     SubtestRecord,
 )
 from kbisect.results import store as store_module
+from kbisect.results.model import check_relative
 
 T0 = datetime(2025, 6, 10, 9, 0, 0, 123456, tzinfo=UTC)
 FP = {
@@ -218,6 +219,61 @@ def test_an_exception_after_the_cell_row_leaves_nothing(
     assert len(inserted) == 2
     assert store.cells(run.id) == before  # the old cell survives its failed replacement
     assert store.get_cell(inserted[1]) is None
+
+
+LOG_PATHS = [
+    "run-1/cell-1/dmesg.txt",
+    "a",
+    ".",
+    "./a",
+    "a/./b",
+    "a//b",
+    "a/",
+    ".hidden/x",
+    "a/..b",
+    "a/b..",
+    "...",
+    "a/.../b",
+    "..a/b",
+    "",
+    "/",
+    "/etc/passwd",
+    "//x",
+    "..",
+    "../x",
+    "a/..",
+    "a/../b",
+    "a//../b",
+    "a/./../b",
+    "a\\b",
+    "a/b\\",
+    "a\0b",
+    "\0",
+]
+
+
+def _reference_check(path: str) -> bool:
+    """check_relative's checks as they were made with a path object."""
+    pure = PurePosixPath(path)
+    return not (
+        not path or pure.is_absolute() or ".." in pure.parts or "\\" in path or "\0" in path
+    )
+
+
+@pytest.mark.parametrize("path", LOG_PATHS)
+def test_log_paths_are_checked_as_a_path_object_would(path: str) -> None:
+    """The string tests of check_relative refuse exactly what PurePosixPath's did."""
+    if _reference_check(path):
+        assert check_relative(path) == path
+        assert LogRef(LogKind.DMESG, path).path == path
+        assert BuildRecord(key="0123abcd", status="built", log=path).log == path
+    else:
+        with pytest.raises(ValueError, match="relative to the results directory"):
+            check_relative(path)
+        with pytest.raises(ValueError, match="relative to the results directory"):
+            LogRef(LogKind.DMESG, path)
+        with pytest.raises(ValueError, match="relative to the results directory"):
+            BuildRecord(key="0123abcd", status="built", log=path)
 
 
 def test_bad_input_is_refused_before_anything_is_written(store: ResultsStore) -> None:
