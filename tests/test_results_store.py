@@ -221,6 +221,31 @@ def test_an_exception_after_the_cell_row_leaves_nothing(
     assert store.get_cell(inserted[1]) is None
 
 
+def test_runs_read_together_keep_odd_subtests_as_they_were(store: ResultsStore) -> None:
+    """cells_of_runs reads a cell's subtests as one JSON array: names and details of any text,
+    signals, time-outs, big numbers and the order come back as ``cells`` reads them; a number
+    that is no integer (not what the store writes) is read as rows, not through JSON."""
+    odd = (
+        SubtestRecord("nul\0name", ResultStatus.FAIL, 2**62, "a\0b \x1b[31m \u2028 \U0001f600"),
+        SubtestRecord("", ResultStatus.SKIP, -1, '"\\/<&>', signal=9, timed_out=True),
+        SubtestRecord("long", ResultStatus.ERROR, 0, "x" * 70_000),
+        *(SubtestRecord(f"s{i}", ResultStatus.PASS, 0, "ok") for i in range(12)),
+    )
+    runs = [store.start_run("run").id for _ in range(3)]
+    for i, run_id in enumerate(runs):
+        store.record_cell(run_id, make_cell(subtests=odd))  # shared by equal arrays
+        store.record_cell(run_id, make_cell(repeat=1, subtests=odd[::-1]))
+        store.record_cell(run_id, make_cell(repeat=2, subtests=()))
+        store.record_cell(run_id, make_cell(repeat=3, subtests=odd[i:]))
+    real = make_cell(repeat=4, subtests=(SubtestRecord("r", ResultStatus.PASS, 1.5, "ok"),))  # type: ignore[arg-type]
+    store.record_cell(runs[1], real)
+    together = store.cells_of_runs(runs)
+    for run_id in runs:
+        assert together[run_id] == store.cells(run_id)
+    assert together[runs[1]][-1].subtests[0].errno == 1.5
+    assert [s.name for s in together[runs[0]][1].subtests] == [s.name for s in odd[::-1]]
+
+
 LOG_PATHS = [
     "run-1/cell-1/dmesg.txt",
     "a",
