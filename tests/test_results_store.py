@@ -29,7 +29,7 @@ from kbisect.results import (
     SubtestRecord,
 )
 from kbisect.results import store as store_module
-from kbisect.results.model import check_relative
+from kbisect.results.model import ChangeRecord, SubtestKey, check_relative
 
 T0 = datetime(2025, 6, 10, 9, 0, 0, 123456, tzinfo=UTC)
 FP = {
@@ -244,6 +244,46 @@ def test_runs_read_together_keep_odd_subtests_as_they_were(store: ResultsStore) 
         assert together[run_id] == store.cells(run_id)
     assert together[runs[1]][-1].subtests[0].errno == 1.5
     assert [s.name for s in together[runs[0]][1].subtests] == [s.name for s in odd[::-1]]
+
+
+def test_changes_read_together_come_in_order_as_they_were(store: ResultsStore) -> None:
+    """changes_of_runs reads a cell line's changes as one JSON array: they come back in
+    ``changes``'s order (names beyond ASCII, NULs, prefixes) and with the same values; a number
+    that is no integer (not what the store writes) has them all read as rows."""
+    names = ["b", "a", "a\0", "\u00e9", "\U0001f600", "ab", "A", "", "zz" * 50]
+    lines = [
+        ("t", "v1", "x", "p", "h", "j"),
+        ("t", "v1", "", "p", "h", "j"),
+        ("\u00e9", "a", "", "", "", ""),
+    ]
+    runs = [store.start_run("run").id for _ in range(3)]
+    for n, run_id in enumerate(runs):
+        store.record_changes(
+            run_id,
+            [
+                ChangeRecord(
+                    SubtestKey(*line, name),
+                    "FLAKY" if i % 2 else "PASS",
+                    i,
+                    n,
+                    2**40,
+                    None if i % 3 else n,
+                    None if i % 2 else "FAIL",
+                    i or None,
+                )
+                for i, name in enumerate(names)
+                for line in lines[n % 2 :]
+            ],
+        )
+    together = store.changes_of_runs(runs)
+    for run_id in runs:
+        assert together[run_id] == store.changes(run_id) and together[run_id]
+    key = SubtestKey("t", "v1", "x", "p", "h", "j", "z")
+    store.record_changes(runs[2], [ChangeRecord(key, "PASS", 1, 0, 0, 2.5)])  # type: ignore[arg-type]
+    together = store.changes_of_runs(runs)
+    for run_id in runs:
+        assert together[run_id] == store.changes(run_id)
+    assert together[runs[2]][0].baseline_run == 2.5
 
 
 LOG_PATHS = [
