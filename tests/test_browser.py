@@ -498,6 +498,20 @@ def test_short_logs_inline_as_the_general_reader_shows_them(tmp_path: Path) -> N
     assert inline_log(str(too_big), too_big.stat().st_size, "p-") is None
 
 
+def test_short_logs_with_any_one_character_inline_only_when_plain(tmp_path: Path) -> None:
+    """The inline reader leaves every control character (but tab and newline, ASCII or not,
+    C1 ones too) to the general reader, which shows it as an escape."""
+    path = tmp_path / "one.log"
+    for code in [*range(0x100), 0x2028, 0xFFFD, 0x1F600]:
+        path.write_bytes(f"a{chr(code)}b\n".encode())
+        fast = inline_log(str(path), path.stat().st_size, "p-")
+        control = (code < 0x20 and code not in (0x09, 0x0A)) or 0x7F <= code <= 0x9F
+        assert (fast is None) == control, hex(code)
+        if fast is not None:
+            general = read_log(path)
+            assert fast == (lines_html(general.lines, 1, "p-"), len(general.lines)), hex(code)
+
+
 def test_long_logs_are_paged_and_evidence_links_to_its_line(built: Built) -> None:
     render_site(built.store)
     site = built.results / "site"

@@ -50,6 +50,16 @@ class LogText:
 
 _CLEAN = re.compile("[^\x00-\x08\x0b-\x1f\x7f-\x9f]*")
 """Text without control characters other than tab and newline (no CR either)."""
+_CONTROL_BYTES = bytes([*range(0x09), *range(0x0B, 0x20), 0x7F])
+"""_CLEAN's characters in ASCII: what ASCII text must not have."""
+
+
+def _clean(data: bytes, text: str) -> bool:
+    """Whether ``text`` (``data`` decoded) is _CLEAN: for ASCII (most logs) by deleting the
+    control bytes from ``data`` (a third of the regular expression's time)."""
+    if data.isascii():
+        return len(data.translate(None, _CONTROL_BYTES)) == len(data)
+    return _CLEAN.fullmatch(text) is not None
 
 
 def _line(text: str) -> str:
@@ -100,13 +110,14 @@ def inline_log(path: str, size: int, prefix: str) -> tuple[Markup, int] | None:
     ``read_log`` it is. ``path`` must have been checked already; ``size`` is its stat's."""
     if size > INLINE_MAX_BYTES:
         return None
-    text = read_log_bytes(path, size).decode("utf-8", errors="replace")
+    data = read_log_bytes(path, size)
+    text = data.decode("utf-8", errors="replace")
     if text.endswith("\n"):
         text = text[:-1]
     elif not text:
         return Markup(""), 0
     lines = text.count("\n") + 1
-    if lines > INLINE_MAX_LINES or not _CLEAN.fullmatch(text):
+    if lines > INLINE_MAX_LINES or not _clean(data, text):
         return None
     if size > MAX_LINE_CHARS and max(map(len, text.split("\n"))) > MAX_LINE_CHARS:
         return None
