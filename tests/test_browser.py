@@ -575,6 +575,46 @@ def test_file_references_are_checked(built: Built, tmp_path: Path) -> None:
     assert resolver.file("builds/./build.log") is not None
 
 
+def test_files_are_opened_only_as_they_are_checked(built: Built) -> None:
+    """Resolver.open keeps what Resolver.file finds open, and refuses what it refuses."""
+    results = built.results
+    resolver = Resolver(results)
+    (results / "runs" / "outdir").symlink_to(built.outside, target_is_directory=True)
+    (results / "runs" / "inside.log").symlink_to(results / "builds" / "build.log")
+    os.mkfifo(results / "runs" / "fifo.log")
+    (results / "runs" / "dir.log").mkdir()
+    checked = [
+        "../outside/secret.log",
+        "runs/../../outside/secret.log",
+        "/etc/passwd",
+        "",
+        "a\\b",
+        f"runs/{built.runs[1]}/leak/console.log",  # a symlink out
+        "runs/outdir/secret.log",  # through a symlinked directory
+        "runs/inside.log",  # a symlink that stays inside
+        "runs/fifo.log",  # not a regular file (and opening it does not block)
+        "runs/dir.log",
+        "runs",
+        "runs/missing.log",
+        "builds/./build.log",
+        "builds/build.log",
+    ]
+    for relative in checked:
+        found = Resolver(results).file(relative)
+        opened = resolver.open(relative)
+        if found is None:
+            assert opened is None, relative
+            continue
+        assert opened is not None, relative
+        real, fd, st = opened
+        try:
+            assert (real, st.st_ino, st.st_size) == (found[0], found[1].st_ino, found[1].st_size)
+            assert os.read(fd, st.st_size + 1) == Path(real).read_bytes()
+        finally:
+            os.close(fd)
+    assert sum(1 for r in checked if Resolver(results).file(r) is not None) == 3
+
+
 # -- incremental -----------------------------------------------------------------------------------
 
 

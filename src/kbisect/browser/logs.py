@@ -69,23 +69,30 @@ def _line(text: str) -> str:
     return visible(text)
 
 
-def read_log_bytes(path: str | Path, size: int) -> bytes:
-    """The first ``min(size, MAX_LOG_BYTES)`` bytes of a checked file (``size`` from its stat).
+def read_log_bytes(path: str | Path | int, size: int) -> bytes:
+    """The first ``min(size, MAX_LOG_BYTES)`` bytes of a checked file (``size`` from its stat),
+    or of a descriptor open for reading one (safety.Resolver.open's; left open).
 
     os-level reads of what is shown: most logs are small, and a buffered file object asked for
     MAX_LOG_BYTES sets that much up first (a cell page reads two or three logs). The path is
     real (symbolic links resolved): one swapped in since the check is not followed, and a FIFO
     swapped in does not block."""
+    if isinstance(path, int):
+        return _read(path, size)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
-        want = min(size, MAX_LOG_BYTES)
-        chunks = [os.read(fd, want)]
-        got = len(chunks[0])
-        while got < want and chunks[-1]:  # a short read
-            chunks.append(os.read(fd, want - got))
-            got += len(chunks[-1])
+        return _read(fd, size)
     finally:
         os.close(fd)
+
+
+def _read(fd: int, size: int) -> bytes:
+    want = min(size, MAX_LOG_BYTES)
+    chunks = [os.read(fd, want)]
+    got = len(chunks[0])
+    while got < want and chunks[-1]:  # a short read
+        chunks.append(os.read(fd, want - got))
+        got += len(chunks[-1])
     return b"".join(chunks) if len(chunks) > 1 else chunks[0]
 
 
@@ -103,11 +110,12 @@ def read_log(path: str | Path, size: int | None = None) -> LogText:
     return LogText(lines, size, size > MAX_LOG_BYTES)
 
 
-def inline_log(path: str, size: int, prefix: str) -> tuple[Markup, int] | None:
+def inline_log(path: str | int, size: int, prefix: str) -> tuple[Markup, int] | None:
     """A short, plain log (a cell's job output or dmesg) as ``lines_html`` of ``read_log``
     shows it, with its line count, read and escaped in one piece; None when it is longer than
     a page shows inline or needs more care (control characters, CRs, very long lines): then
-    ``read_log`` it is. ``path`` must have been checked already; ``size`` is its stat's."""
+    ``read_log`` it is. ``path`` (or a descriptor open for reading it) must have been checked
+    already; ``size`` is its stat's."""
     if size > INLINE_MAX_BYTES:
         return None
     data = read_log_bytes(path, size)
