@@ -498,6 +498,20 @@ def test_short_logs_inline_as_the_general_reader_shows_them(tmp_path: Path) -> N
     assert inline_log(str(too_big), too_big.stat().st_size, "p-") is None
 
 
+def test_short_logs_with_any_one_character_inline_only_when_plain(tmp_path: Path) -> None:
+    """The inline reader leaves every control character (but tab and newline, ASCII or not,
+    C1 ones too) to the general reader, which shows it as an escape."""
+    path = tmp_path / "one.log"
+    for code in [*range(0x100), 0x2028, 0xFFFD, 0x1F600]:
+        path.write_bytes(f"a{chr(code)}b\n".encode())
+        fast = inline_log(str(path), path.stat().st_size, "p-")
+        control = (code < 0x20 and code not in (0x09, 0x0A)) or 0x7F <= code <= 0x9F
+        assert (fast is None) == control, hex(code)
+        if fast is not None:
+            general = read_log(path)
+            assert fast == (lines_html(general.lines, 1, "p-"), len(general.lines)), hex(code)
+
+
 def test_long_logs_are_paged_and_evidence_links_to_its_line(built: Built) -> None:
     render_site(built.store)
     site = built.results / "site"
@@ -559,6 +573,46 @@ def test_file_references_are_checked(built: Built, tmp_path: Path) -> None:
     assert found is not None and found[0] == str((results / "builds" / "build.log").resolve())
     assert resolver.file("runs") is None  # directories are not files
     assert resolver.file("builds/./build.log") is not None
+
+
+def test_files_are_opened_only_as_they_are_checked(built: Built) -> None:
+    """Resolver.open keeps what Resolver.file finds open, and refuses what it refuses."""
+    results = built.results
+    resolver = Resolver(results)
+    (results / "runs" / "outdir").symlink_to(built.outside, target_is_directory=True)
+    (results / "runs" / "inside.log").symlink_to(results / "builds" / "build.log")
+    os.mkfifo(results / "runs" / "fifo.log")
+    (results / "runs" / "dir.log").mkdir()
+    checked = [
+        "../outside/secret.log",
+        "runs/../../outside/secret.log",
+        "/etc/passwd",
+        "",
+        "a\\b",
+        f"runs/{built.runs[1]}/leak/console.log",  # a symlink out
+        "runs/outdir/secret.log",  # through a symlinked directory
+        "runs/inside.log",  # a symlink that stays inside
+        "runs/fifo.log",  # not a regular file (and opening it does not block)
+        "runs/dir.log",
+        "runs",
+        "runs/missing.log",
+        "builds/./build.log",
+        "builds/build.log",
+    ]
+    for relative in checked:
+        found = Resolver(results).file(relative)
+        opened = resolver.open(relative)
+        if found is None:
+            assert opened is None, relative
+            continue
+        assert opened is not None, relative
+        real, fd, st = opened
+        try:
+            assert (real, st.st_ino, st.st_size) == (found[0], found[1].st_ino, found[1].st_size)
+            assert os.read(fd, st.st_size + 1) == Path(real).read_bytes()
+        finally:
+            os.close(fd)
+    assert sum(1 for r in checked if Resolver(results).file(r) is not None) == 3
 
 
 # -- incremental -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import textwrap
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -29,6 +29,7 @@ from kbisect.results import (
     SubtestRecord,
 )
 from kbisect.results import store as store_module
+from kbisect.results.model import ChangeRecord, SubtestKey, check_relative
 
 T0 = datetime(2025, 6, 10, 9, 0, 0, 123456, tzinfo=UTC)
 FP = {
@@ -218,6 +219,126 @@ def test_an_exception_after_the_cell_row_leaves_nothing(
     assert len(inserted) == 2
     assert store.cells(run.id) == before  # the old cell survives its failed replacement
     assert store.get_cell(inserted[1]) is None
+
+
+def test_runs_read_together_keep_odd_subtests_as_they_were(store: ResultsStore) -> None:
+    """cells_of_runs reads a cell's subtests as one JSON array: names and details of any text,
+    signals, time-outs, big numbers and the order come back as ``cells`` reads them; a number
+    that is no integer (not what the store writes) is read as rows, not through JSON."""
+    odd = (
+        SubtestRecord("nul\0name", ResultStatus.FAIL, 2**62, "a\0b \x1b[31m \u2028 \U0001f600"),
+        SubtestRecord("", ResultStatus.SKIP, -1, '"\\/<&>', signal=9, timed_out=True),
+        SubtestRecord("long", ResultStatus.ERROR, 0, "x" * 70_000),
+        *(SubtestRecord(f"s{i}", ResultStatus.PASS, 0, "ok") for i in range(12)),
+    )
+    runs = [store.start_run("run").id for _ in range(3)]
+    for i, run_id in enumerate(runs):
+        store.record_cell(run_id, make_cell(subtests=odd))  # shared by equal arrays
+        store.record_cell(run_id, make_cell(repeat=1, subtests=odd[::-1]))
+        store.record_cell(run_id, make_cell(repeat=2, subtests=()))
+        store.record_cell(run_id, make_cell(repeat=3, subtests=odd[i:]))
+    real = make_cell(repeat=4, subtests=(SubtestRecord("r", ResultStatus.PASS, 1.5, "ok"),))  # type: ignore[arg-type]
+    store.record_cell(runs[1], real)
+    together = store.cells_of_runs(runs)
+    for run_id in runs:
+        assert together[run_id] == store.cells(run_id)
+    assert together[runs[1]][-1].subtests[0].errno == 1.5
+    assert [s.name for s in together[runs[0]][1].subtests] == [s.name for s in odd[::-1]]
+
+
+def test_changes_read_together_come_in_order_as_they_were(store: ResultsStore) -> None:
+    """changes_of_runs reads a cell line's changes as one JSON array: they come back in
+    ``changes``'s order (names beyond ASCII, NULs, prefixes) and with the same values; a number
+    that is no integer (not what the store writes) has them all read as rows."""
+    names = ["b", "a", "a\0", "\u00e9", "\U0001f600", "ab", "A", "", "zz" * 50]
+    lines = [
+        ("t", "v1", "x", "p", "h", "j"),
+        ("t", "v1", "", "p", "h", "j"),
+        ("\u00e9", "a", "", "", "", ""),
+    ]
+    runs = [store.start_run("run").id for _ in range(3)]
+    for n, run_id in enumerate(runs):
+        store.record_changes(
+            run_id,
+            [
+                ChangeRecord(
+                    SubtestKey(*line, name),
+                    "FLAKY" if i % 2 else "PASS",
+                    i,
+                    n,
+                    2**40,
+                    None if i % 3 else n,
+                    None if i % 2 else "FAIL",
+                    i or None,
+                )
+                for i, name in enumerate(names)
+                for line in lines[n % 2 :]
+            ],
+        )
+    together = store.changes_of_runs(runs)
+    for run_id in runs:
+        assert together[run_id] == store.changes(run_id) and together[run_id]
+    key = SubtestKey("t", "v1", "x", "p", "h", "j", "z")
+    store.record_changes(runs[2], [ChangeRecord(key, "PASS", 1, 0, 0, 2.5)])  # type: ignore[arg-type]
+    together = store.changes_of_runs(runs)
+    for run_id in runs:
+        assert together[run_id] == store.changes(run_id)
+    assert together[runs[2]][0].baseline_run == 2.5
+
+
+LOG_PATHS = [
+    "run-1/cell-1/dmesg.txt",
+    "a",
+    ".",
+    "./a",
+    "a/./b",
+    "a//b",
+    "a/",
+    ".hidden/x",
+    "a/..b",
+    "a/b..",
+    "...",
+    "a/.../b",
+    "..a/b",
+    "",
+    "/",
+    "/etc/passwd",
+    "//x",
+    "..",
+    "../x",
+    "a/..",
+    "a/../b",
+    "a//../b",
+    "a/./../b",
+    "a\\b",
+    "a/b\\",
+    "a\0b",
+    "\0",
+]
+
+
+def _reference_check(path: str) -> bool:
+    """check_relative's checks as they were made with a path object."""
+    pure = PurePosixPath(path)
+    return not (
+        not path or pure.is_absolute() or ".." in pure.parts or "\\" in path or "\0" in path
+    )
+
+
+@pytest.mark.parametrize("path", LOG_PATHS)
+def test_log_paths_are_checked_as_a_path_object_would(path: str) -> None:
+    """The string tests of check_relative refuse exactly what PurePosixPath's did."""
+    if _reference_check(path):
+        assert check_relative(path) == path
+        assert LogRef(LogKind.DMESG, path).path == path
+        assert BuildRecord(key="0123abcd", status="built", log=path).log == path
+    else:
+        with pytest.raises(ValueError, match="relative to the results directory"):
+            check_relative(path)
+        with pytest.raises(ValueError, match="relative to the results directory"):
+            LogRef(LogKind.DMESG, path)
+        with pytest.raises(ValueError, match="relative to the results directory"):
+            BuildRecord(key="0123abcd", status="built", log=path)
 
 
 def test_bad_input_is_refused_before_anything_is_written(store: ResultsStore) -> None:

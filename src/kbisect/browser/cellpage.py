@@ -44,6 +44,10 @@ class CellParts:
 
     rows: dict[tuple[Any, ...], str] = field(default_factory=dict)
     tables: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    shared: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[object, str]] = field(
+        default_factory=dict
+    )
+    """Tables by the identity of a subtests tuple (the store shares equal ones), kept with it."""
     fingerprints: dict[tuple[tuple[str, str], ...], str] = field(default_factory=dict)
 
     def subtest_row(self, s: SubtestRecord, change: str | None) -> str:
@@ -70,14 +74,22 @@ class CellParts:
 
     def subtest_rows(self, subtests: Sequence[SubtestRecord], classes: Mapping[str, str]) -> str:
         """A cell's subtest table body: most cells of a line have the same one run after run
-        (the store shares equal subtest records, so comparing the keys is mostly identity)."""
-        key = (tuple(subtests), tuple(classes.items()))
+        (the store shares equal subtest tuples: those are looked up by identity, not hashed)."""
+        labels = tuple(classes.items())
+        mine = (id(subtests), labels)
+        hit = self.shared.get(mine)
+        if hit is not None and hit[0] is subtests and type(subtests) is tuple:  # kept: its id
+            return hit[1]
+        key = (tuple(subtests), labels)
         found = self.tables.get(key)
         if found is None:
             found = "".join([self.subtest_row(s, classes.get(s.name)) for s in subtests])
             if len(self.tables) > 5_000:
                 self.tables.clear()
             self.tables[key] = found
+        if len(self.shared) > 5_000:
+            self.shared.clear()
+        self.shared[mine] = (subtests, found)
         return found
 
     def fingerprint(self, fingerprint: Mapping[str, str]) -> str:

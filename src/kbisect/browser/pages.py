@@ -316,22 +316,29 @@ class Site:
                 self.paged_logs.add(hit[1])
             return hit[0]
         label = LOG_LABELS.get(kind, kind)
-        found = self.resolver.file(relative)
+        short = None
+        if kind != LogKind.BUILD_LOG.value:  # a cell's own log: opened as it is checked
+            opened = self.resolver.open(relative)
+            found = None if opened is None else (opened[0], opened[2])
+            if opened is not None:
+                try:
+                    if opened[2].st_size <= logs_module.INLINE_MAX_BYTES:
+                        # the usual short log of one cell: read, escaped and numbered in one go
+                        short = inline_log(opened[1], opened[2].st_size, f"{anchor}-")
+                except OSError:
+                    short = None
+                finally:
+                    os.close(opened[1])
+        else:
+            found = self.resolver.file(relative)
         if found is None:
             view = LogView(kind, label, anchor, relative=relative)
             view.problem = _why_not(self.results, relative)
             return view
         real, st = found
         raw = self.raw_link(page, real)
-        if kind != LogKind.BUILD_LOG.value and st.st_size <= logs_module.INLINE_MAX_BYTES:
-            try:  # the usual short log of one cell: read, escaped and numbered in one go
-                short = inline_log(real, st.st_size, f"{anchor}-")
-            except OSError:
-                short = None
-            if short is not None:
-                return LogView(
-                    kind, label, anchor, raw, short[0], lines=short[1], relative=relative
-                )
+        if short is not None:
+            return LogView(kind, label, anchor, raw, short[0], lines=short[1], relative=relative)
         view = LogView(kind, label, anchor, raw=raw, relative=relative)
         stamp = (st.st_size, st.st_mtime_ns)
         # Long logs and build logs are shared by many pages: what pages need of them is kept

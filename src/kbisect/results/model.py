@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from pathlib import PurePosixPath
 from typing import Any, NamedTuple
 
 
@@ -36,9 +35,19 @@ class RunStatus(StrEnum):
 
 
 def check_relative(path: str) -> str:
-    """``path`` if it stays inside the results directory; ValueError otherwise."""
-    pure = PurePosixPath(path)
-    if not path or pure.is_absolute() or ".." in pure.parts or "\\" in path or "\0" in path:
+    """``path`` if it stays inside the results directory; ValueError otherwise: empty, absolute
+    (a leading "/"), a ".." part, a backslash or a NUL.
+
+    String tests, the same as PurePosixPath's ``is_absolute()`` and ``".." in parts`` (its parts
+    are the "/"-separated names without the empty and "." ones, and ".." is kept): every log
+    reference read from the store is checked, and building the path object was most of it."""
+    if (
+        not path
+        or path[0] == "/"
+        or "\\" in path
+        or "\0" in path
+        or (".." in path and ".." in path.split("/"))
+    ):
         raise ValueError(f"log path must be relative to the results directory: {path!r}")
     return path
 
