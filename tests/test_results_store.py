@@ -448,7 +448,9 @@ def test_sigkill_in_the_middle_of_a_cell_leaves_no_half_cell(tmp_path: Path) -> 
         real = ResultsStore._insert_children
         def stall(self, conn, cell_id, cell):
             real(self, conn, cell_id, cell)  # every row written, the commit not yet
-            Path(sys.argv[2]).write_text(str(cell_id))
+            part = Path(sys.argv[2] + ".part")  # renamed whole: the waiter never reads it empty
+            part.write_text(str(cell_id))
+            part.rename(sys.argv[2])
             time.sleep(120)
         ResultsStore._insert_children = stall
         store.record_cell(int(sys.argv[3]), make_cell(repeat=0, reason="replaced"))
