@@ -98,6 +98,26 @@ def with_change(path: str, old: str, new: str) -> dict[str, str]:
     return files
 
 
+@pytest.mark.parametrize("word", ["on", "off", "auto"])
+def test_a_word_yaml_takes_for_a_boolean_is_the_word_where_words_are_expected(
+    make_project: MakeProject, word: str
+) -> None:
+    files = with_change(
+        "configs/main.yaml", "kind: qemu", f"kind: qemu\n    qemu: {{standby: {word}}}"
+    )
+    assert load_project(make_project(files)).hosts["qemu"].qemu_options().standby == word
+
+
+def test_a_real_boolean_is_still_refused_where_words_are_expected(
+    make_project: MakeProject,
+) -> None:
+    files = with_change("configs/main.yaml", "kind: qemu", "kind: qemu\n    qemu: {standby: true}")
+    assert problems_of(make_project(files)) == [
+        "configs/main.yaml:13: hosts[0].qemu.standby: expected one of 'auto', 'on', 'off', "
+        "got 'true'"
+    ]
+
+
 @pytest.mark.parametrize(
     ("files", "expected"),
     [

@@ -160,6 +160,8 @@ class Reader:
             allowed = typing.get_args(tp)
             if value in allowed:
                 return value
+            if isinstance(value, bool) and node.value in allowed:
+                return node.value  # YAML 1.1 reads on/off/yes/no as booleans; these are words
             return self._wrong(tp, node, path)
         if tp is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return node.value if not isinstance(value, str) else value  # `6.1` stays "6.1"
