@@ -139,14 +139,13 @@ class CellRunner:
         )
         if outcome is None:
             reason = f"{co.variant} does not apply to {spec.rev}: {co.detail}"
-            return [self.record(spec, r, prov, ResultStatus.SKIP, reason) for r in repeat_numbers]
+            return self.record_each(spec, repeat_numbers, prov, ResultStatus.SKIP, reason)
         if outcome.artifact is None:
             first = outcome.errors[0] if outcome.errors else "see the build log"
             sub = SubtestRecord("build", ResultStatus.FAIL, detail=first)
-            return [
-                self.record(spec, r, prov, ResultStatus.FAIL, f"build failed: {first}", (sub,))
-                for r in repeat_numbers
-            ]
+            return self.record_each(
+                spec, repeat_numbers, prov, ResultStatus.FAIL, f"build failed: {first}", (sub,)
+            )
         host = self.lab.host(spec.host)
         held = (
             self.lab.lease(host, f"{spec.tree}:{spec.rev} {co.variant} {spec.job.name}")
@@ -157,13 +156,10 @@ class CellRunner:
             try:
                 deployed = self.ensure_deployed(host, outcome.artifact)
             except InfraError as exc:
-                logs = self._keep_console(spec, host)
-                return [
-                    self.record(
-                        spec, r, prov, ResultStatus.ERROR, f"deploy failed: {exc}", logs=logs
-                    )
-                    for r in repeat_numbers
-                ]
+                return self.record_each(
+                    spec, repeat_numbers, prov, ResultStatus.ERROR, f"deploy failed: {exc}",
+                    logs=self._keep_console(spec, host),
+                )  # fmt: skip
             upcoming = next_build() if next_build else None
             if upcoming is not None and upcoming.key != deployed.build_key:
                 host.stage(upcoming)
@@ -261,6 +257,20 @@ class CellRunner:
         cell_id = self.store.record_cell(self.run_id, cell)
         self.say(f"  {spec.rev} {cell.variant} {spec.host} {spec.job.name} r{repeat}: {status}")
         return self.store.get_cell(cell_id) or cell
+
+    def record_each(
+        self,
+        spec: CellSpec,
+        repeats: list[int],
+        prov: Provenance,
+        status: ResultStatus,
+        reason: str,
+        subtests: tuple[SubtestRecord, ...] = (),
+        *,
+        logs: tuple[LogRef, ...] = (),
+    ) -> list[CellRecord]:
+        """The same verdict for each repeat of a cell that never reached its job."""
+        return [self.record(spec, r, prov, status, reason, subtests, logs=logs) for r in repeats]
 
     def _record_build(self, outcome: BuildOutcome) -> None:
         logs = self._build_log(outcome)

@@ -278,15 +278,14 @@ class NightlyRun:
     ) -> list[CellRecord]:
         host = self.lab.host(spec.host)
         if unit.error is not None or unit.checkout is None:
-            prov = Provenance(spec.variant or "base")
-            return [
-                runner.record(spec, r, prov, ResultStatus.ERROR, unit.error or "not built")
-                for r in repeats
-            ]
+            reason = unit.error or "not built"
+            return runner.record_each(
+                spec, repeats, Provenance(spec.variant or "base"), ResultStatus.ERROR, reason
+            )
         if host.broken:
             prov = Provenance(unit.checkout.variant, unit.checkout.commit)
             reason = f"host {host.name} is broken for this run: {host.broken}"
-            return [runner.record(spec, r, prov, ResultStatus.ERROR, reason) for r in repeats]
+            return runner.record_each(spec, repeats, prov, ResultStatus.ERROR, reason)
         try:
             return runner.run_prepared(
                 spec, repeats, unit.checkout, unit.outcome, lease=False,
@@ -294,7 +293,7 @@ class NightlyRun:
             )  # fmt: skip
         except HostBroken as exc:
             prov = Provenance(unit.checkout.variant, unit.checkout.commit)
-            return [runner.record(spec, r, prov, ResultStatus.ERROR, str(exc)) for r in repeats]
+            return runner.record_each(spec, repeats, prov, ResultStatus.ERROR, str(exc))
 
     def _next_build(self, host_name: str) -> Artifact | None:
         """The build of the next unit already waiting in this host's queue, if any."""
