@@ -17,7 +17,6 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from kbisect.browser.safety import visible
-from kbisect.results.model import SubtestRecord
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -46,26 +45,6 @@ def errname(number: int) -> str:
         return "0"
     name = errno_module.errorcode.get(number)
     return f"{name} ({number})" if name else str(number)
-
-
-def subtest_rows(subtests: Iterable[SubtestRecord], classes: Mapping[str, str]) -> Markup:
-    """The body of a cell page's subtest table."""
-    out = []
-    for s in subtests:
-        status = s.status.value
-        detail = text(s.detail)
-        if s.signal:
-            detail += f' <span class="muted">(signal {int(s.signal)})</span>'
-        if s.timed_out:
-            detail += ' <span class="muted">(timed out)</span>'
-        change = classes.get(s.name)
-        label = f'<span class="cls cls-{css(change)}">{text(change)}</span>' if change else ""
-        out.append(
-            f"<tr><td>{text(s.name)}</td>"
-            f'<td><span class="st st-{css(status)}">{status}</span></td>'
-            f'<td class="mono">{errname(int(s.errno))}</td><td>{detail}</td><td>{label}</td></tr>\n'
-        )
-    return Markup("".join(out))  # noqa: S704 (built from escaped parts)
 
 
 def history_cells(

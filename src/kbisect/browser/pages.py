@@ -44,7 +44,6 @@ from kbisect.results.model import (
     Change,
     ChangeRecord,
     LogKind,
-    RegressionRecord,
     ResultStatus,
     SubtestKey,
     check_relative,
@@ -614,10 +613,6 @@ def meta_items(meta: dict[str, Any]) -> list[tuple[str, str]]:
         (str(k), v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
         for k, v in sorted(meta.items())
     ]
-
-
-def regressions_of(run_id: int, regressions: Iterable[RegressionRecord]) -> list[RegressionRecord]:
-    return [r for r in regressions if run_id in (r.opened_run, r.fixed_run)]
 
 
 def notable_changes(
