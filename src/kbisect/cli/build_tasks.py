@@ -10,12 +10,10 @@ from invoke.exceptions import Exit
 from kbisect.build.builder import build as do_build
 from kbisect.build.builder import store_for
 from kbisect.cli.common import choose_profile, project, say, task
+from kbisect.errors import ExitCode
 from kbisect.tree import repos
 from kbisect.tree.checkout import checkout, slot
 from kbisect.tree.variants import find_variant
-
-BUILD_FAILED_EXIT = 1
-SKIP_EXIT = 125
 
 
 @task(
@@ -48,7 +46,7 @@ def build(
         co = checkout(p, handle, rev, ref, path)
         if not co.usable:
             raise Exit(
-                f"kbisect: {co.variant} does not apply to {rev}: SKIP ({co.detail})", SKIP_EXIT
+                f"kbisect: {co.variant} does not apply to {rev}: SKIP ({co.detail})", ExitCode.SKIP
             )
         outcome = do_build(p, co, chosen, jobs or None)
     say(f"key       {outcome.key}")
@@ -66,7 +64,7 @@ def build(
     say(f"log       {outcome.log}")
     for line in outcome.errors:
         say(f"error     {line}")
-    raise Exit("kbisect: build failed", BUILD_FAILED_EXIT)
+    raise Exit("kbisect: build failed", ExitCode.FAILED)
 
 
 @task(help={})

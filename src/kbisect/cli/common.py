@@ -15,7 +15,7 @@ from invoke.tasks import Task as InvokeTask
 from invoke.tasks import task as invoke_task
 
 from kbisect.config import BuildProfile, Project, load_project
-from kbisect.errors import KbisectError, UserError
+from kbisect.errors import ExitCode, KbisectError, UserError
 from kbisect.lab.lab import install_exit_handlers
 
 
@@ -50,7 +50,7 @@ def task(*, help: dict[str, str], **kwargs: Any) -> Callable[[Callable[..., Any]
             except KbisectError as exc:
                 raise Exit(exc.report(), code=exc.exit_code) from None
             except KeyboardInterrupt:
-                raise Exit("kbisect: interrupted", code=130) from None
+                raise Exit("kbisect: interrupted", code=ExitCode.INTERRUPTED) from None
 
         made: InvokeTask[Any] = invoke_task(help=help, klass=Task, **kwargs)(body)
         return made

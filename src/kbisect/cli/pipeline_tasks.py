@@ -6,7 +6,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from kbisect.cli.common import project, say, task
-from kbisect.errors import UserError
+from kbisect.errors import ExitCode, UserError
 from kbisect.pipeline.nightly import plan, run_nightly
 from kbisect.pipeline.plan import axes
 
@@ -45,5 +45,7 @@ def nightly(c: Context, pipeline: str = "nightly", resume: int = 0, dry_run: boo
     say(outcome.summary.rstrip())
     say(f"junit: {outcome.junit}")
     if outcome.exit_code:
-        what = {1: "new regressions", 3: "infrastructure errors"}[outcome.exit_code]
+        what = {ExitCode.FAILED: "new regressions", ExitCode.INFRA: "infrastructure errors"}[
+            outcome.exit_code
+        ]
         raise Exit(f"kbisect: nightly run {outcome.run_id}: {what}", outcome.exit_code)

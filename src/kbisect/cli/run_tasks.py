@@ -9,15 +9,12 @@ from kbisect.build.builder import store_for
 from kbisect.cli.common import choose_profile, project, say
 from kbisect.cli.common import task as kb_task
 from kbisect.config import Job, Project
-from kbisect.errors import UserError
+from kbisect.errors import ExitCode, UserError
 from kbisect.lab.lab import Lab
 from kbisect.pipeline.cell import CellRunner, CellSpec
 from kbisect.results.junit import write_junit
 from kbisect.results.model import CellRecord, ResultStatus, RunStatus
 from kbisect.results.store import ResultsStore
-
-FAILED_EXIT = 1
-ERROR_EXIT = 3
 
 
 def _job(p: Project, name: str) -> Job:
@@ -39,9 +36,9 @@ def _finish(store: ResultsStore, run_id: int, cells: list[CellRecord]) -> None:
     say(f"junit: {junit}")
     statuses = {c.status for c in cells}
     if ResultStatus.ERROR in statuses:
-        raise Exit("kbisect: infrastructure errors (ERROR): see the reasons above", ERROR_EXIT)
+        raise Exit("kbisect: infrastructure errors (ERROR): see the reasons above", ExitCode.INFRA)
     if ResultStatus.FAIL in statuses:
-        raise Exit("kbisect: the kernel failed (FAIL)", FAILED_EXIT)
+        raise Exit("kbisect: the kernel failed (FAIL)", ExitCode.FAILED)
 
 
 def summary_table(cells: list[CellRecord]) -> str:

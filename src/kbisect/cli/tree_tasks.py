@@ -7,13 +7,11 @@ from invoke.exceptions import Exit
 
 from kbisect.cli.common import project, say, task
 from kbisect.config import load_project
-from kbisect.errors import UserError
+from kbisect.errors import ExitCode, UserError
 from kbisect.tree import repos
 from kbisect.tree.checkout import checkout as do_checkout
 from kbisect.tree.checkout import slot
 from kbisect.tree.variants import find_variant
-
-SKIP_EXIT = 125  # git bisect run's "cannot test this revision"
 
 
 @task(
@@ -68,7 +66,7 @@ def checkout(c: Context, tree: str, rev: str, variant: str | None = None) -> Non
     if result.detail:
         say(f"detail    {result.detail.strip()}")
     if not result.usable:
-        raise Exit(f"kbisect: {result.variant} does not apply to {rev}: SKIP", code=SKIP_EXIT)
+        raise Exit(f"kbisect: {result.variant} does not apply to {rev}: SKIP", code=ExitCode.SKIP)
 
 
 @task(help={})
