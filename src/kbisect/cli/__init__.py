@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from invoke.collection import Collection
-from invoke.program import Program
 
 from kbisect import __version__
 from kbisect.cli import (
@@ -18,6 +17,7 @@ from kbisect.cli import (
     run_tasks,
     tree_tasks,
 )
+from kbisect.cli.program import KbisectProgram
 
 ns = Collection()
 ns.add_task(config_tasks.check)
@@ -46,4 +46,11 @@ ns.add_collection(Collection("config", config_tasks.reference))
 
 def main() -> None:
     """Entry point of the `kbisect` console script."""
-    Program(namespace=ns, version=__version__, name="kbisect", binary="kbisect").run()
+    program = KbisectProgram(
+        namespace=ns,
+        version=__version__,
+        name="kbisect",
+        binary="kbisect",
+        binary_names=["kbisect"],
+    )
+    program.run()

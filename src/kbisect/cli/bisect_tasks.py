@@ -15,6 +15,7 @@ from kbisect.bisect.session import (
     run_bisection,
 )
 from kbisect.bisect.stats import Policy
+from kbisect.cli.arguments import Convert, positive_int, positive_number
 from kbisect.cli.common import project, say
 from kbisect.cli.common import task as kb_task
 from kbisect.config import Project
@@ -39,6 +40,14 @@ _HELP = {
     "end_runs": "Runs at each end before bisecting (default 3).",
     "budget": "Stop after this many seconds of bisecting (exit 3, the range so far reported).",
     "resume": "Continue bisection ID after a crash or kill, without redoing finished runs.",
+}
+_CHECKS: dict[str, Convert] = {
+    "timeout": positive_number,
+    "repeat": positive_int,
+    "max_runs": positive_int,
+    "end_runs": positive_int,
+    "budget": positive_number,
+    "resume": positive_int,
 }
 
 
@@ -116,7 +125,7 @@ def _execute(p: Project, request: BisectRequest, bisection_id: int, store: Resul
         raise Exit(f"kbisect: bisection {bisection_id}: {result.status.value}", result.exit_code)
 
 
-@kb_task(help=_HELP, iterable=["good"])
+@kb_task(help=_HELP, iterable=["good"], positional=[], checks=_CHECKS)
 def bisect(
     c: Context,
     good: list[str],
@@ -135,6 +144,7 @@ def bisect(
     end_runs: int = 0,
     budget: float = 0.0,
     resume: int = 0,
+    root: str | None = None,
 ) -> None:
     """Find the commit between --good and --bad that made the predicate fail.
 
@@ -143,7 +153,7 @@ def bisect(
     Exit 0 confirmed, 1 found but not confirmed, 2 user error, 3 infrastructure failure or
     aborted, 4 the ends did not reproduce.
     """
-    p = project()
+    p = project(root)
     with ResultsStore(p.results_dir) as store:
         if resume:
             record = store.get_bisection(resume)
@@ -165,10 +175,14 @@ def bisect(
         _execute(p, request, record.id, store)
 
 
-@kb_task(help={"id": "Bisection id (see the last lines of `kbisect bisect`)."}, name="log")
-def bisect_log(c: Context, id: int) -> None:
+@kb_task(
+    help={"id": "Bisection id (see the last lines of `kbisect bisect`)."},
+    checks={"id": positive_int},
+    name="log",
+)
+def bisect_log(c: Context, id: int, root: str | None = None) -> None:
     """Print a bisection's log in `git bisect log` form (replayable by git and bisect.replay)."""
-    p = project()
+    p = project(root)
     with ResultsStore(p.results_dir) as store:
         if store.get_bisection(id) is None:
             raise UserError(f"no bisection {id} in {store.path}")
@@ -213,6 +227,7 @@ _REPLAY_HELP = {k: v for k, v in _HELP.items() if k not in ("good", "bad", "resu
 
 @kb_task(
     help={**_REPLAY_HELP, "log_file": "A `git bisect log` file (git's or `kbisect bisect.log`)."},
+    checks={k: v for k, v in _CHECKS.items() if k != "resume"},
     name="replay",
 )
 def bisect_replay(
@@ -231,10 +246,11 @@ def bisect_replay(
     max_runs: int = 0,
     end_runs: int = 0,
     budget: float = 0.0,
+    root: str | None = None,
 ) -> None:
     """Continue from a bisect log: its good marks and its last bad mark become the ends of a new
     bisection (confirmed like any ends), so the finished part is not redone."""
-    p = project()
+    p = project(root)
     good, bad = read_bisect_log(Path(log_file))
     request = _new_request(
         good, bad, tree, variant, job, test, host, profile, build_only, run, timeout,

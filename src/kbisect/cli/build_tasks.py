@@ -9,6 +9,7 @@ from invoke.exceptions import Exit
 
 from kbisect.build.builder import build as do_build
 from kbisect.build.builder import store_for
+from kbisect.cli.arguments import positive_int
 from kbisect.cli.common import choose_profile, project, say, task
 from kbisect.errors import ExitCode
 from kbisect.tree import repos
@@ -23,7 +24,8 @@ from kbisect.tree.variants import find_variant
         "variant": "EXPERIMENT/VARIANT or VARIANT; default: the tree as it is.",
         "profile": "Build profile (configs/); default: the only one, or xen-dom0.",
         "jobs": "make -jN (default: settings.build_jobs, else the number of cores).",
-    }
+    },
+    checks={"jobs": positive_int},
 )
 def build(
     c: Context,
@@ -32,13 +34,14 @@ def build(
     variant: str | None = None,
     profile: str | None = None,
     jobs: int = 0,
+    root: str | None = None,
 ) -> None:
     """Check out and build (revision, variant, profile); print the build key and artifact path.
 
     A key already in the store compiles nothing. Exit 1 when the kernel does not build (the
     first compiler errors are printed), 125 when the variant does not apply (SKIP).
     """
-    p = project()
+    p = project(root)
     chosen = choose_profile(p.profiles, profile)
     handle = repos.open_tree(p, tree)
     ref = find_variant(p, variant)
@@ -68,9 +71,9 @@ def build(
 
 
 @task(help={})
-def builds(c: Context) -> None:
+def builds(c: Context, root: str | None = None) -> None:
     """List the artifact store, most recently used first."""
-    p = project()
+    p = project(root)
     store = store_for(p)
     artifacts = store.artifacts()
     if not artifacts:

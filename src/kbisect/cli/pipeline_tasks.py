@@ -5,6 +5,7 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.exceptions import Exit
 
+from kbisect.cli.arguments import positive_int
 from kbisect.cli.common import project, say, task
 from kbisect.errors import ExitCode, UserError
 from kbisect.pipeline.nightly import plan, run_nightly
@@ -16,9 +17,16 @@ from kbisect.pipeline.plan import axes
         "pipeline": "Pipeline name: a file under pipelines/ without .yaml (default: nightly).",
         "resume": "Finish run RUN after a crash or kill, without redoing finished cells.",
         "dry_run": "Print the matrix and the cells, run nothing.",
-    }
+    },
+    checks={"resume": positive_int},
 )
-def nightly(c: Context, pipeline: str = "nightly", resume: int = 0, dry_run: bool = False) -> None:
+def nightly(
+    c: Context,
+    pipeline: str = "nightly",
+    resume: int = 0,
+    dry_run: bool = False,
+    root: str | None = None,
+) -> None:
     """Run a pipeline: revisions x variants x profiles x hosts x jobs x repeats.
 
     Builds are shared between cells, hosts run while the next revision compiles, results are
@@ -26,7 +34,7 @@ def nightly(c: Context, pipeline: str = "nightly", resume: int = 0, dry_run: boo
     bisected (auto_bisect), and JUnit and a summary are written. Exit 0 no new regressions,
     1 new regressions, 3 infrastructure failure.
     """
-    p = project()
+    p = project(root)
     if pipeline not in p.pipelines:
         known = ", ".join(sorted(p.pipelines)) or "none"
         raise UserError(f"unknown pipeline {pipeline!r} (known: {known})")

@@ -6,6 +6,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from kbisect.build.builder import store_for
+from kbisect.cli.arguments import positive_int
 from kbisect.cli.common import choose_profile, project, say
 from kbisect.cli.common import task as kb_task
 from kbisect.config import Job, Project
@@ -74,15 +75,18 @@ def summary_table(cells: list[CellRecord]) -> str:
         "host": "Host that runs the job (default: the first embedded host).",
         "job": "Job name (configs/).",
         "repeat": "Runs (default: the job's repeat).",
-    }
+    },
+    checks={"repeat": positive_int},
 )
-def stress(c: Context, job: str, host: str | None = None, repeat: int = 0) -> None:
+def stress(
+    c: Context, job: str, host: str | None = None, repeat: int = 0, root: str | None = None
+) -> None:
     """Run a job on what a host runs now (after `deploy` or `lab.up`); record it as a run.
 
     Prints the subtests and the JUnit path. Exit 0 all passed or skipped, 1 the kernel failed,
     3 an infrastructure error.
     """
-    p = project()
+    p = project(root)
     chosen_job = _job(p, job)
     with Lab(p, keep_up=True, say=say) as lab, ResultsStore(p.results_dir) as store:
         target = lab.host(host)
@@ -124,7 +128,8 @@ def stress(c: Context, job: str, host: str | None = None, repeat: int = 0) -> No
         "profile": "Build profile (default: the only one, or xen-dom0).",
         "repeat": "Runs (default: the job's repeat).",
         "keep_up": "Leave the embedded host running afterwards (for `stress` or ssh).",
-    }
+    },
+    checks={"repeat": positive_int},
 )
 def run(
     c: Context,
@@ -136,13 +141,14 @@ def run(
     profile: str | None = None,
     repeat: int = 0,
     keep_up: bool = False,
+    root: str | None = None,
 ) -> None:
     """One cell end to end: check out, build, deploy, run the job, collect, record.
 
     Prints a summary table (cells and subtests) and the JUnit path. Exit 0 all passed or
     skipped, 1 the kernel failed (a job FAIL or a build failure), 3 an infrastructure error.
     """
-    p = project()
+    p = project(root)
     chosen_job = _job(p, job)
     with Lab(p, keep_up=keep_up, say=say) as lab, ResultsStore(p.results_dir) as store:
         target = lab.host(host)
