@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json as json_module
 import re
 from pathlib import Path
 
 from invoke.context import Context
-from invoke.exceptions import Exit
 
 from kbisect.bisect.session import (
     BisectRequest,
@@ -16,7 +16,7 @@ from kbisect.bisect.session import (
 )
 from kbisect.bisect.stats import Policy
 from kbisect.cli.arguments import Convert, positive_int, positive_number
-from kbisect.cli.common import project, say
+from kbisect.cli.common import Outcome, project, say
 from kbisect.cli.common import task as kb_task
 from kbisect.config import Project
 from kbisect.errors import UserError
@@ -109,7 +109,7 @@ def _new_request(
     )
 
 
-def _execute(p: Project, request: BisectRequest, bisection_id: int, store: ResultsStore) -> None:
+def _execute(p: Project, request: BisectRequest, bisection_id: int, store: ResultsStore) -> Outcome:
     with Lab(p, say=say) as lab:
         if request.predicate == "job":
             lab.lease(lab.host(request.host), f"bisect {bisection_id}")
@@ -121,8 +121,12 @@ def _execute(p: Project, request: BisectRequest, bisection_id: int, store: Resul
     say(f"report: {out / 'report.json'}")
     say(f"junit:  {out / 'junit.xml'}")
     say(f"log:    {out / 'bisect.log'}   (kbisect bisect.log {bisection_id})")
-    if result.exit_code:
-        raise Exit(f"kbisect: bisection {bisection_id}: {result.status.value}", result.exit_code)
+    document = json_module.loads((out / "report.json").read_text())
+    document.update(
+        report=str(out / "report.json"), junit=str(out / "junit.xml"), log=str(out / "bisect.log")
+    )
+    message = f"kbisect: bisection {bisection_id}: {result.status.value}"
+    return Outcome(document, result.exit_code, message)
 
 
 @kb_task(help=_HELP, iterable=["good"], positional=[], checks=_CHECKS)
@@ -145,7 +149,8 @@ def bisect(
     budget: float = 0.0,
     resume: int = 0,
     root: str | None = None,
-) -> None:
+    json: bool = False,
+) -> Outcome:
     """Find the commit between --good and --bad that made the predicate fail.
 
     The ends are confirmed first, git chooses the steps, flaky results get more runs, and the
@@ -161,8 +166,7 @@ def bisect(
                 raise UserError(f"no bisection {resume} in {store.path}")
             request = BisectRequest.from_json(record.request)
             say(f"resuming bisection {resume} ({len(store.trials(resume))} runs recorded)")
-            _execute(p, request, resume, store)
-            return
+            return _execute(p, request, resume, store)
         if not good or bad is None:
             raise UserError("give --good REV (one or more) and --bad REV, or --resume ID")
         request = _new_request(
@@ -172,7 +176,7 @@ def bisect(
         request, _ = prepare(p, request)
         record = store.create_bisection(request.to_json())
         say(f"bisection {record.id}: {len(request.good)} good, bad {request.bad[:12]}")
-        _execute(p, request, record.id, store)
+        return _execute(p, request, record.id, store)
 
 
 @kb_task(
@@ -247,7 +251,8 @@ def bisect_replay(
     end_runs: int = 0,
     budget: float = 0.0,
     root: str | None = None,
-) -> None:
+    json: bool = False,
+) -> Outcome:
     """Continue from a bisect log: its good marks and its last bad mark become the ends of a new
     bisection (confirmed like any ends), so the finished part is not redone."""
     p = project(root)
@@ -260,4 +265,4 @@ def bisect_replay(
         request, _ = prepare(p, request)
         record = store.create_bisection(request.to_json())
         say(f"bisection {record.id} from {log_file}: {len(good)} good, bad {bad[:12]}")
-        _execute(p, request, record.id, store)
+        return _execute(p, request, record.id, store)

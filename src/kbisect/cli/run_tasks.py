@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from invoke.context import Context
-from invoke.exceptions import Exit
 
 from kbisect.build.builder import store_for
 from kbisect.cli.arguments import positive_int
-from kbisect.cli.common import choose_profile, project, say
+from kbisect.cli.common import Outcome, choose_profile, project, say
 from kbisect.cli.common import task as kb_task
 from kbisect.config import Job, Project
 from kbisect.errors import ExitCode, UserError
@@ -25,8 +26,8 @@ def _job(p: Project, name: str) -> Job:
     return p.jobs[name]
 
 
-def _finish(store: ResultsStore, run_id: int, cells: list[CellRecord]) -> None:
-    """Record the run's end, write its JUnit, print the summary, and exit by the worst status."""
+def _finish(store: ResultsStore, run_id: int, cells: list[CellRecord]) -> Outcome:
+    """Record the run's end, write its JUnit, print the summary; exit by the worst status."""
     junit = store.results_dir / "runs" / str(run_id) / "junit.xml"
     write_junit(cells, junit)
     store.finish_run(run_id)
@@ -35,11 +36,40 @@ def _finish(store: ResultsStore, run_id: int, cells: list[CellRecord]) -> None:
     say("")
     say(f"run {run_id}: {store.path}")
     say(f"junit: {junit}")
+    document = {
+        "run": run_id,
+        "store": str(store.path),
+        "junit": str(junit),
+        "cells": [cell_document(c) for c in cells],
+    }
     statuses = {c.status for c in cells}
     if ResultStatus.ERROR in statuses:
-        raise Exit("kbisect: infrastructure errors (ERROR): see the reasons above", ExitCode.INFRA)
+        message = "kbisect: infrastructure errors (ERROR): see the reasons above"
+        return Outcome(document, ExitCode.INFRA, message)
     if ResultStatus.FAIL in statuses:
-        raise Exit("kbisect: the kernel failed (FAIL)", ExitCode.FAILED)
+        return Outcome(document, ExitCode.FAILED, "kbisect: the kernel failed (FAIL)")
+    return Outcome(document)
+
+
+def cell_document(cell: CellRecord) -> dict[str, Any]:
+    """A cell as `--json` shows it: what ran, its verdict, and its subtests'."""
+    return {
+        "tree": cell.tree,
+        "rev": cell.rev,
+        "commit": cell.commit,
+        "variant": cell.variant or "base",
+        "profile": cell.profile,
+        "host": cell.host,
+        "job": cell.job,
+        "repeat": cell.repeat,
+        "status": cell.status.value,
+        "reason": cell.reason,
+        "build": cell.build_key,
+        "subtests": [
+            {"name": s.name, "status": s.status.value, "errno": s.errno, "detail": s.detail}
+            for s in cell.subtests
+        ],
+    }
 
 
 def summary_table(cells: list[CellRecord]) -> str:
@@ -79,8 +109,13 @@ def summary_table(cells: list[CellRecord]) -> str:
     checks={"repeat": positive_int},
 )
 def stress(
-    c: Context, job: str, host: str | None = None, repeat: int = 0, root: str | None = None
-) -> None:
+    c: Context,
+    job: str,
+    host: str | None = None,
+    repeat: int = 0,
+    root: str | None = None,
+    json: bool = False,
+) -> Outcome:
     """Run a job on what a host runs now (after `deploy` or `lab.up`); record it as a run.
 
     Prints the subtests and the JUnit path. Exit 0 all passed or skipped, 1 the kernel failed,
@@ -115,7 +150,7 @@ def stress(
         with lab.lease(target, f"stress {job}"):
             for r in range(1, (repeat or chosen_job.repeat) + 1):
                 cells.append(runner.run_repeat(spec, r, target, prov, deployed))
-        _finish(store, run.id, cells)
+        return _finish(store, run.id, cells)
 
 
 @kb_task(
@@ -142,7 +177,8 @@ def run(
     repeat: int = 0,
     keep_up: bool = False,
     root: str | None = None,
-) -> None:
+    json: bool = False,
+) -> Outcome:
     """One cell end to end: check out, build, deploy, run the job, collect, record.
 
     Prints a summary table (cells and subtests) and the JUnit path. Exit 0 all passed or
@@ -163,4 +199,4 @@ def run(
         except BaseException:
             store.finish_run(run_record.id, RunStatus.ABORTED)
             raise
-        _finish(store, run_record.id, cells)
+        return _finish(store, run_record.id, cells)
