@@ -30,7 +30,7 @@ class ExitCode(IntEnum):
     SKIP = 125, "the variant does not apply to the revision (`git bisect run`'s skip)"
     HUNG_UP = 129, "ended by SIGHUP (the lab's hosts are stopped first)"
     INTERRUPTED = 130, "interrupted (Ctrl-C)"
-    OUTPUT_CLOSED = 141, "the reader of the output went away (`kbisect ... | head`)"
+    OUTPUT_CLOSED = 141, "the reader of the output went away (a `head` reading it ended)"
     TERMINATED = 143, "ended by SIGTERM (the lab's hosts are stopped first)"
 
 

@@ -44,13 +44,17 @@ ns.add_collection(
 ns.add_collection(Collection("config", config_tasks.reference))
 
 
-def main() -> None:
-    """Entry point of the `kbisect` console script."""
-    program = KbisectProgram(
+def program() -> KbisectProgram:
+    """The `kbisect` program over the task collection."""
+    return KbisectProgram(
         namespace=ns,
         version=__version__,
         name="kbisect",
         binary="kbisect",
         binary_names=["kbisect"],
     )
-    program.run()
+
+
+def main() -> None:
+    """Entry point of the `kbisect` console script."""
+    program().run()

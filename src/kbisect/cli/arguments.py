@@ -26,7 +26,13 @@ LONG_ONLY = frozenset({"root", "json"})
 
 
 class UsageError(ParseError):
-    """A command-line mistake whose message is already the one line the user sees."""
+    """A command-line mistake found by kbisect rather than by invoke's parser: a bad value, or
+    (`unknown_flag`) a flag-like word where an argument's value was expected. The program adds
+    the task it belongs to."""
+
+    def __init__(self, message: str, unknown_flag: str | None = None) -> None:
+        super().__init__(message)
+        self.unknown_flag = unknown_flag
 
 
 def integer(text: str) -> int:
@@ -89,6 +95,10 @@ class CheckedArgument(Argument):
         self.convert = convert or _BY_KIND.get(self.kind)
 
     def set_value(self, value: Any, cast: bool = True) -> None:
+        if self.positional and isinstance(value, str) and value.startswith("-"):
+            # invoke gives a missing positional argument whatever comes next, a mistyped flag
+            # included: `kbisect build --tre x` must not build a tree named "--tre".
+            raise UsageError(f"unknown flag {value}", unknown_flag=value)
         if cast and isinstance(value, str) and self.convert is not None:
             try:
                 value = self.convert(value)

@@ -16,7 +16,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from invoke.completion.complete import complete, print_completion_script
 from invoke.exceptions import Exit, ParseError
@@ -106,17 +106,23 @@ class KbisectProgram(Program):
 
     def parse_tasks(self) -> None:
         self.parser = self._make_parser()
-        asked = self.help_asked_for(self.core.unparsed)
+        tokens = self.core.unparsed
+        # Help wins over everything else a task was given, as with most programs: a required
+        # argument still missing must not swallow `--help` as its value.
+        asked = next((task for token, task in self.tasks_of(tokens) if token in HELP_FLAGS), None)
         if asked is not None:
             self.print_task_help(asked)
             raise Exit
-        super().parse_tasks()
+        try:
+            super().parse_tasks()
+        except UsageError as exc:
+            named = [task for _, task in self.tasks_of(tokens) if task is not None]
+            if named:
+                exc.context = self.parser.contexts[named[-1]]
+            raise
 
-    def help_asked_for(self, tokens: list[str]) -> str | None:
-        """The task whose --help (or -h) appears on the command line, if any.
-
-        Help wins over everything else a task was given, as with most programs: a required
-        argument still missing must not swallow `--help` as its value."""
+    def tasks_of(self, tokens: list[str]) -> Iterator[tuple[str, str | None]]:
+        """Each token with the task it belongs to (None before the first task)."""
         contexts = self.parser.contexts
         current: ParserContext | None = None
         name: str | None = None
@@ -124,13 +130,11 @@ class KbisectProgram(Program):
         for token in tokens:
             if expecting_value:
                 expecting_value = False
-            elif token in HELP_FLAGS:
-                return name
             elif token in contexts:
                 current, name = contexts[token], token
             elif current is not None and token in current.flags:
                 expecting_value = current.flags[token].takes_value
-        return None
+            yield token, name
 
     def parse_cleanup(self) -> None:
         wanted = self.args.help.value
@@ -218,14 +222,20 @@ def suggestion(word: str, candidates: Iterable[str]) -> str:
 
 def usage_line(error: ParseError, task_names: list[str], binary: str) -> str:
     """invoke's parse errors (and kbisect's own), said as one line a shell user expects."""
-    if isinstance(error, UsageError):
-        return f"{binary}: {error}"
     context = error.context
-    where = f"{binary} {context.name}" if context is not None and context.name else binary
+    where = binary
+    if context is not None and context.name:  # `bisect`, not `bisect.bisect`
+        where = f"{binary} {min((context.name, *context.aliases), key=len)}"
     see = f"(see `{where} --help`)"
     text = str(error)
-    if m := _UNKNOWN.match(text):
+    token: str | None = None
+    if isinstance(error, UsageError):
+        if error.unknown_flag is None:
+            return f"{where}: {text}"
+        token = error.unknown_flag
+    elif m := _UNKNOWN.match(text):
         token = m.group("token")
+    if token is not None:
         if token.startswith("-"):
             flags = list(context.flags) if context is not None else []
             return f"{where}: unknown flag {token}{suggestion(token, flags)} {see}"
