@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import REPO
+from tests.test_config import VALID
 
 from kbisect import __version__
 from kbisect.cli import ns, program
@@ -259,15 +260,8 @@ def small_project(tmp_path: Path) -> Path:
             hosts: [qemu]
             jobs: [stress]
             """,
-        "seeds/exp/experiment.yaml": """
-            name: exp
-            title: an experiment
-            question: does it work?
-            variants:
-              - name: base
-                description: as it is
-            """,
     }
+    files.update({rel: text for rel, text in VALID.items() if rel.startswith("seeds/")})
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(textwrap.dedent(text).lstrip("\n"))
@@ -282,7 +276,7 @@ def test_root_points_a_task_at_a_project_from_anywhere(tmp_path: Path) -> None:
         ["variants", "--root", str(root)], elsewhere, {"KBISECT_CACHE": str(tmp_path / "c")}
     )
     assert done.returncode == 0, done.stderr
-    assert "exp: an experiment" in done.stdout and "exp/base" in done.stdout
+    assert "exp: an experiment" in done.stdout and "exp/patched" in done.stdout
 
 
 def test_nightly_dry_run_json_is_the_plan(tmp_path: Path) -> None:
