@@ -445,3 +445,21 @@ def test_json_errors_are_json_too(tmp_path: Path) -> None:
     document = json.loads(done.stdout)
     assert document["exit_code"] == ExitCode.USAGE and "no-such-rev" in document["error"]
     assert done.stderr.strip().splitlines()[-1] == f"kbisect: {document['error']}"
+
+
+JSON_FAILURES = [
+    ["stress", "--job", "nosuch"],
+    ["run", "linux", "v1", "nosuch"],
+    ["nightly", "--pipeline", "x"],
+]
+
+
+@pytest.mark.parametrize("argv", JSON_FAILURES)
+def test_every_json_task_answers_in_json_when_it_fails(argv: list[str], tmp_path: Path) -> None:
+    root = small_project(tmp_path)
+    env = {"KBISECT_CACHE": str(tmp_path / "cache"), "KBISECT_RESULTS": str(tmp_path / "r")}
+    done = kb_process([*argv, "--json", "--root", str(root)], tmp_path, env)
+    assert done.returncode == ExitCode.USAGE, done.stderr
+    document = json.loads(done.stdout)
+    assert document["exit_code"] == ExitCode.USAGE
+    assert "nosuch" in document["error"] or "'x'" in document["error"]

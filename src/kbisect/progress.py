@@ -73,7 +73,7 @@ def plain_phase(
         ended = "done in"
     finally:
         stop.set()
-        thread.join()
+        thread.join(timeout=HEARTBEAT_SECONDS)  # it only prints a line
         took = time.monotonic() - started
         if took >= report_after or beaten.is_set() or ended != "done in":
             _line(f"{description}: {ended} {elapsed(took)}{_then(status())}")
