@@ -84,7 +84,7 @@ def test_every_task_shows_its_help(
 def test_help_wins_over_arguments_given_or_missing(
     task: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # `-h` after a flag that takes a value would be that value; anywhere else it is help
+    # help wins wherever it is, even where an argument's value is still missing
     code, out, _ = kb([task, "somevalue", "-h"], capsys)
     assert code == 0 and out.startswith(f"Usage: kbisect {task} ")
     code, out, _ = kb(["--help", task], capsys)

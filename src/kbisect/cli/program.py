@@ -28,9 +28,12 @@ from kbisect.cli.arguments import UsageError, flag_of
 from kbisect.errors import ExitCode
 
 HELP_FLAGS = ("--help", "-h")
+SHELLS = ("bash", "zsh", "fish")  # the completion scripts invoke has
 
 
 class KbisectProgram(Program):
+    """invoke's Program with the rules in this module's docstring; invoke parses, as before."""
+
     def core_args(self) -> list[Argument]:
         return [
             Argument(
@@ -99,8 +102,9 @@ class KbisectProgram(Program):
             raise Exit
         shell = self.args["print-completion-script"].value
         if shell:
-            if shell not in ("bash", "zsh", "fish"):
-                raise UsageError(f"--print-completion-script: expected bash or zsh, got {shell!r}")
+            if shell not in SHELLS:
+                expected = ", ".join(SHELLS)
+                raise UsageError(f"--print-completion-script: expected {expected}, got {shell!r}")
             print_completion_script(shell=shell, names=self.binary_names)
             raise Exit
 
