@@ -163,7 +163,7 @@ def test_a_real_boolean_is_still_refused_where_words_are_expected(
             with_change(
                 "configs/jobs.yaml", "program: gntstress", "program: gntstress\n    timeout: 0"
             ),
-            ["configs/jobs.yaml:4: jobs[0].timeout: expected at least 1"],
+            ["configs/jobs.yaml:4: jobs[0].timeout: expected an integer from 1 to 604800, got 0"],
         ),
         (
             with_change("seeds/exp/experiment.yaml", "[a.patch]", "[a.patch, b.patch]"),
