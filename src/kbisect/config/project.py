@@ -104,18 +104,35 @@ def cache_dir(settings: Settings, root: Path) -> Path:
     return Path(xdg) / "kbisect"
 
 
-def load_project(root: Path | None = None) -> Project:
-    """Load and cross-check every configuration file under `root` (found if not given)."""
-    root = root or find_root()
-    if root is None:
-        return Project(
-            root=Path.cwd()
-        )  # no project: built-in defaults (e.g. bisect of a plain repo)
-    loader = _Loader(root.resolve())
+def load_project(root: Path | None = None, *, required: bool = True) -> Project:
+    """Load and cross-check every configuration file under `root` (found if not given).
+
+    Outside any project (no configs/ in the root given or found) this is a user error, unless
+    the task works without one (`required=False`: bisect of a plain repository), which gets
+    built-in defaults instead.
+    """
+    if root is not None and not root.is_dir():
+        raise UserError(f"project root {printable(str(root), 200)}: not a directory")
+    found = root or find_root()
+    if found is None or not (found / "configs").is_dir():
+        if required:
+            raise UserError(_not_a_project(found))
+        return Project(root=found or Path.cwd())
+    loader = _Loader(found.resolve())
     project = loader.load()
     if loader.problems:
         raise ConfigError([_tidy(problem) for problem in loader.problems])
     return project
+
+
+def _not_a_project(root: Path | None) -> str:
+    if root is None:
+        here = printable(str(Path.cwd()), 200)
+        return (
+            f"not in a kbisect project: no configs/ directory in {here} or above it; "
+            f"give --root DIR or set ${ROOT_ENV}"
+        )
+    return f"{printable(str(root), 200)} is not a kbisect project: it has no configs/ directory"
 
 
 def _tidy(problem: ConfigProblem) -> ConfigProblem:
