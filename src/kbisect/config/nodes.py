@@ -24,6 +24,10 @@ TIMESTAMP_TAG = CORE + "timestamp"
 SCALAR_TAGS = frozenset(CORE + t for t in ("str", "int", "float", "bool", "null", "timestamp"))
 
 
+class _Refused(ComposerError):
+    """Valid YAML that a configuration may not use."""
+
+
 class _StrictLoader(yaml.SafeLoader):
     """The safe composer, refusing anchors, aliases and nesting deeper than MAX_DEPTH."""
 
@@ -34,12 +38,12 @@ class _StrictLoader(yaml.SafeLoader):
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise ComposerError(
+            raise _Refused(
                 None, None, "anchors and aliases (&name, *name) are not supported: write the "
                 "value out", event.start_mark,
             )  # fmt: skip
         if self.depth >= MAX_DEPTH:
-            raise ComposerError(
+            raise _Refused(
                 None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark
             )
         self.depth += 1
@@ -58,7 +62,9 @@ def compose(text: str) -> tuple[yaml.Node | None, tuple[int | None, str] | None]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = exc.problem or exc.context or "not valid YAML"
-        return None, (mark.line + 1 if mark else None, f"YAML syntax error: {what}")
+        if not isinstance(exc, _Refused):
+            what = f"YAML syntax error: {what}"
+        return None, (mark.line + 1 if mark else None, what)
     except ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         char = printable(chr(exc.character)) if isinstance(exc.character, int) else "?"

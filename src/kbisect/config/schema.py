@@ -229,6 +229,7 @@ class Reader:
                 key, refused = "", refused or f"expected a name as key, got {_shown(key_node)}"
             if refused is not None:
                 self._problem(key_node, _join(path, printable(key, 40)), refused)
+                self.incomplete = self.incomplete or not path
             elif key in seen:
                 self._problem(key_node, _join(path, key), "duplicate key")
             else:
@@ -272,9 +273,10 @@ class Reader:
                     self._problem(node, _join(path, name), f"missing required key ({describe(tp)})")
                 bad = True
         if bad:
-            names = [str(v.value) for k, v in pairs if k == "name" and _is_scalar(v)]
-            self.broken_names.update(names)
-            self.incomplete = self.incomplete or ("name" in fields and not names)
+            if "name" in values:
+                self.broken_names.add(str(values["name"]))
+            elif "name" in fields:  # what the entry was called is unknown
+                self.incomplete = True
             return _INVALID
         obj = cls(**values, located=Origin(self.file, lines[""], path, lines))
         checked = obj.check()
@@ -307,10 +309,6 @@ class Reader:
 
 def _required(f: dataclasses.Field[Any]) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-
-
-def _is_scalar(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode)
 
 
 def _join(path: str, key: str) -> str:
