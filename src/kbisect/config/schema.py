@@ -76,10 +76,17 @@ class Model:
         return ConfigProblem(file, line, key, message)
 
 
-def model_fields(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:
+Fields = tuple[tuple[dataclasses.Field[Any], Any], ...]
+_FIELDS: dict[type, Fields] = {}  # resolving hints is slow; a file may hold thousands of entries
+
+
+def model_fields(cls: type) -> Fields:
     """The YAML-visible fields of a model with their resolved types."""
-    hints = typing.get_type_hints(cls)
-    return [(f, hints[f.name]) for f in dataclasses.fields(cls) if f.name != "located"]
+    if cls not in _FIELDS:
+        hints = typing.get_type_hints(cls)
+        fields = dataclasses.fields(cls)
+        _FIELDS[cls] = tuple((f, hints[f.name]) for f in fields if f.name != "located")
+    return _FIELDS[cls]
 
 
 def _number(value: float) -> str:
