@@ -143,7 +143,7 @@ def bisect(
     Exit 0 confirmed, 1 found but not confirmed, 2 user error, 3 infrastructure failure or
     aborted, 4 the ends did not reproduce.
     """
-    p = project()
+    p = project(required=False)
     with ResultsStore(p.results_dir) as store:
         if resume:
             record = store.get_bisection(resume)
@@ -168,7 +168,7 @@ def bisect(
 @kb_task(help={"id": "Bisection id (see the last lines of `kbisect bisect`)."}, name="log")
 def bisect_log(c: Context, id: int) -> None:
     """Print a bisection's log in `git bisect log` form (replayable by git and bisect.replay)."""
-    p = project()
+    p = project(required=False)
     with ResultsStore(p.results_dir) as store:
         if store.get_bisection(id) is None:
             raise UserError(f"no bisection {id} in {store.path}")
@@ -234,7 +234,7 @@ def bisect_replay(
 ) -> None:
     """Continue from a bisect log: its good marks and its last bad mark become the ends of a new
     bisection (confirmed like any ends), so the finished part is not redone."""
-    p = project()
+    p = project(required=False)
     good, bad = read_bisect_log(Path(log_file))
     request = _new_request(
         good, bad, tree, variant, job, test, host, profile, build_only, run, timeout,

@@ -18,7 +18,7 @@ _JOBS = "Processes for a large render (default: the number of CPUs)."
 
 
 def _results_dir() -> Path:
-    return project().results_dir
+    return project(required=False).results_dir
 
 
 def _out(results: Path, out: str | None) -> Path:

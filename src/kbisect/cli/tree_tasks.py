@@ -36,7 +36,7 @@ def import_(c: Context, tree: str = "debian-6.1", version: list[str] | None = No
 @task(help={"tree": "Tree name or path of a git repository."})
 def revs(c: Context, tree: str = "debian-6.1") -> None:
     """List the tree's release tags, oldest first."""
-    p = project()
+    p = project(required=False)
     handle = repos.open_tree(p, tree)
     for tag in repos.newest_tags(handle, 10_000):
         say(f"{tag}  {repos.resolve(handle, tag)}")
@@ -54,7 +54,7 @@ def checkout(c: Context, tree: str, rev: str, variant: str | None = None) -> Non
 
     Exits 125 (git bisect's "skip") when the variant's patches do not apply to the revision.
     """
-    p = project()
+    p = project(required=False)
     handle = repos.open_tree(p, tree)
     ref = find_variant(p, variant)
     with slot(p, handle) as path:
