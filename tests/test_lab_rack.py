@@ -106,6 +106,7 @@ def rack_host(
     return host
 
 
+@pytest.mark.slow  # reboots the machine (waits its boot)
 def test_deploy_installs_arms_grub_once_reboots_and_verifies(
     rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
 ) -> None:
@@ -164,6 +165,7 @@ def test_deploy_installs_arms_grub_once_reboots_and_verifies(
     assert installed.read_bytes().endswith(b"B")
 
 
+@pytest.mark.slow  # reboots the machine (waits its boot)
 def test_host_that_hangs_is_power_cycled_then_verified(
     rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
 ) -> None:
@@ -175,6 +177,7 @@ def test_host_that_hangs_is_power_cycled_then_verified(
     assert done.fingerprint["dom0_cmdline"].endswith("kbisect.build=cccc3333")
 
 
+@pytest.mark.slow  # reboots the machine (waits its boot)
 def test_host_that_never_returns_is_broken_for_the_run(
     rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
 ) -> None:
