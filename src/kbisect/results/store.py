@@ -946,7 +946,6 @@ class ResultsStore:
                 decoded.append((run_id, found, json.loads(array)))
         decoded.sort(key=_two)  # in changes's order: SQLite's (BINARY) is code points' too
         keys: dict[tuple[str, ...], dict[str, SubtestKey]] = {}  # runs share their keys
-        new, define = object.__new__, object.__setattr__
         for run_id, line_key, items in decoded:
             items.sort(key=_first)
             mine = out[run_id]
@@ -965,24 +964,11 @@ class ResultsStore:
                 key = of_line.get(subtest)
                 if key is None:
                     key = of_line[subtest] = SubtestKey._make((*line_key, subtest))
-                # ChangeRecord(key, change, ...) without the frozen dataclass's __init__ (its
-                # setattr a field): the same fields, equal, at a third of the cost
-                record = new(ChangeRecord)
-                define(
-                    record,
-                    "__dict__",
-                    {
-                        "key": key,
-                        "change": change,
-                        "passes": passes,
-                        "fails": fails,
-                        "errors": errors,
-                        "baseline_run": base_run,
-                        "baseline_status": base_status,
-                        "last_pass_run": pass_run,
-                    },
+                mine.append(
+                    ChangeRecord(
+                        key, change, passes, fails, errors, base_run, base_status, pass_run
+                    )
                 )
-                mine.append(record)
         return out
 
     def _changes_as_rows(self, out: dict[int, list[ChangeRecord]]) -> dict[int, list[ChangeRecord]]:
