@@ -7,14 +7,12 @@ evidence and log references in the same transaction), so a killed run leaves no 
 recording a cell again under the same identity replaces it, which is what resuming a run does.
 Logs stay files under the results directory; the store keeps their relative paths.
 
-The schema is versioned: MIGRATIONS[i] takes the store from version i to i + 1, and opening a
-store applies whatever is missing. Add a migration (bisections, say); never edit an old one.
+The tables, their migrations and how columns hold values are in kbisect.results.schema.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,156 +39,17 @@ from kbisect.results.model import (
     SubtestRecord,
     TrialRecord,
 )
+from kbisect.results.schema import (
+    DB_NAME,
+    decode_time,
+    encode_json,
+    encode_time,
+    fingerprint_hash,
+    migrate,
+)
 
-DB_NAME = "kbisect.sqlite"
 BUSY_TIMEOUT_S = 30.0
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        "CREATE TABLE schema_version (version INTEGER NOT NULL)",
-        "INSERT INTO schema_version (version) VALUES (0)",
-        """CREATE TABLE runs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            kind TEXT NOT NULL,
-            pipeline TEXT,
-            started TEXT NOT NULL,
-            finished TEXT,
-            status TEXT NOT NULL,
-            meta TEXT NOT NULL DEFAULT '{}'
-        )""",
-        "CREATE INDEX runs_by_start ON runs (started)",
-        """CREATE TABLE fingerprints (
-            id INTEGER PRIMARY KEY,
-            hash TEXT NOT NULL UNIQUE,
-            data TEXT NOT NULL
-        )""",
-        """CREATE TABLE builds (
-            build_key TEXT PRIMARY KEY,
-            status TEXT NOT NULL,
-            log TEXT,
-            errors TEXT NOT NULL DEFAULT '[]',
-            meta TEXT NOT NULL DEFAULT '{}',
-            recorded TEXT NOT NULL
-        )""",
-        """CREATE TABLE cells (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-            tree TEXT NOT NULL,
-            rev TEXT NOT NULL,
-            variant TEXT NOT NULL,
-            profile TEXT NOT NULL,
-            host TEXT NOT NULL,
-            job TEXT NOT NULL,
-            repeat INTEGER NOT NULL,
-            status TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            commit_id TEXT,
-            patch_hash TEXT,
-            build_key TEXT,
-            started TEXT,
-            finished TEXT,
-            fingerprint_id INTEGER REFERENCES fingerprints (id),
-            UNIQUE (run_id, tree, rev, variant, profile, host, job, repeat)
-        )""",
-        "CREATE INDEX cells_by_identity ON cells (tree, rev, variant, profile, host, job)",
-        """CREATE TABLE subtests (
-            cell_id INTEGER NOT NULL REFERENCES cells (id) ON DELETE CASCADE,
-            seq INTEGER NOT NULL,
-            name TEXT NOT NULL,
-            status TEXT NOT NULL,
-            errno INTEGER NOT NULL,
-            detail TEXT NOT NULL,
-            signal INTEGER,
-            timed_out INTEGER NOT NULL,
-            PRIMARY KEY (cell_id, seq)
-        )""",
-        """CREATE TABLE evidence (
-            cell_id INTEGER NOT NULL REFERENCES cells (id) ON DELETE CASCADE,
-            seq INTEGER NOT NULL,
-            signature TEXT NOT NULL,
-            source TEXT NOT NULL,
-            line INTEGER NOT NULL,
-            lines TEXT NOT NULL,
-            also TEXT NOT NULL,
-            strong INTEGER NOT NULL,
-            more INTEGER NOT NULL,
-            PRIMARY KEY (cell_id, seq)
-        )""",
-        """CREATE TABLE logs (
-            cell_id INTEGER NOT NULL REFERENCES cells (id) ON DELETE CASCADE,
-            seq INTEGER NOT NULL,
-            kind TEXT NOT NULL,
-            path TEXT NOT NULL,
-            PRIMARY KEY (cell_id, seq)
-        )""",
-    ),
-    (
-        """CREATE TABLE bisections (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            created TEXT NOT NULL,
-            updated TEXT NOT NULL,
-            status TEXT NOT NULL,
-            request TEXT NOT NULL,
-            report TEXT
-        )""",
-        """CREATE TABLE bisect_trials (
-            bisection_id INTEGER NOT NULL REFERENCES bisections (id) ON DELETE CASCADE,
-            seq INTEGER NOT NULL,
-            phase TEXT NOT NULL,
-            commit_id TEXT NOT NULL,
-            outcome TEXT NOT NULL,
-            detail TEXT NOT NULL,
-            identity TEXT,
-            seconds REAL NOT NULL,
-            finished TEXT NOT NULL,
-            PRIMARY KEY (bisection_id, seq)
-        )""",
-    ),
-    (
-        """CREATE TABLE changes (
-            run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-            tree TEXT NOT NULL,
-            rev TEXT NOT NULL,
-            variant TEXT NOT NULL,
-            profile TEXT NOT NULL,
-            host TEXT NOT NULL,
-            job TEXT NOT NULL,
-            subtest TEXT NOT NULL,
-            class TEXT NOT NULL,
-            passes INTEGER NOT NULL,
-            fails INTEGER NOT NULL,
-            errors INTEGER NOT NULL,
-            baseline_run INTEGER,
-            baseline_status TEXT,
-            last_pass_run INTEGER,
-            PRIMARY KEY (run_id, tree, rev, variant, profile, host, job, subtest)
-        )""",
-        """CREATE TABLE regressions (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            tree TEXT NOT NULL,
-            variant TEXT NOT NULL,
-            profile TEXT NOT NULL,
-            host TEXT NOT NULL,
-            job TEXT NOT NULL,
-            subtest TEXT NOT NULL,
-            opened_run INTEGER NOT NULL,
-            opened_rev TEXT NOT NULL,
-            good_rev TEXT,
-            status TEXT NOT NULL,
-            fixed_run INTEGER,
-            fixed_rev TEXT,
-            bisection_id INTEGER
-        )""",
-        "CREATE INDEX regressions_open ON regressions (status)",
-    ),
-)
-"""MIGRATIONS[i]: the statements that take the schema from version i to i + 1.
-
-Run and cell ids are AUTOINCREMENT: an id once committed never names anything else later (a
-replaced cell gets a new id), so links to them stay true.
-"""
-
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _INSERT_CELL = (
     "INSERT INTO cells (run_id, tree, rev, variant, profile, host, job, repeat, status, reason, "
@@ -225,64 +84,6 @@ _LOG_ROWS = {
     False: "SELECT cell_id, kind, path FROM logs "
     "WHERE cell_id IN (SELECT value FROM json_each(?)) ORDER BY cell_id, seq",
 }
-
-
-def _ts(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r}: the store keeps aware (UTC) times")
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _dt(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def fingerprint_hash(fingerprint: Mapping[str, str]) -> str:
-    """The content hash a host fingerprint is stored under."""
-    return hashlib.sha256(_json(dict(fingerprint)).encode()).hexdigest()
-
-
-def _schema_version(conn: sqlite3.Connection) -> int:
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-    ).fetchone()
-    if exists is None:
-        return 0
-    row = conn.execute("SELECT version FROM schema_version").fetchone()
-    return int(row[0])
-
-
-def migrate(conn: sqlite3.Connection, where: str = DB_NAME) -> int:
-    """Bring the schema to SCHEMA_VERSION, one transaction per migration; the version reached.
-
-    ``conn`` must be in autocommit mode (isolation_level None). Concurrent openers are safe: each
-    migration re-reads the version under the write lock.
-    """
-    while True:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = _schema_version(conn)
-            if version > SCHEMA_VERSION:
-                raise UserError(
-                    f"{where} has schema version {version}; this kbisect knows up to "
-                    f"{SCHEMA_VERSION}: upgrade kbisect"
-                )
-            if version == SCHEMA_VERSION:
-                conn.execute("COMMIT")
-                return version
-            for statement in MIGRATIONS[version]:
-                conn.execute(statement)
-            conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
 
 class ResultsStore:
@@ -389,7 +190,13 @@ class ResultsStore:
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO runs (kind, pipeline, started, status, meta) VALUES (?, ?, ?, ?, ?)",
-                (kind, pipeline, _ts(when), RunStatus.RUNNING.value, _json(dict(meta or {}))),
+                (
+                    kind,
+                    pipeline,
+                    encode_time(when),
+                    RunStatus.RUNNING.value,
+                    encode_json(dict(meta or {})),
+                ),
             )
             run_id = cursor.lastrowid
         assert run_id is not None
@@ -408,7 +215,7 @@ class ResultsStore:
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE runs SET status = ?, finished = ? WHERE id = ?",
-                (status.value, _ts(when), run_id),
+                (status.value, encode_time(when), run_id),
             )
             if cursor.rowcount != 1:
                 raise UserError(f"no run {run_id} in {self.path}")
@@ -462,8 +269,8 @@ class ResultsStore:
                 cell.commit,
                 cell.patch_hash,
                 cell.build_key,
-                _ts(cell.started),
-                _ts(cell.finished),
+                encode_time(cell.started),
+                encode_time(cell.finished),
                 fp_id,
             ),
         )
@@ -496,8 +303,8 @@ class ResultsStore:
                     e.signature,
                     LogKind(e.source).value,
                     e.line,
-                    _json(list(e.lines)),
-                    _json(list(e.also)),
+                    encode_json(list(e.lines)),
+                    encode_json(list(e.also)),
                     int(e.strong),
                     e.more,
                 )
@@ -535,7 +342,7 @@ class ResultsStore:
 
     def _cells(self, rows: list[sqlite3.Row]) -> list[CellRecord]:
         """Cells from their rows, with children read in one query per table (not per cell)."""
-        params = (_json([row["id"] for row in rows]),)
+        params = (encode_json([row["id"] for row in rows]),)
         subtests: dict[int, list[SubtestRecord]] = {}
         for r in self._read(_SUBTESTS_OF + _ORDER, params):
             subtests.setdefault(r["cell_id"], []).append(
@@ -585,8 +392,8 @@ class ResultsStore:
                     commit=row["commit_id"],
                     patch_hash=row["patch_hash"],
                     build_key=row["build_key"],
-                    started=_dt(row["started"]),
-                    finished=_dt(row["finished"]),
+                    started=decode_time(row["started"]),
+                    finished=decode_time(row["finished"]),
                     fingerprint=dict(fingerprints.get(fp_id, {})),
                     subtests=tuple(subtests.get(cell_id, ())),
                     logs=tuple(logs.get(cell_id, ())),
@@ -611,7 +418,7 @@ class ResultsStore:
                 "SELECT id, run_id, tree, rev, variant, profile, host, job, repeat, status, "
                 "reason, commit_id, patch_hash, build_key, started, finished, fingerprint_id "
                 "FROM cells WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY id",
-                (_json(sorted(out)),),
+                (encode_json(sorted(out)),),
             ).fetchall()
             if not rows:
                 return out
@@ -622,7 +429,7 @@ class ResultsStore:
             if where:
                 span: tuple[Any, ...] = (rows[0][0], rows[-1][0])
             else:
-                span = (_json(sorted(mine)),)
+                span = (encode_json(sorted(mine)),)
             subtests: dict[int, tuple[SubtestRecord, ...]] = {}
             # immutable, and most cells of a line have the same ones run after run: cells with
             # the same array share one tuple of records
@@ -701,8 +508,8 @@ class ResultsStore:
                         commit=commit,
                         patch_hash=patch_hash,
                         build_key=build_key,
-                        started=_dt(started),
-                        finished=_dt(finished),
+                        started=decode_time(started),
+                        finished=decode_time(finished),
                         fingerprint=dict(fingerprints.get(fp_id, {})),
                         subtests=subtests.get(cell_id, ()),
                         logs=tuple(logs.get(cell_id, ())),
@@ -739,7 +546,7 @@ class ResultsStore:
         digest = fingerprint_hash(fingerprint)
         conn.execute(
             "INSERT OR IGNORE INTO fingerprints (hash, data) VALUES (?, ?)",
-            (digest, _json(dict(fingerprint))),
+            (digest, encode_json(dict(fingerprint))),
         )
         row = conn.execute("SELECT id FROM fingerprints WHERE hash = ?", (digest,)).fetchone()
         return int(row[0])
@@ -763,9 +570,9 @@ class ResultsStore:
                     build.key,
                     build.status,
                     build.log,
-                    _json(list(build.errors)),
-                    _json(build.meta),
-                    _ts(build.recorded or datetime.now(UTC)),
+                    encode_json(list(build.errors)),
+                    encode_json(build.meta),
+                    encode_time(build.recorded or datetime.now(UTC)),
                 ),
             )
 
@@ -780,18 +587,18 @@ class ResultsStore:
             log=row["log"],
             errors=tuple(json.loads(row["errors"])),
             meta=json.loads(row["meta"]),
-            recorded=_dt(row["recorded"]),
+            recorded=decode_time(row["recorded"]),
         )
 
     # -- bisections ------------------------------------------------------------------------------
 
     def create_bisection(self, request: Mapping[str, Any]) -> BisectionRecord:
         """A new bisection in status "running"; `request` is what is needed to resume it."""
-        now = _ts(datetime.now(UTC))
+        now = encode_time(datetime.now(UTC))
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO bisections (created, updated, status, request) VALUES (?, ?, ?, ?)",
-                (now, now, RunStatus.RUNNING.value, _json(dict(request))),
+                (now, now, RunStatus.RUNNING.value, encode_json(dict(request))),
             )
             bisection_id = cursor.lastrowid
         assert bisection_id is not None
@@ -817,8 +624,8 @@ class ResultsStore:
                 "UPDATE bisections SET status = ?, report = ?, updated = ? WHERE id = ?",
                 (
                     status,
-                    None if report is None else _json(dict(report)),
-                    _ts(datetime.now(UTC)),
+                    None if report is None else encode_json(dict(report)),
+                    encode_time(datetime.now(UTC)),
                     bisection_id,
                 ),
             )
@@ -840,12 +647,12 @@ class ResultsStore:
                     trial.detail,
                     trial.identity,
                     trial.seconds,
-                    _ts(trial.finished or datetime.now(UTC)),
+                    encode_time(trial.finished or datetime.now(UTC)),
                 ),
             )
             conn.execute(
                 "UPDATE bisections SET updated = ? WHERE id = ?",
-                (_ts(datetime.now(UTC)), bisection_id),
+                (encode_time(datetime.now(UTC)), bisection_id),
             )
 
     def trials(self, bisection_id: int) -> list[TrialRecord]:
@@ -861,7 +668,7 @@ class ResultsStore:
                 detail=row["detail"],
                 identity=row["identity"],
                 seconds=row["seconds"],
-                finished=_dt(row["finished"]),
+                finished=decode_time(row["finished"]),
             )
             for row in rows
         ]
@@ -935,7 +742,7 @@ class ResultsStore:
                 "baseline_status, last_pass_run)) FROM changes "
                 "WHERE run_id IN (SELECT value FROM json_each(?)) "
                 "GROUP BY run_id, tree, rev, variant, profile, host, job",
-                (_json(sorted(out)),),
+                (encode_json(sorted(out)),),
             ).fetchall()
             lines: dict[str, tuple[str, ...]] = {}  # runs share their cell lines
             decoded = []
@@ -1044,7 +851,7 @@ class ResultsStore:
                     )
                 }
                 where = " WHERE run_id IN (SELECT value FROM json_each(?)) GROUP BY run_id"
-                params: tuple[Any, ...] = (_json(sorted(changed)),)
+                params: tuple[Any, ...] = (encode_json(sorted(changed)),)
             else:
                 changed, known = set(), {}
                 where, params = " GROUP BY run_id", ()
@@ -1106,8 +913,8 @@ def _regression(r: sqlite3.Row) -> RegressionRecord:
 def _bisection(row: sqlite3.Row) -> BisectionRecord:
     return BisectionRecord(
         id=row["id"],
-        created=_dt(row["created"]) or datetime.now(UTC),
-        updated=_dt(row["updated"]) or datetime.now(UTC),
+        created=decode_time(row["created"]) or datetime.now(UTC),
+        updated=decode_time(row["updated"]) or datetime.now(UTC),
         status=row["status"],
         request=json.loads(row["request"]),
         report=None if row["report"] is None else json.loads(row["report"]),
@@ -1115,14 +922,14 @@ def _bisection(row: sqlite3.Row) -> BisectionRecord:
 
 
 def _run(row: sqlite3.Row) -> RunRecord:
-    started = _dt(row["started"])
+    started = decode_time(row["started"])
     assert started is not None
     return RunRecord(
         id=row["id"],
         kind=row["kind"],
         pipeline=row["pipeline"],
         started=started,
-        finished=_dt(row["finished"]),
+        finished=decode_time(row["finished"]),
         status=RunStatus(row["status"]),
         meta=json.loads(row["meta"]),
     )
