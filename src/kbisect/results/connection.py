@@ -12,9 +12,9 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from kbisect.closeable import Closeable
 from kbisect.errors import InfraError
 from kbisect.results.model import LogRef
 from kbisect.results.schema import DB_NAME, migrate
@@ -22,7 +22,7 @@ from kbisect.results.schema import DB_NAME, migrate
 BUSY_TIMEOUT_S = 30.0
 
 
-class StoreConnection:
+class StoreConnection(Closeable):
     """The store's SQLite file, open and at the current schema; the base of ResultsStore."""
 
     def __init__(self, results_dir: Path, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
@@ -50,17 +50,6 @@ class StoreConnection:
 
     def close(self) -> None:
         self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def log_path(self, ref: LogRef) -> Path:
         """Where a referenced log lives."""
