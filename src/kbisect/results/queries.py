@@ -345,7 +345,7 @@ class StoreQueries(StoreConnection):
         return {int(k): "/".join(v) for k, v in merged.items()}, builds
 
 
-# -- cells' children, a dictionary by cell id each -------------------------------------------------
+# -- cells' children, a dictionary by cell id each -----------------------------------------------
 
 
 def _subtest_rows(conn: sqlite3.Connection, ids: Span) -> dict[int, tuple[SubtestRecord, ...]]:
@@ -429,7 +429,7 @@ def _logs(
     return out
 
 
-# -- records from rows -----------------------------------------------------------------------------
+# -- records from rows ---------------------------------------------------------------------------
 
 
 def _cell(

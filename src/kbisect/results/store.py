@@ -51,23 +51,12 @@ class ResultsStore(StoreQueries):
         started: datetime | None = None,
     ) -> RunRecord:
         """A new run in status "running" (it stays so until finish_run, also if kbisect dies)."""
-        when = started or datetime.now(UTC)
-        with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO runs (kind, pipeline, started, status, meta) VALUES (?, ?, ?, ?, ?)",
-                (
-                    kind,
-                    pipeline,
-                    encode_time(when),
-                    RunStatus.RUNNING.value,
-                    encode_json(dict(meta or {})),
-                ),
-            )
-            run_id = cursor.lastrowid
-        assert run_id is not None
-        run = self.get_run(run_id)
-        assert run is not None
-        return run
+        when = encode_time(started or datetime.now(UTC))
+        run_id = self._insert(
+            "INSERT INTO runs (kind, pipeline, started, status, meta) VALUES (?, ?, ?, ?, ?)",
+            (kind, pipeline, when, RunStatus.RUNNING.value, encode_json(dict(meta or {}))),
+        )
+        return self._stored_run(run_id)
 
     def finish_run(
         self,
@@ -76,16 +65,17 @@ class ResultsStore(StoreQueries):
         *,
         finished: datetime | None = None,
     ) -> RunRecord:
-        when = finished or datetime.now(UTC)
-        with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE runs SET status = ?, finished = ? WHERE id = ?",
-                (status.value, encode_time(when), run_id),
-            )
-            if cursor.rowcount != 1:
-                raise UserError(f"no run {run_id} in {self.path}")
+        when = encode_time(finished or datetime.now(UTC))
+        self._update_one(
+            f"run {run_id}",
+            "UPDATE runs SET status = ?, finished = ? WHERE id = ?",
+            (status.value, when, run_id),
+        )
+        return self._stored_run(run_id)
+
+    def _stored_run(self, run_id: int) -> RunRecord:
         run = self.get_run(run_id)
-        assert run is not None
+        assert run is not None  # just written
         return run
 
     # -- cells -----------------------------------------------------------------------------------
@@ -207,13 +197,10 @@ class ResultsStore(StoreQueries):
     def create_bisection(self, request: Mapping[str, Any]) -> BisectionRecord:
         """A new bisection in status "running"; `request` is what is needed to resume it."""
         now = encode_time(datetime.now(UTC))
-        with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO bisections (created, updated, status, request) VALUES (?, ?, ?, ?)",
-                (now, now, RunStatus.RUNNING.value, encode_json(dict(request))),
-            )
-            bisection_id = cursor.lastrowid
-        assert bisection_id is not None
+        bisection_id = self._insert(
+            "INSERT INTO bisections (created, updated, status, request) VALUES (?, ?, ?, ?)",
+            (now, now, RunStatus.RUNNING.value, encode_json(dict(request))),
+        )
         found = self.get_bisection(bisection_id)
         assert found is not None
         return found
@@ -221,18 +208,12 @@ class ResultsStore(StoreQueries):
     def finish_bisection(
         self, bisection_id: int, status: str, report: Mapping[str, Any] | None
     ) -> None:
-        with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE bisections SET status = ?, report = ?, updated = ? WHERE id = ?",
-                (
-                    status,
-                    None if report is None else encode_json(dict(report)),
-                    encode_time(datetime.now(UTC)),
-                    bisection_id,
-                ),
-            )
-            if cursor.rowcount != 1:
-                raise UserError(f"no bisection {bisection_id} in {self.path}")
+        report_json = None if report is None else encode_json(dict(report))
+        self._update_one(
+            f"bisection {bisection_id}",
+            "UPDATE bisections SET status = ?, report = ?, updated = ? WHERE id = ?",
+            (status, report_json, encode_time(datetime.now(UTC)), bisection_id),
+        )
 
     def add_trial(self, bisection_id: int, trial: TrialRecord) -> None:
         """Record one predicate run the moment it ends (resume replays these)."""
@@ -267,33 +248,17 @@ class ResultsStore(StoreQueries):
                 "INSERT INTO changes (run_id, tree, rev, variant, profile, host, job, subtest, "
                 "class, passes, fails, errors, baseline_run, baseline_status, last_pass_run) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        run_id,
-                        *c.key,
-                        c.change,
-                        c.passes,
-                        c.fails,
-                        c.errors,
-                        c.baseline_run,
-                        c.baseline_status,
-                        c.last_pass_run,
-                    )
-                    for c in changes
-                ],
+                [(run_id, *change.key, *change[1:]) for change in changes],  # in field order
             )
 
     def open_regression(
         self, line: tuple[str, str, str, str, str, str], run_id: int, rev: str, good_rev: str | None
     ) -> int:
-        with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO regressions (tree, variant, profile, host, job, subtest, opened_run, "
-                "opened_rev, good_rev, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
-                (*line, run_id, rev, good_rev),
-            )
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
+        return self._insert(
+            "INSERT INTO regressions (tree, variant, profile, host, job, subtest, opened_run, "
+            "opened_rev, good_rev, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
+            (*line, run_id, rev, good_rev),
+        )
 
     def fix_regression(self, regression_id: int, run_id: int, rev: str) -> None:
         with self._write() as conn:
@@ -309,3 +274,18 @@ class ResultsStore(StoreQueries):
                 "UPDATE regressions SET bisection_id = ? WHERE id = ?",
                 (bisection_id, regression_id),
             )
+
+    # -- one-row writes --------------------------------------------------------------------------
+
+    def _insert(self, sql: str, params: tuple[Any, ...]) -> int:
+        """One row added in a transaction of its own; its id."""
+        with self._write() as conn:
+            cursor = conn.execute(sql, params)
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def _update_one(self, what: str, sql: str, params: tuple[Any, ...]) -> None:
+        """One row changed in a transaction of its own; ``what`` names it if it is not there."""
+        with self._write() as conn:
+            if conn.execute(sql, params).rowcount != 1:
+                raise UserError(f"no {what} in {self.path}")
