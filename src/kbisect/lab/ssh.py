@@ -30,11 +30,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
 import paramiko
 
+from kbisect.closeable import Closeable
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError, UserError
 from kbisect.progress import advance, byte_progress
@@ -581,7 +581,7 @@ class _Stdout:
         return b"".join(self.chunks) + tail
 
 
-class SshSession:
+class SshSession(Closeable):
     """One SSH connection to a host; a context manager that closes it."""
 
     def __init__(
@@ -592,17 +592,6 @@ class SshSession:
         self._client = client
         self.transport = transport
         self.jobs_dir = JOBS_DIR
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self._client.close()
