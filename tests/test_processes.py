@@ -4,10 +4,13 @@ deadlines that end whole process groups (checked by PID), streaming, and Ctrl-C.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
+from tests.fake_kernel import make_kernel_repo
 
 from kbisect import processes
 from kbisect.deadline import Deadline
@@ -193,3 +196,30 @@ def test_started_child_past_its_deadline_is_ended(tmp_path: Path) -> None:
     with pytest.raises(DeadlinePassed, match=r"`sleep 300` did not finish within 0\.5 s"):
         child.wait(0.5)
     assert gone(child.pid)
+
+
+def test_git_missing_from_path_is_one_line_through_the_command_line(tmp_path: Path) -> None:
+    kernel = make_kernel_repo(tmp_path / "src")
+    root = tmp_path / "project"
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "trees.yaml").write_text(f"trees:\n  - name: linux\n    url: {kernel}\n")
+    gitless = tmp_path / "bin"  # python only: no git on this PATH
+    gitless.mkdir()
+    (gitless / "python3").symlink_to(sys.executable)
+    env = {
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
+        "PATH": str(gitless),
+        "KBISECT_ROOT": str(root),
+        "KBISECT_CACHE": str(tmp_path / "cache"),
+        "HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "kbisect", "checkout", "--tree", "linux", "--rev", "v1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 3
+    assert done.stderr.splitlines() == ["kbisect: git is not installed (apt-get install git)"]

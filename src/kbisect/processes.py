@@ -431,6 +431,18 @@ class Child:
         if status != 0:
             raise CommandExited(self.argv, status, self.stderr_tail(), what=self.what)
 
+    def failure(self, within: float) -> CommandExited | None:
+        """How it failed, when it exits non-zero within `within` seconds (None if it exits 0
+        or still runs): for when kbisect's side of a pipe broke first and the child knows why."""
+        try:
+            status = self.proc.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            return None
+        self._untrack()
+        return (
+            CommandExited(self.argv, status, self.stderr_tail(), what=self.what) if status else None
+        )
+
     def end(self, grace: float = 10.0) -> None:
         """End its process group by its PID (TERM, then KILL) and reap it."""
         end_group(self.proc, grace)
