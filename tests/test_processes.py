@@ -3,13 +3,16 @@ deadlines that end whole process groups (checked by PID), streaming, and Ctrl-C.
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+from tests.conftest import REPO
 from tests.fake_kernel import make_kernel_repo
 
 from kbisect import processes
@@ -25,6 +28,8 @@ from kbisect.processes import (
     run,
     start,
 )
+
+SRC = REPO / "src" / "kbisect"
 
 # A child that starts a grandchild in the same group, records both PIDs, and then waits.
 FAMILY = 'sleep 300 & echo "$!" > "$1"; echo "$$" >> "$1"; echo started; wait'
@@ -134,6 +139,17 @@ def test_streaming_gives_lines_in_order_as_they_come(tmp_path: Path) -> None:
     assert done.stdout == "one\ntwo\nthree" and done.stderr == ""
 
 
+def test_inherited_output_goes_where_kbisect_writes(capfd: pytest.CaptureFixture[str]) -> None:
+    done = run(
+        ["sh", "-c", "echo shown; echo warned >&2; exit 5"],
+        deadline=30,
+        output=Output.INHERIT,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (5, "", "")
+    assert capfd.readouterr() == ("shown\n", "warned\n")
+
+
 def test_merged_output_gives_its_tail_on_failure() -> None:
     with pytest.raises(CommandExited) as caught:
         run(["sh", "-c", "echo said; exit 2"], deadline=30, output=Output.MERGED)
@@ -196,6 +212,46 @@ def test_started_child_past_its_deadline_is_ended(tmp_path: Path) -> None:
     with pytest.raises(DeadlinePassed, match=r"`sleep 300` did not finish within 0\.5 s"):
         child.wait(0.5)
     assert gone(child.pid)
+
+
+# Ways to start a program other than kbisect.processes: modules, and functions of os.
+STARTER_MODULES = {"subprocess", "pty", "asyncio.subprocess"}
+OS_STARTERS = re.compile(r"^(system|popen|fork\w*|exec\w*|spawn\w*|posix_spawn\w*)$")
+
+
+def program_starters(path: Path) -> list[str]:
+    """Where a module imports subprocess (or the like) or calls os.system/exec*/spawn*."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            names = [f"{node.value.id}.{node.attr}"]
+        for name in names:
+            module, _, attr = name.partition(".")
+            if (
+                name in STARTER_MODULES
+                or module in STARTER_MODULES
+                or (module == "os" and OS_STARTERS.match(attr))
+            ):
+                found.append(f"{path.relative_to(SRC)}:{node.lineno}: {name}")
+    return found
+
+
+def test_only_processes_starts_programs() -> None:
+    """Every external program goes through kbisect.processes (GitPython's own git aside)."""
+    offenders = [
+        where
+        for path in sorted(SRC.rglob("*.py"))
+        if path != SRC / "processes.py"
+        for where in program_starters(path)
+    ]
+    assert offenders == []
+    # and the scan does see what it looks for
+    assert program_starters(SRC / "processes.py")
 
 
 def test_git_missing_from_path_is_one_line_through_the_command_line(tmp_path: Path) -> None:
