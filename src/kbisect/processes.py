@@ -264,7 +264,8 @@ def run(
             if input is not None:
                 _feed(proc, input.encode() if isinstance(input, str) else input)
             _collect(proc, limit, out, err, on_line)
-            status = proc.wait(timeout=limit.remaining())
+            # piped output that has ended means it is exiting: a moment more even at the deadline
+            status = proc.wait(timeout=max(limit.remaining(), 1.0))
     except subprocess.TimeoutExpired as exc:
         end_group(proc, grace)
         tail = last_lines(_text(err if output is Output.SEPARATE else out))
@@ -320,7 +321,7 @@ def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
     assert pipe is not None
 
     def write() -> None:
-        with contextlib.suppress(BrokenPipeError, ValueError):
+        with contextlib.suppress(OSError, ValueError):  # it stopped reading: its status tells
             try:
                 pipe.write(data)
             finally:
