@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,7 @@ def gone(pid: int, within: float = 10.0) -> bool:
             return True
         if state == "Z":
             return True
-        threading.Event().wait(0.05)
+        time.sleep(0.05)
     return False
 
 
@@ -55,7 +56,7 @@ def family_pids(record: Path, within: float = 10.0) -> list[int]:
         lines = record.read_text().split() if record.exists() else []
         if len(lines) == 2:
             return [int(pid) for pid in lines]
-        threading.Event().wait(0.05)
+        time.sleep(0.05)
     raise AssertionError(f"{record} never held two PIDs")
 
 
