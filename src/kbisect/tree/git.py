@@ -100,8 +100,8 @@ class Git:
                     env=env,
                     strip_newline_in_stdout=False,
                 )
-        except git.GitCommandNotFound:
-            raise InfraError(f"git is not installed ({GIT_HINT})") from None
+        except git.GitCommandNotFound as exc:
+            raise InfraError(f"git is not installed ({GIT_HINT})") from exc
         err = str(err)
         if err.startswith("Timeout:") or "did not complete in" in err:
             raise InfraError(f"git {args[0]} in {self.path} did not finish within {limit:g} s")
