@@ -23,7 +23,6 @@ import secrets
 import select
 import shlex
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -34,6 +33,7 @@ from typing import IO
 
 import paramiko
 
+from kbisect import processes
 from kbisect.closeable import Closeable
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError, UserError
@@ -206,16 +206,7 @@ def generate_keypair(path: Path, comment: str = "kbisect") -> paramiko.Ed25519Ke
         raise UserError(f"{path} already exists: kbisect does not overwrite a key")
     path.parent.mkdir(parents=True, exist_ok=True)
     argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)]
-    try:
-        proc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False
-        )
-    except FileNotFoundError:
-        raise InfraError("ssh-keygen is missing (Debian package openssh-client)") from None
-    except subprocess.TimeoutExpired:
-        raise InfraError("ssh-keygen did not finish within 60 s") from None
-    if proc.returncode != 0:
-        raise InfraError(f"ssh-keygen failed for {path}: {proc.stderr.strip()}")
+    processes.run(argv, deadline=60, hint="Debian package openssh-client")
     path.chmod(0o600)
     return load_private_key(path)
 
