@@ -22,6 +22,30 @@ REPO = Path(__file__).resolve().parent.parent
 
 MakeProject = Callable[[dict[str, str]], Path]
 
+# Markers a test gets from the fixtures it uses, so that a new test is marked without anyone
+# remembering to: `pytest -m "not slow"` is the quick inner loop (about a minute).
+_MARKS_BY_FIXTURE = {
+    "dom0_builds": ("slow", "kernel_build"),
+    "debian_tree": ("slow",),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    is_root = os.geteuid() == 0
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            for mark in _MARKS_BY_FIXTURE.get(fixture, ()):
+                item.add_marker(mark)
+        if item.get_closest_marker("vm") or item.get_closest_marker("kernel_build"):
+            item.add_marker("slow")
+        if item.get_closest_marker("needs_root") and not is_root:
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="needs root (network namespaces, sshd): run the suite as root, "
+                    'or leave these out with -m "not needs_root"'
+                )
+            )
+
 
 @pytest.fixture
 def make_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MakeProject:
@@ -96,3 +120,13 @@ def dom0_builds(
             assert outcome.artifact is not None, (name, outcome.errors)
             built[name] = outcome.artifact
     return built
+
+
+@pytest.fixture(scope="module")
+def ssh_client_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ed25519 key pair for the tests' SSH client, one per test module."""
+    from kbisect.lab.ssh import generate_keypair
+
+    path = tmp_path_factory.mktemp("client-key") / "id_ed25519"
+    generate_keypair(path)
+    return path

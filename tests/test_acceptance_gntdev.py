@@ -22,6 +22,8 @@ from kbisect.lab.qemu import standby_wanted
 from kbisect.results.model import ResultStatus
 from kbisect.results.store import ResultsStore
 
+pytestmark = pytest.mark.vm  # boots the embedded Xen host under QEMU
+
 GUP = {"odirect-read", "odirect-write", "io-submit", "vmsplice", "process-vm-readv",
        "proc-pid-mem", "move-pages"}  # fmt: skip
 

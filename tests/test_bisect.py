@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.test_processes import gone
 
 from conftest import MakeProject
 from fake_kernel import commit_file, make_buildable_repo
+from kbisect.bisect import predicates
 from kbisect.bisect.engine import Bisector, Status
 from kbisect.bisect.gitbisect import GitBisect
 from kbisect.bisect.predicates import Outcome, TrialResult
@@ -114,6 +116,15 @@ def test_run_predicate_finds_and_confirms_the_culprit(tmp_path: Path) -> None:
     # JUnit: the result testcase passes for a confirmed culprit
     junit = (tmp_path / "results/bisect/1/junit.xml").read_text()
     assert '<testcase name="result"' in junit and "<failure" not in junit
+
+
+def test_command_past_its_timeout_is_ended_with_its_children(tmp_path: Path) -> None:
+    record = tmp_path / "pid"
+    command = f'sleep 300 & echo "$!" > {record}; wait'
+    assert predicates._run_command(command, tmp_path, timeout=1) is None  # timed out
+    grandchild = int(record.read_text())
+    assert gone(grandchild)
+    assert predicates._run_command("exit 3", tmp_path, timeout=30) == 3
 
 
 def test_skipped_commits_next_to_the_culprit_leave_suspects(tmp_path: Path) -> None:

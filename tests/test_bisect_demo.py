@@ -17,6 +17,8 @@ from kbisect.config import Project
 from kbisect.tree.demo import make_demo_history
 from kbisect.tree.repos import TreeRepo
 
+pytestmark = pytest.mark.vm  # boots the embedded Xen host under QEMU
+
 
 @pytest.mark.slow
 def test_demo_bisection_finds_vm_io_on_the_embedded_host(

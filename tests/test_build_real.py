@@ -11,6 +11,8 @@ from kbisect.tree.checkout import checkout, slot
 from kbisect.tree.repos import TreeRepo
 from kbisect.tree.variants import find_variant
 
+pytestmark = pytest.mark.kernel_build
+
 KO = "kernel/drivers/xen/xen-gntdev.ko"
 
 

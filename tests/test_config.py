@@ -163,7 +163,7 @@ def test_a_real_boolean_is_still_refused_where_words_are_expected(
             with_change(
                 "configs/jobs.yaml", "program: gntstress", "program: gntstress\n    timeout: 0"
             ),
-            ["configs/jobs.yaml:4: jobs[0].timeout: expected at least 1"],
+            ["configs/jobs.yaml:4: jobs[0].timeout: expected an integer from 1 to 604800, got 0"],
         ),
         (
             with_change("seeds/exp/experiment.yaml", "[a.patch]", "[a.patch, b.patch]"),
@@ -252,3 +252,23 @@ def test_unknown_name_lookup_lists_known_names(make_project: MakeProject) -> Non
     p = load_project(make_project(VALID))
     with pytest.raises(UserError, match=r"unknown host 'nope' \(known: qemu, rack1\)"):
         p.get("hosts", "nope")
+
+
+def test_every_number_has_a_range_and_the_reference_shows_it() -> None:
+    import typing
+
+    from kbisect.config.reference import SECTIONS, reference_markdown
+    from kbisect.config.schema import model_fields
+
+    tables = reference_markdown().split("#### ")[1:]
+    numbers = []
+    for (title, cls), table in zip(SECTIONS, tables, strict=True):
+        assert table.startswith(f"`{title}`")
+        for f, tp in model_fields(cls):
+            if {int, float} & {tp, *typing.get_args(tp)}:
+                numbers.append(f.name)
+                low, high = f.metadata["bounds"]
+                assert f.default is None or low <= f.default <= high, f.name
+                [row] = [r for r in table.splitlines() if r.startswith(f"| `{f.name}` |")]
+                assert f" from {low} to {high} " in row, row
+    assert {"port", "cpus", "max_power_cycles", "artifact_limit_gb", "newest_tags"} <= set(numbers)

@@ -15,6 +15,7 @@ from tests.fake_kernel import git
 
 from kbisect.config import load_project
 from kbisect.config.project import Project
+from kbisect.errors import InfraError
 from kbisect.tree import debian, repos
 from kbisect.tree.checkout import checkout, slot
 from kbisect.tree.repos import TreeRepo
@@ -146,6 +147,50 @@ def test_import_is_incremental_idempotent_and_survives_interruption(
     assert repos.resolve(tree, "v6.1.2") == repos.resolve(tree, "v6.1.2-2")
     assert repos.resolve(tree, "v6.1.1") == repos.resolve(tree, "v6.1.1-1")
     assert debian.imported_tags(tree.path) == ["v6.1.1-1", "v6.1.2-1", "v6.1.2-2"]
+
+
+def damage(data: bytes, how: str) -> bytes:
+    if how == "inner":  # an intact package (data.tar stored as is) holding a damaged tarball
+        inner = data.index(b"\xfd7zXZ") + 80
+        return data[:inner] + bytes(b ^ 0xFF for b in data[inner : inner + 32]) + data[inner + 32 :]
+    if how == "garbage":
+        return b"not a package\n" * 40
+    if how == "cut-early":
+        return data[:200]
+    if how == "cut-late":
+        return data[: len(data) - 150]
+    middle = len(data) - 300  # inside the compressed source tarball
+    return data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[middle + 64 :]
+
+
+@pytest.mark.parametrize("how", ["garbage", "cut-early", "cut-late", "flipped", "inner"])
+def test_damaged_package_is_one_line_and_imports_nothing(
+    tmp_path: Path, fake_debs: dict[str, Path], how: str
+) -> None:
+    deb = fake_debs["6.1.1-1"]
+    if how == "inner":
+        deb = tmp_path / "stored.deb"
+        subprocess.run(
+            [
+                "dpkg-deb",
+                "--root-owner-group",
+                "-Znone",
+                "--build",
+                str(tmp_path / "pkg-6.1.1-1"),
+                str(deb),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    damaged = tmp_path / "damaged.deb"
+    damaged.write_bytes(damage(deb.read_bytes(), how))
+    repo = bare(tmp_path / "a.git")
+    with pytest.raises(InfraError) as caught:
+        debian.import_release(repo, debian.Release(PACKAGE, "6.1.1-1"), damaged)
+    message = caught.value.report()
+    assert "\n" not in message and ("dpkg-deb" in message or "damaged.deb" in message)
+    assert git(repo, "for-each-ref") == ""
 
 
 def test_versions_sort_the_debian_way() -> None:

@@ -26,6 +26,8 @@ from kbisect.lab.qemu import PROC_MARKER
 from kbisect.lab.ssh import generate_keypair
 from kbisect.results.model import LogKind, ResultStatus
 
+pytestmark = pytest.mark.vm  # boots the embedded Xen host under QEMU
+
 
 def our_qemus() -> list[int]:
     found = []

@@ -19,8 +19,10 @@ from kbisect.build.store import Artifact
 from kbisect.config.model import Host, RackCommands, SshOptions
 from kbisect.errors import InfraError
 from kbisect.lab.hosts import BootMismatch, HostBroken, LabPaths, RackHost
-from kbisect.lab.ssh import HostKeyUnknown, KnownHosts, generate_keypair
+from kbisect.lab.ssh import HostKeyUnknown, KnownHosts
 from netns import NetnsLab, SshHost
+
+pytestmark = pytest.mark.needs_root  # network namespaces and sshd in them
 
 RELEASE = "6.1.192+"
 
@@ -31,15 +33,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client_key(workdir: Path) -> Path:
-    path = workdir / "id_ed25519"
-    generate_keypair(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def rack(workdir: Path, client_key: Path) -> Iterator[tuple[SshHost, FakeMachine]]:
-    netns = NetnsLab(workdir / "lab", client_key.with_name("id_ed25519.pub"))
+def rack(workdir: Path, ssh_client_key: Path) -> Iterator[tuple[SshHost, FakeMachine]]:
+    netns = NetnsLab(workdir / "lab", ssh_client_key.with_name("id_ed25519.pub"))
     machine_dir = workdir / "machine"
     machine_dir.mkdir()
     shim = workdir / "shim-staging"
@@ -77,7 +72,7 @@ def make_artifact(root: Path, key: str, payload: bytes) -> Artifact:
 
 
 def rack_host(
-    rack: tuple[SshHost, FakeMachine], client_key: Path, tmp_path: Path, pin: bool = True
+    rack: tuple[SshHost, FakeMachine], ssh_client_key: Path, tmp_path: Path, pin: bool = True
 ) -> RackHost:
     server, machine = rack
     m = machine.root
@@ -87,7 +82,7 @@ def rack_host(
         ssh=SshOptions(
             address=server.address,
             port=server.port,
-            key=str(client_key),
+            key=str(ssh_client_key),
             power_cycle=machine.power_command(),
             grub_fallback_entry="debian-known-good",
             xen_image="/boot/xen-4.17-amd64.gz",
@@ -101,7 +96,7 @@ def rack_host(
     )
     paths = LabPaths(
         lab_dir=tmp_path / "lab",
-        key_path=client_key,
+        key_path=ssh_client_key,
         public_key="",
         rack_known_hosts=tmp_path / "known_hosts",
     )
@@ -111,10 +106,11 @@ def rack_host(
     return host
 
 
+@pytest.mark.slow  # reboots the machine (waits its boot)
 def test_deploy_installs_arms_grub_once_reboots_and_verifies(
-    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, client_key: Path, tmp_path: Path
+    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
 ) -> None:
-    host = rack_host(rack, client_key, tmp_path)
+    host = rack_host(rack, ssh_client_key, tmp_path)
     first = make_artifact(tmp_path, "aaaa1111", b"A")
     before = machine.boot_id
     done = host.deploy(first)
@@ -169,10 +165,11 @@ def test_deploy_installs_arms_grub_once_reboots_and_verifies(
     assert installed.read_bytes().endswith(b"B")
 
 
+@pytest.mark.slow  # reboots the machine (waits its boot)
 def test_host_that_hangs_is_power_cycled_then_verified(
-    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, client_key: Path, tmp_path: Path
+    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
 ) -> None:
-    host = rack_host(rack, client_key, tmp_path)
+    host = rack_host(rack, ssh_client_key, tmp_path)
     machine.set_mode("hang")
     done = host.deploy(make_artifact(tmp_path, "cccc3333", b"C"))
     assert done.power_cycles == 1
@@ -180,10 +177,11 @@ def test_host_that_hangs_is_power_cycled_then_verified(
     assert done.fingerprint["dom0_cmdline"].endswith("kbisect.build=cccc3333")
 
 
+@pytest.mark.slow  # reboots the machine (waits its boot)
 def test_host_that_never_returns_is_broken_for_the_run(
-    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, client_key: Path, tmp_path: Path
+    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
 ) -> None:
-    host = rack_host(rack, client_key, tmp_path)
+    host = rack_host(rack, ssh_client_key, tmp_path)
     machine.set_mode("hang")
     machine.set_power("dead")
     artifact = make_artifact(tmp_path, "dddd4444", b"D")
@@ -200,9 +198,9 @@ def test_host_that_never_returns_is_broken_for_the_run(
 
 
 def test_fallback_to_known_good_kernel_is_a_mismatch(
-    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, client_key: Path, tmp_path: Path
+    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
 ) -> None:
-    host = rack_host(rack, client_key, tmp_path)
+    host = rack_host(rack, ssh_client_key, tmp_path)
     machine.set_mode("fallback")
     with pytest.raises(BootMismatch) as mismatch:
         host.deploy(make_artifact(tmp_path, "eeee5555", b"E"))
@@ -213,23 +211,23 @@ def test_fallback_to_known_good_kernel_is_a_mismatch(
 
 
 def test_unknown_host_key_is_refused_before_anything_is_installed(
-    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, client_key: Path, tmp_path: Path
+    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
 ) -> None:
-    host = rack_host(rack, client_key, tmp_path, pin=False)
+    host = rack_host(rack, ssh_client_key, tmp_path, pin=False)
     with pytest.raises(HostKeyUnknown, match=r"lab\.trust rack1"):
         host.deploy(make_artifact(tmp_path, "ffff6666", b"F"))
     assert machine.calls() == []
 
 
 def test_lab_trust_pins_the_key_and_lab_status_shows_the_host(
-    rack: tuple[SshHost, FakeMachine], client_key: Path, tmp_path: Path
+    rack: tuple[SshHost, FakeMachine], ssh_client_key: Path, tmp_path: Path
 ) -> None:
     server, _ = rack
     root = tmp_path / "project"
     (root / "configs").mkdir(parents=True)
     (root / "configs/lab.yaml").write_text(
         f"hosts:\n  - name: rack1\n    kind: ssh\n    ssh:\n      address: {server.address}\n"
-        f"      key: {client_key}\n"
+        f"      key: {ssh_client_key}\n"
     )
     env = {**os.environ, "KBISECT_ROOT": str(root), "KBISECT_CACHE": str(tmp_path / "cache")}
     kbisect = [sys.executable, "-m", "kbisect"]

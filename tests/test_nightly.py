@@ -26,6 +26,8 @@ from kbisect.results.model import CellRecord, ResultStatus, RunStatus, SubtestRe
 from kbisect.results.store import ResultsStore
 from netns import NetnsLab, SshHost
 
+pytestmark = [pytest.mark.needs_root, pytest.mark.slow]  # netns hosts, whole nightlies
+
 FAKE_JOB = """#!/bin/sh
 # a stand-in for gntstress on the fake machines: two subtests, some time spent
 sleep "${1:-1}"

@@ -27,8 +27,8 @@ from kbisect.results import (
     ResultStatus,
     RunStatus,
     SubtestRecord,
+    schema,
 )
-from kbisect.results import store as store_module
 from kbisect.results.model import ChangeRecord, SubtestKey, check_relative
 
 T0 = datetime(2025, 6, 10, 9, 0, 0, 123456, tzinfo=UTC)
@@ -98,7 +98,7 @@ def test_creates_the_directory_in_wal_mode(tmp_path: Path) -> None:
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         version = conn.execute("SELECT version FROM schema_version").fetchone()[0]
-        assert version == store_module.SCHEMA_VERSION
+        assert version == schema.SCHEMA_VERSION
     finally:
         conn.close()
 
@@ -393,8 +393,8 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 
 def test_migrations_run_from_an_empty_file_once(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "x.sqlite", isolation_level=None)
-    assert store_module.migrate(conn) == store_module.SCHEMA_VERSION
-    assert store_module.migrate(conn) == store_module.SCHEMA_VERSION  # nothing left to do
+    assert schema.migrate(conn) == schema.SCHEMA_VERSION
+    assert schema.migrate(conn) == schema.SCHEMA_VERSION  # nothing left to do
     conn.close()
 
 

@@ -37,6 +37,8 @@ from kbisect.lab.ssh import (
 )
 from netns import NetnsLab, SshHost
 
+pytestmark = pytest.mark.needs_root  # network namespaces and sshd in them
+
 if (
     shutil.which("ip") is None
     or not Path("/usr/sbin/sshd").exists()
@@ -56,15 +58,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client_key(workdir: Path) -> Path:
-    path = workdir / "id_ed25519"
-    generate_keypair(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def lab(workdir: Path, client_key: Path) -> Iterator[dict[str, SshHost]]:
-    netns = NetnsLab(workdir / "lab", client_key.with_name("id_ed25519.pub"))
+def lab(workdir: Path, ssh_client_key: Path) -> Iterator[dict[str, SshHost]]:
+    netns = NetnsLab(workdir / "lab", ssh_client_key.with_name("id_ed25519.pub"))
     try:
         hosts = {"alpha": netns.add_openssh("alpha"), "beta": netns.add_dropbear("beta")}
         yield hosts
@@ -93,8 +88,8 @@ def open_session(host: SshHost, key: Path, known: KnownHosts) -> SshSession:
 
 
 @pytest.fixture
-def session(host: SshHost, client_key: Path, known_hosts: KnownHosts) -> Iterator[SshSession]:
-    with open_session(host, client_key, known_hosts) as opened:
+def session(host: SshHost, ssh_client_key: Path, known_hosts: KnownHosts) -> Iterator[SshSession]:
+    with open_session(host, ssh_client_key, known_hosts) as opened:
         yield opened
 
 
@@ -116,10 +111,10 @@ def test_status_stdout_stderr(session: SshSession) -> None:
     assert session.run(["no-such-command-kbt"], Deadline(20)).status == 127
 
 
-def test_unknown_key_refused(host: SshHost, client_key: Path, tmp_path: Path) -> None:
+def test_unknown_key_refused(host: SshHost, ssh_client_key: Path, tmp_path: Path) -> None:
     empty = KnownHosts(tmp_path / "known_hosts")
     with pytest.raises(HostKeyUnknown) as caught:
-        connect(host.target(client_key), empty, Deadline(20))
+        connect(host.target(ssh_client_key), empty, Deadline(20))
     message = str(caught.value)
     assert fingerprint(host.host_key) in message
     assert f"kbisect lab.trust {host.name}" in message
@@ -128,12 +123,12 @@ def test_unknown_key_refused(host: SshHost, client_key: Path, tmp_path: Path) ->
     assert isinstance(caught.value, InfraError) and caught.value.exit_code == 3
 
 
-def test_changed_key_refused_loudly(host: SshHost, client_key: Path, tmp_path: Path) -> None:
+def test_changed_key_refused_loudly(host: SshHost, ssh_client_key: Path, tmp_path: Path) -> None:
     impostor = generate_keypair(tmp_path / "other_host_key")
     pins = KnownHosts(tmp_path / "known_hosts")
     pins.add(host.address, host.port, impostor)
     with pytest.raises(HostKeyChanged) as caught:
-        connect(host.target(client_key), pins, Deadline(20))
+        connect(host.target(ssh_client_key), pins, Deadline(20))
     message = str(caught.value)
     assert "HOST KEY CHANGED" in message
     assert fingerprint(host.host_key) in message and fingerprint(impostor) in message
@@ -142,7 +137,7 @@ def test_changed_key_refused_loudly(host: SshHost, client_key: Path, tmp_path: P
 
 
 def test_trust_flow_and_hashed_readonly_file(
-    host: SshHost, client_key: Path, tmp_path: Path
+    host: SshHost, ssh_client_key: Path, tmp_path: Path
 ) -> None:
     offered = fetch_host_key(host.address, host.port, Deadline(20))
     assert offered == host.host_key
@@ -157,7 +152,7 @@ def test_trust_flow_and_hashed_readonly_file(
 
     trusted = KnownHosts(tmp_path / "mine" / "known_hosts")
     trusted.add(host.address, host.port, offered)
-    with connect(host.target(client_key), trusted, Deadline(20)) as s:
+    with connect(host.target(ssh_client_key), trusted, Deadline(20)) as s:
         assert s.run(["true"], Deadline(20)).ok
 
     # a shipped, hashed known_hosts file read-only, the writable one not there yet
@@ -166,7 +161,7 @@ def test_trust_flow_and_hashed_readonly_file(
     subprocess.run(["ssh-keygen", "-H", "-f", str(shipped)], capture_output=True, check=True)
     assert shipped.read_text().startswith("|1|")
     hashed = KnownHosts(tmp_path / "absent" / "known_hosts", [shipped])
-    with connect(host.target(client_key), hashed, Deadline(20)) as s:
+    with connect(host.target(ssh_client_key), hashed, Deadline(20)) as s:
         assert s.run(["true"], Deadline(20)).ok
 
 
@@ -194,14 +189,14 @@ def test_known_hosts_add_replace(tmp_path: Path) -> None:
         fixed.add("10.0.0.1", 22, one, replace=True)
 
 
-def test_unreachable_port_names_host(lab: dict[str, SshHost], client_key: Path) -> None:
+def test_unreachable_port_names_host(lab: dict[str, SshHost], ssh_client_key: Path) -> None:
     host = lab["alpha"]
-    target = ssh.SshTarget("gone", host.address, 2999, "root", client_key)
+    target = ssh.SshTarget("gone", host.address, 2999, "root", ssh_client_key)
     with pytest.raises(InfraError, match=r"gone \(root@.* port 2999\): cannot connect"):
-        connect(target, KnownHosts(client_key.with_name("none")), Deadline(10))
+        connect(target, KnownHosts(ssh_client_key.with_name("none")), Deadline(10))
 
 
-def test_silent_server_hits_the_deadline(client_key: Path, tmp_path: Path) -> None:
+def test_silent_server_hits_the_deadline(ssh_client_key: Path, tmp_path: Path) -> None:
     # A TCP port on loopback that accepts and never says a word: the deadline bounds the whole
     # login (paramiko's own timeouts are per read).
     server = socket.create_server(("127.0.0.1", 0))
@@ -218,7 +213,7 @@ def test_silent_server_hits_the_deadline(client_key: Path, tmp_path: Path) -> No
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        target = ssh.SshTarget("mute", "127.0.0.1", port, "root", client_key)
+        target = ssh.SshTarget("mute", "127.0.0.1", port, "root", ssh_client_key)
         started = time.monotonic()
         with pytest.raises(InfraError, match=r"mute \(root@127.0.0.1 port \d+\): no SSH login"):
             connect(target, KnownHosts(tmp_path / "kh"), Deadline(1))
@@ -326,7 +321,7 @@ def test_upload_and_download(session: SshSession, tmp_path: Path) -> None:
 
 
 def test_corrupted_upload_detected(
-    lab: dict[str, SshHost], client_key: Path, known_hosts: KnownHosts, tmp_path: Path
+    lab: dict[str, SshHost], ssh_client_key: Path, known_hosts: KnownHosts, tmp_path: Path
 ) -> None:
     # A stand-in `cat` early on the host's PATH drops the last byte of what it stores, as a
     # transfer cut short would; the host's real sha256sum must notice. (OpenSSH host only:
@@ -339,7 +334,7 @@ def test_corrupted_upload_detected(
     local.write_bytes(os.urandom(200_000))
     remote = f"/tmp/kbt-corrupt-{secrets.token_hex(4)}"
     try:
-        with open_session(host, client_key, known_hosts) as session:
+        with open_session(host, ssh_client_key, known_hosts) as session:
             with pytest.raises(InfraError, match="is corrupt: sha256") as caught:
                 session.upload(local, remote, Deadline(60))
             assert hashlib.sha256(local.read_bytes()).hexdigest() in str(caught.value)
@@ -385,11 +380,11 @@ TICKS = 'for i in 1 2 3 4 5 6; do echo "tick $i"; echo "warn $i" >&2; sleep 0.5;
 
 @pytest.mark.parametrize("how", ["kill-server-process", "close-socket"])
 def test_job_survives_dropped_connection(
-    host: SshHost, client_key: Path, known_hosts: KnownHosts, how: str
+    host: SshHost, ssh_client_key: Path, known_hosts: KnownHosts, how: str
 ) -> None:
     name = f"ticks-{how}-{secrets.token_hex(3)}"
     before = host.connection_processes()
-    first = open_session(host, client_key, known_hosts)
+    first = open_session(host, ssh_client_key, known_hosts)
     job = first.start_job(["sh", "-c", TICKS], name)
     assert first.poll(job) == ssh.JobState(True, None)
     if how == "kill-server-process":
@@ -406,7 +401,7 @@ def test_job_survives_dropped_connection(
             time.sleep(0.1)
     first.close()
 
-    with open_session(host, client_key, known_hosts) as second:
+    with open_session(host, ssh_client_key, known_hosts) as second:
         found = second.find_job(name)
         assert found == job
         state = second.wait_job(found, Deadline(30), interval=0.3)
@@ -449,7 +444,7 @@ def test_job_killed_without_status_is_lost(session: SshSession) -> None:
 
 
 def test_two_hosts_at_once(
-    lab: dict[str, SshHost], client_key: Path, known_hosts: KnownHosts
+    lab: dict[str, SshHost], ssh_client_key: Path, known_hosts: KnownHosts
 ) -> None:
     results: dict[str, bytes] = {}
     errors: list[BaseException] = []
@@ -457,7 +452,7 @@ def test_two_hosts_at_once(
 
     def work(host: SshHost) -> None:
         try:
-            with open_session(host, client_key, known_hosts) as s:
+            with open_session(host, ssh_client_key, known_hosts) as s:
                 barrier.wait()  # both connected at the same time
                 results[host.name] = s.run_shell(
                     'sleep 1; echo "$SSH_CONNECTION"; head -c 2000000 /dev/zero | wc -c',
@@ -479,9 +474,9 @@ def test_two_hosts_at_once(
 
 
 def test_busybox_host_is_busybox_only(
-    lab: dict[str, SshHost], client_key: Path, known_hosts: KnownHosts
+    lab: dict[str, SshHost], ssh_client_key: Path, known_hosts: KnownHosts
 ) -> None:
-    with open_session(lab["beta"], client_key, known_hosts) as s:
+    with open_session(lab["beta"], ssh_client_key, known_hosts) as s:
         shell = s.run(["readlink", "/bin/sh"], Deadline(20)).text().strip()
         bash = s.run(["sh", "-c", "command -v bash || echo none"], Deadline(20)).text().strip()
         sftp = s.run(["sh", "-c", "command -v sftp-server || echo none"], Deadline(20)).text()

@@ -12,16 +12,16 @@ it becomes a skip.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from kbisect import processes
 from kbisect.config import BuildProfile, Job, Project
 from kbisect.errors import ExitCode, InfraError, KbisectError
-from kbisect.processes import end_group
+from kbisect.processes import DeadlinePassed, Output
 from kbisect.results.model import ResultStatus
 from kbisect.tree.checkout import Checkout, checkout, slot
 from kbisect.tree.repos import TreeRepo
@@ -117,17 +117,14 @@ class RunPredicate(CheckoutPredicate):
 def _run_command(command: str, cwd: Path, timeout: float) -> int | None:
     """Exit status of a shell command, or None when its deadline passed (it is then killed
     with its whole process group)."""
-    proc = subprocess.Popen(  # noqa: S602 (the user's own command line, like git bisect run)
-        command, shell=True, cwd=cwd, start_new_session=True, stdin=subprocess.DEVNULL
-    )
+    argv = ["/bin/sh", "-c", command]  # the user's own command line, like git bisect run
     try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        end_group(proc, grace=5)
+        done = processes.run(
+            argv, deadline=timeout, cwd=cwd, output=Output.INHERIT, check=False, grace=5
+        )
+    except DeadlinePassed:
         return None
-    except BaseException:
-        end_group(proc, grace=5)
-        raise
+    return done.returncode
 
 
 class BuildPredicate(CheckoutPredicate):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from kbisect.results.store import DB_NAME
+from kbisect.results.schema import DB_NAME
 
 HOST = "127.0.0.1"
 

@@ -11,12 +11,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from kbisect import processes
 from kbisect.build.kconfig import configure
 from kbisect.build.key import build_key, profile_identity, toolchain_version
 from kbisect.build.runner import CommandFailed, Runner
@@ -24,6 +24,7 @@ from kbisect.build.store import Artifact, ArtifactStore
 from kbisect.config import BuildProfile, Project
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
+from kbisect.processes import CommandError
 from kbisect.progress import line_progress
 from kbisect.tree.checkout import Checkout
 from kbisect.tree.git import Git
@@ -261,16 +262,9 @@ def _build_env(project: Project, checkout: Checkout) -> dict[str, str]:
 
 def _ccache_stats(env: dict[str, str]) -> dict[str, int]:
     try:
-        out = subprocess.run(
-            ["ccache", "--print-stats"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
+        out = processes.run(["ccache", "--print-stats"], deadline=30, env=env, check=False).stdout
+    except CommandError:
+        return {}  # the numbers are a nicety: no ccache, no numbers
     raw = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
 
     def number(name: str) -> int:

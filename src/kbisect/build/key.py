@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from functools import lru_cache
 from pathlib import Path
 
+from kbisect import processes
 from kbisect.config import BuildProfile
-from kbisect.errors import InfraError
 
 # Bump when the way kbisect builds changes in a way that changes its outputs.
 RECIPE_VERSION = 1
@@ -24,14 +23,7 @@ def toolchain_version(cc: str = "gcc") -> str:
     """First lines of `gcc --version` and `make --version`."""
     lines = []
     for tool in (cc, "make"):
-        try:
-            out = subprocess.run(
-                [tool, "--version"], capture_output=True, text=True, timeout=30, check=True
-            ).stdout
-        except (OSError, subprocess.SubprocessError):
-            raise InfraError(
-                f"{tool} is not installed or does not run (./bootstrap installs it)"
-            ) from None
+        out = processes.run([tool, "--version"], deadline=30, hint="./bootstrap installs it").stdout
         lines.append(out.splitlines()[0] if out else tool)
     return " / ".join(lines)
 

@@ -158,7 +158,7 @@ def bisect(
     Exit 0 confirmed, 1 found but not confirmed, 2 user error, 3 infrastructure failure or
     aborted, 4 the ends did not reproduce.
     """
-    p = project(root)
+    p = project(root, required=False)
     with ResultsStore(p.results_dir) as store:
         if resume:
             record = store.get_bisection(resume)
@@ -186,7 +186,7 @@ def bisect(
 )
 def bisect_log(c: Context, id: int, root: str | None = None) -> None:
     """Print a bisection's log in `git bisect log` form (replayable by git and bisect.replay)."""
-    p = project(root)
+    p = project(root, required=False)
     with ResultsStore(p.results_dir) as store:
         if store.get_bisection(id) is None:
             raise UserError(f"no bisection {id} in {store.path}")
@@ -255,7 +255,7 @@ def bisect_replay(
 ) -> Outcome:
     """Continue from a bisect log: its good marks and its last bad mark become the ends of a new
     bisection (confirmed like any ends), so the finished part is not redone."""
-    p = project(root)
+    p = project(root, required=False)
     good, bad = read_bisect_log(Path(log_file))
     request = _new_request(
         good, bad, tree, variant, job, test, host, profile, build_only, run, timeout,

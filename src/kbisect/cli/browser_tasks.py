@@ -19,7 +19,7 @@ _JOBS = "Processes for a large render (default: the number of CPUs)."
 
 
 def _results_dir(root: str | None) -> Path:
-    return project(root).results_dir
+    return project(root, required=False).results_dir
 
 
 def _out(results: Path, out: str | None) -> Path:

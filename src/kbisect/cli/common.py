@@ -97,9 +97,12 @@ def print_json(document: dict[str, Any]) -> None:
     print(json.dumps(document, indent=2, default=str), flush=True)
 
 
-def project(root: str | None = None) -> Project:
-    """The project configuration (root from --root, $KBISECT_ROOT or the working directory)."""
-    return load_project(Path(root).resolve() if root else None)
+def project(root: str | None = None, *, required: bool = True) -> Project:
+    """The project configuration (root from --root, $KBISECT_ROOT or the working directory).
+
+    Outside any project this is a user error, unless `required=False` (a task that also works
+    on a plain repository), which gets built-in defaults."""
+    return load_project(Path(root).resolve() if root else None, required=required)
 
 
 def say(text: str = "") -> None:

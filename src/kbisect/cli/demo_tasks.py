@@ -36,7 +36,7 @@ def history(
 
     Rerunning with the same arguments gives the same commit ids.
     """
-    p = project(root)
+    p = project(root, required=False)
     handle = repos.open_tree(p, tree)
     if base is None:
         newest = repos.newest_tags(handle, 1)

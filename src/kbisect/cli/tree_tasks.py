@@ -35,7 +35,7 @@ def import_(
 @task(help={"tree": "Tree name or path of a git repository."})
 def revs(c: Context, tree: str = "debian-6.1", root: str | None = None) -> None:
     """List the tree's release tags, oldest first."""
-    p = project(root)
+    p = project(root, required=False)
     handle = repos.open_tree(p, tree)
     for tag in repos.newest_tags(handle, 10_000):
         say(f"{tag}  {repos.resolve(handle, tag)}")
@@ -55,7 +55,7 @@ def checkout(
 
     Exits 125 (git bisect's "skip") when the variant's patches do not apply to the revision.
     """
-    p = project(root)
+    p = project(root, required=False)
     handle = repos.open_tree(p, tree)
     ref = find_variant(p, variant)
     with slot(p, handle) as path:

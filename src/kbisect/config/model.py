@@ -11,15 +11,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kbisect.config.schema import Model, doc
+from kbisect.config.text import shown
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 Outcome = Literal["pass", "fail", "skip", "flaky"]
+DAY = 86_400
+WEEK = 7 * DAY
 
 
 def _name_problems(name: str) -> list[tuple[str, str]]:
-    if NAME_RE.match(name):
+    if NAME_RE.fullmatch(name):  # not match with `$`, which also takes "qemu\n"
         return []
-    return [("name", f"expected letters, digits, '.', '_' or '-', got {name!r}")]
+    return [("name", f"expected letters, digits, '.', '_' or '-', got {shown(name)}")]
 
 
 @dataclass(kw_only=True)
@@ -35,16 +38,12 @@ class Settings(Model):
         "Where runs are stored, relative to the project root. Overridden by $KBISECT_RESULTS.",
         "results",
     )
-    build_jobs: int | None = doc("make -jN for builds; default: the number of cores.", None)
-    artifact_limit_gb: float = doc("Size limit of the build artifact store (LRU pruning).", 40.0)
-
-    def check(self) -> list[tuple[str, str]]:
-        problems = []
-        if self.build_jobs is not None and self.build_jobs < 1:
-            problems.append(("build_jobs", "expected at least 1"))
-        if self.artifact_limit_gb <= 0:
-            problems.append(("artifact_limit_gb", "expected a positive number"))
-        return problems
+    build_jobs: int | None = doc(
+        "make -jN for builds; default: the number of cores.", None, bounds=(1, 1024)
+    )
+    artifact_limit_gb: float = doc(
+        "Size limit of the build artifact store (LRU pruning).", 40.0, bounds=(0.01, 100_000)
+    )
 
 
 @dataclass(kw_only=True)
@@ -56,14 +55,12 @@ class Tree(Model):
     debian_package: str | None = doc(
         "Debian source package whose point releases are imported, e.g. linux-source-6.1.", None
     )
-    worktree_slots: int = doc("Reusable worktree slots for this tree.", 2)
+    worktree_slots: int = doc("Reusable worktree slots for this tree.", 2, bounds=(1, 64))
 
     def check(self) -> list[tuple[str, str]]:
         problems = _name_problems(self.name)
         if (self.url is None) == (self.debian_package is None):
             problems.append(("", "expected exactly one of 'url' or 'debian_package'"))
-        if self.worktree_slots < 1:
-            problems.append(("worktree_slots", "expected at least 1"))
         return problems
 
 
@@ -83,25 +80,24 @@ class BuildProfile(Model):
     )
     arch: str = doc("ARCH for make.", "x86_64")
     targets: list[str] = doc("make targets.", factory=lambda: ["bzImage", "modules"])
-    build_timeout: int = doc("Seconds a build may take before it is stopped.", 3600)
+    build_timeout: int = doc(
+        "Seconds a build may take before it is stopped.", 3600, bounds=(1, WEEK)
+    )
 
     MAKE_BASES = ("tinyconfig", "defconfig", "allnoconfig", "allmodconfig", "allyesconfig")
 
     def check(self) -> list[tuple[str, str]]:
-        problems = _name_problems(self.name)
-        if self.build_timeout < 1:
-            problems.append(("build_timeout", "expected at least 1"))
-        return problems
+        return _name_problems(self.name)
 
 
 @dataclass(kw_only=True)
 class QemuOptions(Model):
     """The embedded Xen host under QEMU."""
 
-    memory_mb: int = doc("Guest memory for QEMU (-m).", 2048)
-    cpus: int = doc("Guest CPUs (-smp).", 2)
-    dom0_memory_mb: int = doc("dom0_mem for Xen.", 1024)
-    numa_fake: int = doc("numa=fake=N on the dom0 command line (0 = off).", 2)
+    memory_mb: int = doc("Guest memory for QEMU (-m).", 2048, bounds=(128, 1_048_576))
+    cpus: int = doc("Guest CPUs (-smp).", 2, bounds=(1, 255))
+    dom0_memory_mb: int = doc("dom0_mem for Xen.", 1024, bounds=(64, 1_048_576))
+    numa_fake: int = doc("numa=fake=N on the dom0 command line (0 = off).", 2, bounds=(0, 64))
     numa_balancing: bool = doc("numa_balancing=enable on the dom0 command line.", True)
     xen_image: str = doc("Xen hypervisor image (gzip or ELF).", "/boot/xen-4.17-amd64.gz")
     extra_dom0_cmdline: str = doc("Appended to the dom0 kernel command line.", "")
@@ -114,15 +110,9 @@ class QemuOptions(Model):
     )
 
     def check(self) -> list[tuple[str, str]]:
-        problems = []
-        for key in ("memory_mb", "cpus", "dom0_memory_mb"):
-            if getattr(self, key) < 1:
-                problems.append((key, "expected at least 1"))
         if self.dom0_memory_mb >= self.memory_mb:
-            problems.append(("dom0_memory_mb", "expected less than memory_mb"))
-        if self.numa_fake < 0:
-            problems.append(("numa_fake", "expected 0 or more"))
-        return problems
+            return [("dom0_memory_mb", "expected less than memory_mb")]
+        return []
 
 
 @dataclass(kw_only=True)
@@ -152,7 +142,7 @@ class SshOptions(Model):
     """How to reach a rack machine over SSH, and where its boot files live."""
 
     address: str = doc("Host name or address.")
-    port: int = doc("SSH port.", 22)
+    port: int = doc("SSH port.", 22, bounds=(1, 65535))
     user: str = doc("Login user.", "root")
     key: str | None = doc("Private key file (ed25519); default: the lab key.", None)
     power_cycle: list[str] | None = doc(
@@ -178,11 +168,9 @@ class SshOptions(Model):
     commands: RackCommands = doc("Boot and power commands.", factory=RackCommands)
 
     def check(self) -> list[tuple[str, str]]:
-        problems = [("port", "expected 1-65535")] if not 0 < self.port < 65536 else []
-        for key in ("boot_dir", "modules_dir", "grub_script", "xen_image"):
-            if not str(getattr(self, key)).startswith("/"):
-                problems.append((key, "expected an absolute path on the host"))
-        return problems
+        paths = ("boot_dir", "modules_dir", "grub_script", "xen_image")
+        absolute = "expected an absolute path on the host"
+        return [(key, absolute) for key in paths if not str(getattr(self, key)).startswith("/")]
 
 
 @dataclass(kw_only=True)
@@ -193,8 +181,12 @@ class Host(Model):
     kind: Literal["qemu", "ssh"] = doc("qemu: the embedded host; ssh: a rack machine.")
     qemu: QemuOptions | None = doc("Options for kind qemu.", None)
     ssh: SshOptions | None = doc("Options for kind ssh (required there).", None)
-    boot_timeout: int = doc("Seconds from power-on or reboot to a working SSH login.", 300)
-    max_power_cycles: int = doc("Power cycles tried before the host is marked broken.", 2)
+    boot_timeout: int = doc(
+        "Seconds from power-on or reboot to a working SSH login.", 300, bounds=(1, DAY)
+    )
+    max_power_cycles: int = doc(
+        "Power cycles tried before the host is marked broken.", 2, bounds=(0, 100)
+    )
 
     def check(self) -> list[tuple[str, str]]:
         problems = _name_problems(self.name)
@@ -204,8 +196,6 @@ class Host(Model):
             problems.append(("ssh", "only for kind 'ssh'"))
         if self.kind == "ssh" and self.qemu is not None:
             problems.append(("qemu", "only for kind 'qemu'"))
-        if self.boot_timeout < 1:
-            problems.append(("boot_timeout", "expected at least 1"))
         return problems
 
     def qemu_options(self) -> QemuOptions:
@@ -221,16 +211,11 @@ class Job(Model):
     args: list[str] = doc("Arguments of the program.", factory=list)
     modules: list[str] = doc("Kernel modules loaded before the job.", factory=list)
     sysctl: dict[str, str] = doc("sysctl settings applied before the job.", factory=dict)
-    timeout: int = doc("Seconds the job may run.", 600)
-    repeat: int = doc("Runs per cell.", 1)
+    timeout: int = doc("Seconds the job may run.", 600, bounds=(1, WEEK))
+    repeat: int = doc("Runs per cell.", 1, bounds=(1, 1000))
 
     def check(self) -> list[tuple[str, str]]:
-        problems = _name_problems(self.name)
-        if self.timeout < 1:
-            problems.append(("timeout", "expected at least 1"))
-        if self.repeat < 1:
-            problems.append(("repeat", "expected at least 1"))
-        return problems
+        return _name_problems(self.name)
 
 
 @dataclass(kw_only=True)
@@ -285,7 +270,7 @@ class RevisionSet(Model):
 
     tree: str = doc("Tree name.")
     revisions: list[str] = doc("Named revisions (tags, branches, commit ids).", factory=list)
-    newest_tags: int = doc("Also the N newest tags of the tree.", 0)
+    newest_tags: int = doc("Also the N newest tags of the tree.", 0, bounds=(0, 1000))
 
     def check(self) -> list[tuple[str, str]]:
         if not self.revisions and self.newest_tags < 1:
@@ -306,8 +291,10 @@ class AutoBisect(Model):
     """When a new regression starts a bisection."""
 
     enabled: bool = doc("Bisect new regressions automatically.", False)
-    max_bisections: int = doc("At most this many bisections per run.", 1)
-    repeat: int = doc("Runs per bisection step (a floor; flaky steps repeat more).", 3)
+    max_bisections: int = doc("At most this many bisections per run.", 1, bounds=(0, 100))
+    repeat: int = doc(
+        "Runs per bisection step (a floor; flaky steps repeat more).", 3, bounds=(1, 100)
+    )
 
 
 @dataclass(kw_only=True)
@@ -315,16 +302,13 @@ class Pipeline(Model):
     """What to run: pipelines/NAME.yaml."""
 
     description: str = doc("One line.", "")
-    revisions: list[RevisionSet] = doc("Trees and revisions.")
+    revisions: list[RevisionSet] = doc("Trees and revisions.", non_empty=True)
     experiments: list[VariantSet] = doc("Experiments and variants.", factory=list)
-    profiles: list[str] = doc("Build profiles.")
-    hosts: list[str] = doc("Hosts the cells may run on.")
-    jobs: list[str] = doc("Jobs.")
-    repeat: int = doc("Runs per cell (on top of the job's own repeat).", 1)
+    profiles: list[str] = doc("Build profiles.", non_empty=True)
+    hosts: list[str] = doc("Hosts the cells may run on.", non_empty=True)
+    jobs: list[str] = doc("Jobs.", non_empty=True)
+    repeat: int = doc("Runs per cell (on top of the job's own repeat).", 1, bounds=(1, 1000))
     baseline: Literal["previous", "none"] = doc(
         "Compare against the previous completed run of this pipeline, or nothing.", "previous"
     )
     auto_bisect: AutoBisect = doc("Auto-bisect policy.", factory=AutoBisect)
-
-    def check(self) -> list[tuple[str, str]]:
-        return [("repeat", "expected at least 1")] if self.repeat < 1 else []

@@ -64,6 +64,7 @@ def reference_markdown() -> str:
         out.append("|---|---|---|---|")
         for f, tp in model_fields(cls):
             meaning = f.metadata.get("doc", "")
-            out.append(f"| `{f.name}` | {describe(tp)} | {_default(f)} | {meaning} |")
+            kind = describe(tp, f.metadata.get("bounds"), f.metadata.get("non_empty", False))
+            out.append(f"| `{f.name}` | {kind} | {_default(f)} | {meaning} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"

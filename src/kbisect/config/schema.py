@@ -1,8 +1,9 @@
 """YAML nodes to typed dataclasses, with every mistake located by file, line and key path.
 
-PyYAML's composer keeps the line of every node; we walk those nodes ourselves instead of
-`yaml.safe_load`, so an error can say where it is. Supported field types: str, int, float, bool,
-Literal[...], X | None, list[X], dict[str, X] and nested models.
+We walk the composed nodes ourselves instead of `yaml.safe_load`, so an error can say where it
+is. Supported field types: str, int, float, bool, Literal[...], X | None, list[X],
+dict[str, X] and nested models. Every number has a range and every string is text without
+control characters; both are checked here, for every field alike.
 """
 
 from __future__ import annotations
@@ -16,10 +17,15 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from kbisect.config.nodes import is_null, tag_name, tag_problem
+from kbisect.config.text import printable, refused_character, shown
 from kbisect.errors import ConfigProblem
 
 _INVALID: Any = object()
 M = TypeVar("M", bound="Model")
+Bounds = tuple[float, float]
+# What a scalar's constructor may raise on a tagged value it cannot read (`!!int abc`).
+_CONSTRUCT_ERRORS = (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -32,9 +38,18 @@ class Origin:
     lines: dict[str, int]
 
 
-def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
-    """A model field with a description (used by the configuration reference)."""
-    return field(default=default, default_factory=factory, metadata={"doc": text})
+def doc(
+    text: str,
+    default: Any = dataclasses.MISSING,
+    factory: Any = dataclasses.MISSING,
+    *,
+    bounds: Bounds | None = None,
+    non_empty: bool = False,
+) -> Any:
+    """A model field with a description (used by the configuration reference); a number's
+    `bounds` (inclusive) and a list's `non_empty` are checked by the reader."""
+    meta: dict[str, Any] = {"doc": text, "bounds": bounds, "non_empty": non_empty}
+    return field(default=default, default_factory=factory, metadata=meta)
 
 
 @dataclass(kw_only=True)
@@ -61,29 +76,42 @@ class Model:
         return ConfigProblem(file, line, key, message)
 
 
-def model_fields(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:
+Fields = tuple[tuple[dataclasses.Field[Any], Any], ...]
+_FIELDS: dict[type, Fields] = {}  # resolving hints is slow; a file may hold thousands of entries
+
+
+def model_fields(cls: type) -> Fields:
     """The YAML-visible fields of a model with their resolved types."""
-    hints = typing.get_type_hints(cls)
-    return [(f, hints[f.name]) for f in dataclasses.fields(cls) if f.name != "located"]
+    if cls not in _FIELDS:
+        hints = typing.get_type_hints(cls)
+        fields = dataclasses.fields(cls)
+        _FIELDS[cls] = tuple((f, hints[f.name]) for f in fields if f.name != "located")
+    return _FIELDS[cls]
 
 
-def describe(tp: Any) -> str:
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) and not value.is_integer() else f"{value:.0f}"
+
+
+def describe(tp: Any, bounds: Bounds | None = None, non_empty: bool = False) -> str:
     """A type as a user reads it in an error message or the reference."""
     origin = typing.get_origin(tp)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
         rest = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(describe(a) for a in rest) + " (or null)"
+        return " or ".join(describe(a, bounds, non_empty) for a in rest) + " (or null)"
     if origin is list:
-        return f"a list of {_plural(typing.get_args(tp)[0])}"
+        some = "a non-empty" if non_empty else "a"
+        return f"{some} list of {_plural(typing.get_args(tp)[0])}"
     if origin is dict:
         return f"a mapping of names to {_plural(typing.get_args(tp)[1])}"
     if isinstance(tp, type) and issubclass(tp, Model):
         return f"a mapping ({tp.__name__})"
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
-        tp, str(tp)
-    )
+    text = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    if tp in (int, float) and bounds is not None:
+        return f"{text[tp]} from {_number(bounds[0])} to {_number(bounds[1])}"
+    return text.get(tp, str(tp))
 
 
 def _plural(tp: Any) -> str:
@@ -103,17 +131,10 @@ class Reader:
         self.problems: list[ConfigProblem] = []
         # Names of objects that failed to load: references to them are not reported again.
         self.broken_names: set[str] = set()
+        # Whether something that may define a name was dropped without one (a broken top-level
+        # section, an entry whose name is unreadable): unknown names are then not reported.
+        self.incomplete = False
         self._constructor = yaml.constructor.SafeConstructor()
-
-    def compose(self, text: str) -> yaml.Node | None:
-        try:
-            return yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark else None
-            what = exc.problem or "not valid YAML"
-            self.problems.append(ConfigProblem(self.file, line, "", f"YAML syntax error: {what}"))
-            return None
 
     def read_model(self, cls: type[M], node: yaml.Node, path: str) -> M | None:
         value = self._read(cls, node, path, "", {})
@@ -124,10 +145,14 @@ class Reader:
 
     def _read(self, tp: Any, node: yaml.Node, path: str, rel: str, lines: dict[str, int]) -> Any:
         lines[rel] = node.start_mark.line + 1
+        refused = tag_problem(node)
+        if refused:
+            self._problem(node, path, refused)
+            return _INVALID
         origin = typing.get_origin(tp)
         if origin in (Union, types.UnionType):
             args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if _is_null(node):
+            if is_null(node):
                 return None
             return self._read(args[0], node, path, rel, lines)
         if isinstance(tp, type) and issubclass(tp, Model):
@@ -155,7 +180,14 @@ class Reader:
     def _scalar(self, tp: Any, node: yaml.Node, path: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             return self._wrong(tp, node, path)
-        value = self._constructor.construct_object(node)
+        try:
+            value = self._constructor.construct_object(node)
+        except _CONSTRUCT_ERRORS:
+            tag = tag_name(node.tag)
+            self._problem(
+                node, path, f"{shown(node.value)} is not a valid {tag} (expected {describe(tp)})"
+            )
+            return _INVALID
         if typing.get_origin(tp) is Literal:
             allowed = typing.get_args(tp)
             if value in allowed:
@@ -163,17 +195,30 @@ class Reader:
             if isinstance(value, bool) and node.value in allowed:
                 return node.value  # YAML 1.1 reads on/off/yes/no as booleans; these are words
             return self._wrong(tp, node, path)
-        if tp is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return node.value if not isinstance(value, str) else value  # `6.1` stays "6.1"
+        if tp is str and value is not None and not isinstance(value, bool):
+            text = value if isinstance(value, str) else node.value  # `6.1` stays "6.1"
+            return self._text(text, node, path)
         if tp is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
+            return self._float(value, node, path)
         if tp is Any or (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
             return value
         return self._wrong(tp, node, path)
 
+    def _text(self, text: str, node: yaml.Node, path: str) -> Any:
+        if refused_character(text) is None:
+            return text
+        self._problem(node, path, f"expected text without control characters, got {shown(text)}")
+        return _INVALID
+
+    def _float(self, value: int, node: yaml.Node, path: str) -> Any:
+        try:
+            return float(value)
+        except OverflowError:
+            self._problem(node, path, f"number too large: {printable(node.value, 40)}")
+            return _INVALID
+
     def _wrong(self, tp: Any, node: yaml.Node, path: str) -> Any:
-        got = _shown(node)
-        self._problem(node, path, f"expected {describe(tp)}, got {got}")
+        self._problem(node, path, f"expected {describe(tp)}, got {_shown(node)}")
         return _INVALID
 
     def _mapping(self, node: yaml.Node, path: str) -> list[tuple[str, yaml.Node]] | None:
@@ -182,12 +227,21 @@ class Reader:
         pairs: list[tuple[str, yaml.Node]] = []
         seen: set[str] = set()
         for key_node, value_node in node.value:
-            key = str(key_node.value)
-            if key in seen:
+            refused = tag_problem(key_node)
+            if isinstance(key_node, yaml.ScalarNode) and refused is None:
+                key = str(key_node.value)
+                bad = refused_character(key)
+                refused = f"expected a key without control characters, got {bad}" if bad else None
+            else:
+                key, refused = "", refused or f"expected a name as key, got {_shown(key_node)}"
+            if refused is not None:
+                self._problem(key_node, _join(path, printable(key, 40)), refused)
+                self.incomplete = self.incomplete or not path
+            elif key in seen:
                 self._problem(key_node, _join(path, key), "duplicate key")
-                continue
-            seen.add(key)
-            pairs.append((key, value_node))
+            else:
+                seen.add(key)
+                pairs.append((key, value_node))
         return pairs
 
     def _read_model(self, cls: type[Model], node: yaml.Node, path: str) -> Any:
@@ -207,27 +261,57 @@ class Reader:
                     _join(path, key),
                     f"unknown key ({maybe}expected one of: {', '.join(fields)})",
                 )
-                bad = True
+                bad = bad or bool(path)  # at a file's top level, the known sections still load
+                self.incomplete = self.incomplete or not path
                 continue
-            value = self._read(fields[key][1], value_node, _join(path, key), key, lines)
+            f, tp = fields[key]
+            value = self._read(tp, value_node, _join(path, key), key, lines)
+            if value is not _INVALID:
+                value = self._limits(f, tp, value, value_node, _join(path, key))
             if value is not _INVALID:
                 values[key] = value
             elif path:
                 bad = True
-            # At a file's top level a broken section is dropped, so the rest is still checked.
+            else:  # at a file's top level a broken section is dropped; the rest is checked
+                self.incomplete = True
         for name, (f, tp) in fields.items():
-            if _required(f) and name not in values and name not in dict(pairs):
-                self._problem(node, _join(path, name), f"missing required key ({describe(tp)})")
+            if _required(f) and name not in values:
+                if name not in dict(pairs):  # else its value was reported
+                    self._problem(node, _join(path, name), f"missing required key ({describe(tp)})")
                 bad = True
         if bad:
-            self.broken_names.update(
-                str(v.value) for k, v in pairs if k == "name" and isinstance(v, yaml.ScalarNode)
-            )
+            if "name" in values:
+                self.broken_names.add(str(values["name"]))
+            elif "name" in fields:  # what the entry was called is unknown
+                self.incomplete = True
             return _INVALID
         obj = cls(**values, located=Origin(self.file, lines[""], path, lines))
-        for rel, message in obj.check():
+        checked = obj.check()
+        for rel, message in checked:
             self.problems.append(obj.problem(rel, message))
+        if any(rel == "name" for rel, _ in checked):  # a name nothing can refer to
+            self.broken_names.add(str(values["name"]))
+            self.incomplete = True
+            return _INVALID
         return obj
+
+    def _limits(
+        self, f: dataclasses.Field[Any], tp: Any, value: Any, node: yaml.Node, path: str
+    ) -> Any:
+        """The field's range (numbers) and non-emptiness (lists), checked."""
+        bounds: Bounds | None = f.metadata.get("bounds")
+        non_empty: bool = f.metadata.get("non_empty", False)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if numeric and bounds is not None and not bounds[0] <= value <= bounds[1]:
+            # NaN fails both comparisons, so it lands here too
+            got = printable(node.value, 40) if isinstance(node, yaml.ScalarNode) else value
+            self._problem(node, path, f"expected {describe(tp, bounds)}, got {got}")
+            return _INVALID
+        if non_empty and isinstance(value, list) and not value:
+            if isinstance(node, yaml.SequenceNode) and not node.value:  # not merely all broken
+                self._problem(node, path, f"expected {describe(tp, non_empty=True)}, got []")
+            return _INVALID
+        return value
 
 
 def _required(f: dataclasses.Field[Any]) -> bool:
@@ -238,15 +322,11 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _is_null(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
-
-
 def _shown(node: yaml.Node) -> str:
     if isinstance(node, yaml.MappingNode):
         return "a mapping"
     if isinstance(node, yaml.SequenceNode):
         return "a list"
-    if _is_null(node):
+    if is_null(node):
         return "nothing (null)"
-    return repr(node.value)
+    return shown(node.value)

@@ -16,13 +16,10 @@ missing summary (a truncated run) are recorded in the report for the caller to j
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +28,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from kbisect import processes
 from kbisect.errors import InfraError
+from kbisect.processes import CommandExited, Output, last_lines
 
 SUBTESTS: tuple[str, ...] = (
     "self-map",
@@ -315,33 +314,8 @@ def source_text() -> bytes:
     return resources.files("kbisect.jobs").joinpath(SOURCE_NAME).read_bytes()
 
 
-def _run(argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run with a deadline; on timeout end the whole process group (cc1, as, ld) by PID."""
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(argv, proc.returncode, out, None)
-
-
 def _compiler_identity(cc: str, timeout: float) -> str:
-    try:
-        done = _run([cc, "--version"], Path.cwd(), timeout)
-    except subprocess.TimeoutExpired:
-        raise InfraError(f"{cc} --version did not answer within {timeout:g} s") from None
+    done = processes.run([cc, "--version"], deadline=timeout, output=Output.MERGED, check=False)
     return done.stdout.splitlines()[0] if done.stdout else ""
 
 
@@ -368,18 +342,16 @@ def build_gntstress(out_dir: Path, *, cc: str = "gcc", timeout: float = 120.0) -
         work = Path(tmp)
         (work / SOURCE_NAME).write_bytes(source)
         argv = [compiler, *CFLAGS, "-o", "gntstress", SOURCE_NAME]
-        try:
-            done = _run(argv, work, timeout)
-        except subprocess.TimeoutExpired:
-            raise InfraError(f"building gntstress took longer than {timeout:g} s") from None
+        what = "building gntstress"
+        done = processes.run(
+            argv, deadline=timeout, cwd=work, output=Output.MERGED, check=False, what=what
+        )
         if done.returncode != 0:
-            output = done.stdout or ""
-            if _NO_STATIC_LIBC.search(output):
+            if _NO_STATIC_LIBC.search(done.stdout):
                 raise InfraError(
                     "cannot build gntstress static: the static C library is missing "
                     "(install libc6-dev)"
                 )
-            tail = " | ".join(output.strip().splitlines()[-5:])
-            raise InfraError(f"building gntstress failed ({cc} exit {done.returncode}): {tail}")
+            raise CommandExited(argv, done.returncode, last_lines(done.stdout, 5), what=what)
         (work / "gntstress").replace(binary)
     return binary

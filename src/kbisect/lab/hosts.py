@@ -20,7 +20,6 @@ import json
 import secrets
 import shlex
 import shutil
-import subprocess
 import tarfile
 import time
 from abc import ABC, abstractmethod
@@ -28,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kbisect import processes
 from kbisect.build.store import Artifact
 from kbisect.config.model import Host, SshOptions
 from kbisect.deadline import Deadline
@@ -42,6 +42,7 @@ from kbisect.lab.ssh import (
     connect,
     parse_public_key,
 )
+from kbisect.processes import CommandError
 from kbisect.progress import phase
 
 BUILD_PARAM = "kbisect.build"
@@ -601,22 +602,9 @@ class RackHost(LabHost):
         if not argv:
             raise HostDown(f"{self.name}: not answering and no power_cycle command is configured")
         try:
-            done = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=max(deadline.remaining(), 1),
-                check=False,
-            )
-        except FileNotFoundError:
-            raise HostDown(f"{self.name}: power_cycle command {argv[0]} not found") from None
-        except subprocess.TimeoutExpired:
-            raise HostDown(f"{self.name}: power_cycle command timed out") from None
-        if done.returncode != 0:
-            raise HostDown(
-                f"{self.name}: power_cycle command failed ({done.returncode}): "
-                f"{done.stderr.strip()[-200:]}"
-            )
+            processes.run(argv, deadline=max(deadline.remaining(), 1))
+        except CommandError as exc:
+            raise HostDown(f"{self.name}: power_cycle command: {exc}") from exc
         return False  # it boots whatever grub picks: the armed entry, or the fallback
 
     def _run(

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from kbisect import processes
 from kbisect.errors import InfraError
+from kbisect.processes import PIPE, CommandExited
 
 READY_MARKER = "KBISECT-DOM0-READY"
 BUSYBOX = Path("/bin/busybox")
@@ -54,9 +55,12 @@ class InitramfsInputs:
 
 def _libraries(binary: Path) -> list[Path]:
     """Shared libraries (and the loader) a binary needs, from ldd."""
-    out = subprocess.run(
-        ["ldd", str(binary)], capture_output=True, text=True, timeout=30, check=False
-    )
+    try:
+        out = processes.run(["ldd", str(binary)], deadline=30, what="building the initramfs")
+    except CommandExited as exc:
+        if any("not a dynamic executable" in line for line in exc.tail):
+            return []  # static: it needs none
+        raise
     libs = []
     for line in out.stdout.splitlines():
         parts = line.split()
@@ -108,17 +112,17 @@ def build_initramfs(inputs: InitramfsInputs, out: Path, scratch: Path) -> Path:
         listing.open("rb") as names,
         partial.open("wb") as raw,
         gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz,
-    ):
-        proc = subprocess.Popen(
+        processes.start(
             ["cpio", "--quiet", "-o", "-H", "newc", "--owner=0:0"],
             cwd=root,
             stdin=names,
-            stdout=subprocess.PIPE,
-        )
-        assert proc.stdout is not None
-        shutil.copyfileobj(proc.stdout, gz)
-        if proc.wait(timeout=120) != 0:
-            raise InfraError("cpio failed while packing the initramfs")
+            stdout=PIPE,
+            what="packing the initramfs",
+        ) as cpio,
+    ):
+        assert cpio.stdout is not None
+        shutil.copyfileobj(cpio.stdout, gz)
+        cpio.check(120)
     partial.rename(out)
     shutil.rmtree(root, ignore_errors=True)
     return out

@@ -19,9 +19,8 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
+from kbisect.closeable import Closeable
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError, UserError
 from kbisect.processes import pid_alive
@@ -107,7 +106,7 @@ def _user() -> str:
         return str(os.getuid())
 
 
-class Lease:
+class Lease(Closeable):
     """A held lease on one host; release it with `release()` or by leaving the `with` block."""
 
     def __init__(self, leases_dir: Path, host: str, fd: int, info: LeaseInfo) -> None:
@@ -183,16 +182,7 @@ class Lease:
         fd, self._fd = self._fd, None
         os.close(fd)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
+    close = release  # what leaving the with block calls
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -19,17 +19,17 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from kbisect import processes
 from kbisect.build.store import Artifact
 from kbisect.config.model import Host, QemuOptions
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
 from kbisect.lab.initramfs import READY_MARKER, InitramfsInputs, build_initramfs
-from kbisect.processes import end_pid
+from kbisect.processes import STDOUT, Child, end_pid
 
 QEMU = "qemu-system-x86_64"
 PROC_MARKER = "kbisect-lab."  # in QEMU's -name, so a recycled PID is never mistaken for ours
@@ -106,7 +106,7 @@ class QemuHost:
         self.dir = self.home / slot if slot else self.home
         self.dir.mkdir(parents=True, exist_ok=True)
         self.lab_dir = lab_dir
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: Child | None = None
 
     @property
     def state_file(self) -> Path:
@@ -120,8 +120,8 @@ class QemuHost:
         """The dropbear host key kbisect generated for this host, and its OpenSSH public line."""
         key = self.home / "dropbear_ed25519_host_key"
         if not key.exists():
-            _run(["dropbearkey", "-t", "ed25519", "-f", str(key)], 60)
-        pub = _run(["dropbearkey", "-y", "-f", str(key)], 60)
+            _dropbearkey("-t", "ed25519", "-f", str(key))
+        pub = _dropbearkey("-y", "-f", str(key))
         line = next(ln for ln in pub.splitlines() if ln.startswith("ssh-ed25519 "))
         return key, " ".join(line.split()[:2])
 
@@ -216,9 +216,9 @@ class QemuHost:
         if shutil.which(QEMU) is None:
             raise InfraError(f"{QEMU} is missing (./bootstrap installs qemu-system-x86)")
         with (self.dir / "qemu.log").open("w") as qlog:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog, start_new_session=True
-            )
+            # Not tracked: QEMU outlives the command that started it (`lab.up`); it is ended
+            # by the PID in its state file.
+            proc = processes.start(argv, stdout=qlog, stderr=STDOUT, track=False)
         state = QemuState(
             proc.pid, port, str(self.console_log), artifact.key, time.time(), host_pub
         )
@@ -260,7 +260,7 @@ class QemuHost:
 
     def _exit_status(self, state: QemuState) -> str | None:
         """How QEMU ended, or None while it runs (a QEMU another process started has no
-        Popen here: then its /proc entry tells)."""
+        Child here: then its /proc entry tells)."""
         if self._proc is not None and self._proc.pid == state.pid:
             code = self._proc.poll()
             return None if code is None else str(code)
@@ -306,14 +306,9 @@ class QemuHost:
         return "\n".join(self.console_text().splitlines()[-lines:])
 
 
-def _run(argv: list[str], timeout: float) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError:
-        raise InfraError(f"{argv[0]} is missing (./bootstrap installs it)") from None
-    if done.returncode != 0:
-        raise InfraError(f"{argv[0]} failed: {done.stderr.strip()[-200:]}")
-    return done.stdout
+def _dropbearkey(*args: str) -> str:
+    argv = ["dropbearkey", *args]
+    return processes.run(argv, deadline=60, hint="./bootstrap installs dropbear-bin").stdout
 
 
 def _foreground(pid: int) -> None:

@@ -23,18 +23,18 @@ import secrets
 import select
 import shlex
 import socket
-import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
 import paramiko
 
+from kbisect import processes
+from kbisect.closeable import Closeable
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError, UserError
 from kbisect.progress import advance, byte_progress
@@ -206,16 +206,7 @@ def generate_keypair(path: Path, comment: str = "kbisect") -> paramiko.Ed25519Ke
         raise UserError(f"{path} already exists: kbisect does not overwrite a key")
     path.parent.mkdir(parents=True, exist_ok=True)
     argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)]
-    try:
-        proc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False
-        )
-    except FileNotFoundError:
-        raise InfraError("ssh-keygen is missing (Debian package openssh-client)") from None
-    except subprocess.TimeoutExpired:
-        raise InfraError("ssh-keygen did not finish within 60 s") from None
-    if proc.returncode != 0:
-        raise InfraError(f"ssh-keygen failed for {path}: {proc.stderr.strip()}")
+    processes.run(argv, deadline=60, hint="Debian package openssh-client")
     path.chmod(0o600)
     return load_private_key(path)
 
@@ -581,7 +572,7 @@ class _Stdout:
         return b"".join(self.chunks) + tail
 
 
-class SshSession:
+class SshSession(Closeable):
     """One SSH connection to a host; a context manager that closes it."""
 
     def __init__(
@@ -592,17 +583,6 @@ class SshSession:
         self._client = client
         self.transport = transport
         self.jobs_dir = JOBS_DIR
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self._client.close()

@@ -1,378 +1,44 @@
 """The results store: one SQLite file, the source of truth for runs, cells, builds and hosts.
 
-SQLite in WAL mode lets readers (the browser, a report) work while a run writes, and several
-kbisect processes write to one store: every write is one ``BEGIN IMMEDIATE`` transaction that
-waits up to a busy timeout for the others. A cell is written whole or not at all (its subtests,
-evidence and log references in the same transaction), so a killed run leaves no half cell, and
-recording a cell again under the same identity replaces it, which is what resuming a run does.
-Logs stay files under the results directory; the store keeps their relative paths.
-
-The schema is versioned: MIGRATIONS[i] takes the store from version i to i + 1, and opening a
-store applies whatever is missing. Add a migration (bisections, say); never edit an old one.
+Every write is one transaction (kbisect.results.connection): a cell is written whole or not at
+all (its subtests, evidence and log references in the same transaction), so a killed run leaves
+no half cell, and recording a cell again under the same identity replaces it, which is what
+resuming a run does. Logs stay files under the results directory; the store keeps their
+relative paths. The tables are in kbisect.results.schema, the reads in kbisect.results.queries.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from kbisect.errors import InfraError, UserError
+from kbisect.errors import UserError
 from kbisect.results.model import (
     BisectionRecord,
     BuildRecord,
-    CellIdentity,
     CellRecord,
     ChangeRecord,
-    Evidence,
     LogKind,
-    LogRef,
-    RegressionRecord,
     ResultStatus,
     RunRecord,
     RunStatus,
-    SubtestKey,
-    SubtestRecord,
     TrialRecord,
 )
-
-DB_NAME = "kbisect.sqlite"
-BUSY_TIMEOUT_S = 30.0
-
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        "CREATE TABLE schema_version (version INTEGER NOT NULL)",
-        "INSERT INTO schema_version (version) VALUES (0)",
-        """CREATE TABLE runs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            kind TEXT NOT NULL,
-            pipeline TEXT,
-            started TEXT NOT NULL,
-            finished TEXT,
-            status TEXT NOT NULL,
-            meta TEXT NOT NULL DEFAULT '{}'
-        )""",
-        "CREATE INDEX runs_by_start ON runs (started)",
-        """CREATE TABLE fingerprints (
-            id INTEGER PRIMARY KEY,
-            hash TEXT NOT NULL UNIQUE,
-            data TEXT NOT NULL
-        )""",
-        """CREATE TABLE builds (
-            build_key TEXT PRIMARY KEY,
-            status TEXT NOT NULL,
-            log TEXT,
-            errors TEXT NOT NULL DEFAULT '[]',
-            meta TEXT NOT NULL DEFAULT '{}',
-            recorded TEXT NOT NULL
-        )""",
-        """CREATE TABLE cells (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-            tree TEXT NOT NULL,
-            rev TEXT NOT NULL,
-            variant TEXT NOT NULL,
-            profile TEXT NOT NULL,
-            host TEXT NOT NULL,
-            job TEXT NOT NULL,
-            repeat INTEGER NOT NULL,
-            status TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            commit_id TEXT,
-            patch_hash TEXT,
-            build_key TEXT,
-            started TEXT,
-            finished TEXT,
-            fingerprint_id INTEGER REFERENCES fingerprints (id),
-            UNIQUE (run_id, tree, rev, variant, profile, host, job, repeat)
-        )""",
-        "CREATE INDEX cells_by_identity ON cells (tree, rev, variant, profile, host, job)",
-        """CREATE TABLE subtests (
-            cell_id INTEGER NOT NULL REFERENCES cells (id) ON DELETE CASCADE,
-            seq INTEGER NOT NULL,
-            name TEXT NOT NULL,
-            status TEXT NOT NULL,
-            errno INTEGER NOT NULL,
-            detail TEXT NOT NULL,
-            signal INTEGER,
-            timed_out INTEGER NOT NULL,
-            PRIMARY KEY (cell_id, seq)
-        )""",
-        """CREATE TABLE evidence (
-            cell_id INTEGER NOT NULL REFERENCES cells (id) ON DELETE CASCADE,
-            seq INTEGER NOT NULL,
-            signature TEXT NOT NULL,
-            source TEXT NOT NULL,
-            line INTEGER NOT NULL,
-            lines TEXT NOT NULL,
-            also TEXT NOT NULL,
-            strong INTEGER NOT NULL,
-            more INTEGER NOT NULL,
-            PRIMARY KEY (cell_id, seq)
-        )""",
-        """CREATE TABLE logs (
-            cell_id INTEGER NOT NULL REFERENCES cells (id) ON DELETE CASCADE,
-            seq INTEGER NOT NULL,
-            kind TEXT NOT NULL,
-            path TEXT NOT NULL,
-            PRIMARY KEY (cell_id, seq)
-        )""",
-    ),
-    (
-        """CREATE TABLE bisections (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            created TEXT NOT NULL,
-            updated TEXT NOT NULL,
-            status TEXT NOT NULL,
-            request TEXT NOT NULL,
-            report TEXT
-        )""",
-        """CREATE TABLE bisect_trials (
-            bisection_id INTEGER NOT NULL REFERENCES bisections (id) ON DELETE CASCADE,
-            seq INTEGER NOT NULL,
-            phase TEXT NOT NULL,
-            commit_id TEXT NOT NULL,
-            outcome TEXT NOT NULL,
-            detail TEXT NOT NULL,
-            identity TEXT,
-            seconds REAL NOT NULL,
-            finished TEXT NOT NULL,
-            PRIMARY KEY (bisection_id, seq)
-        )""",
-    ),
-    (
-        """CREATE TABLE changes (
-            run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-            tree TEXT NOT NULL,
-            rev TEXT NOT NULL,
-            variant TEXT NOT NULL,
-            profile TEXT NOT NULL,
-            host TEXT NOT NULL,
-            job TEXT NOT NULL,
-            subtest TEXT NOT NULL,
-            class TEXT NOT NULL,
-            passes INTEGER NOT NULL,
-            fails INTEGER NOT NULL,
-            errors INTEGER NOT NULL,
-            baseline_run INTEGER,
-            baseline_status TEXT,
-            last_pass_run INTEGER,
-            PRIMARY KEY (run_id, tree, rev, variant, profile, host, job, subtest)
-        )""",
-        """CREATE TABLE regressions (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            tree TEXT NOT NULL,
-            variant TEXT NOT NULL,
-            profile TEXT NOT NULL,
-            host TEXT NOT NULL,
-            job TEXT NOT NULL,
-            subtest TEXT NOT NULL,
-            opened_run INTEGER NOT NULL,
-            opened_rev TEXT NOT NULL,
-            good_rev TEXT,
-            status TEXT NOT NULL,
-            fixed_run INTEGER,
-            fixed_rev TEXT,
-            bisection_id INTEGER
-        )""",
-        "CREATE INDEX regressions_open ON regressions (status)",
-    ),
-)
-"""MIGRATIONS[i]: the statements that take the schema from version i to i + 1.
-
-Run and cell ids are AUTOINCREMENT: an id once committed never names anything else later (a
-replaced cell gets a new id), so links to them stay true.
-"""
-
-SCHEMA_VERSION = len(MIGRATIONS)
+from kbisect.results.queries import SAME_CELL, StoreQueries
+from kbisect.results.schema import encode_json, encode_time, fingerprint_hash
 
 _INSERT_CELL = (
     "INSERT INTO cells (run_id, tree, rev, variant, profile, host, job, repeat, status, reason, "
     "commit_id, patch_hash, build_key, started, finished, fingerprint_id) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# Children of a set of cells, the ids passed as one JSON array parameter.
-_SUBTESTS_OF = "SELECT * FROM subtests WHERE cell_id IN (SELECT value FROM json_each(?))"
-_EVIDENCE_OF = "SELECT * FROM evidence WHERE cell_id IN (SELECT value FROM json_each(?))"
-_LOGS_OF = "SELECT * FROM logs WHERE cell_id IN (SELECT value FROM json_each(?))"
-_ORDER = " ORDER BY cell_id, seq"
-# Children of the cells in an id range (True) or of a JSON array of cell ids (False): a cell's
-# subtests as one JSON array of [seq, name, status, errno, detail, signal, timed_out] arrays (one
-# row a cell: SQLite builds it in less than half of what fetching the rows costs), evidence and
-# logs as rows.
-_SUBTEST_ARRAYS = {
-    True: "SELECT cell_id, json_group_array(json_array(seq, name, status, errno, detail, signal, "
-    "timed_out)) FROM subtests WHERE cell_id BETWEEN ? AND ? GROUP BY cell_id",
-    False: "SELECT cell_id, json_group_array(json_array(seq, name, status, errno, detail, "
-    "signal, timed_out)) FROM subtests WHERE cell_id IN (SELECT value FROM json_each(?)) "
-    "GROUP BY cell_id",
-}
-_EVIDENCE_ROWS = {
-    True: "SELECT cell_id, signature, source, line, lines, also, strong, more FROM evidence "
-    "WHERE cell_id BETWEEN ? AND ? ORDER BY cell_id, seq",
-    False: "SELECT cell_id, signature, source, line, lines, also, strong, more FROM evidence "
-    "WHERE cell_id IN (SELECT value FROM json_each(?)) ORDER BY cell_id, seq",
-}
-_LOG_ROWS = {
-    True: "SELECT cell_id, kind, path FROM logs "
-    "WHERE cell_id BETWEEN ? AND ? ORDER BY cell_id, seq",
-    False: "SELECT cell_id, kind, path FROM logs "
-    "WHERE cell_id IN (SELECT value FROM json_each(?)) ORDER BY cell_id, seq",
-}
 
 
-def _ts(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r}: the store keeps aware (UTC) times")
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _dt(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def fingerprint_hash(fingerprint: Mapping[str, str]) -> str:
-    """The content hash a host fingerprint is stored under."""
-    return hashlib.sha256(_json(dict(fingerprint)).encode()).hexdigest()
-
-
-def _schema_version(conn: sqlite3.Connection) -> int:
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-    ).fetchone()
-    if exists is None:
-        return 0
-    row = conn.execute("SELECT version FROM schema_version").fetchone()
-    return int(row[0])
-
-
-def migrate(conn: sqlite3.Connection, where: str = DB_NAME) -> int:
-    """Bring the schema to SCHEMA_VERSION, one transaction per migration; the version reached.
-
-    ``conn`` must be in autocommit mode (isolation_level None). Concurrent openers are safe: each
-    migration re-reads the version under the write lock.
-    """
-    while True:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = _schema_version(conn)
-            if version > SCHEMA_VERSION:
-                raise UserError(
-                    f"{where} has schema version {version}; this kbisect knows up to "
-                    f"{SCHEMA_VERSION}: upgrade kbisect"
-                )
-            if version == SCHEMA_VERSION:
-                conn.execute("COMMIT")
-                return version
-            for statement in MIGRATIONS[version]:
-                conn.execute(statement)
-            conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-
-class ResultsStore:
+class ResultsStore(StoreQueries):
     """A results directory's database. Open with ``ResultsStore(results_dir)``; close when done
-    (or use it as a context manager)."""
-
-    def __init__(self, results_dir: Path, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
-        self.results_dir = results_dir
-        self.path = results_dir / DB_NAME
-        try:
-            results_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InfraError(f"cannot create the results directory {results_dir}: {e}") from None
-        try:
-            self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
-        except sqlite3.Error as e:
-            raise InfraError(f"cannot open the results store {self.path}: {e}") from None
-        try:
-            with self._errors():
-                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if mode != "wal":
-                    raise InfraError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
-                self._conn.execute("PRAGMA synchronous = FULL")
-                self._conn.execute("PRAGMA foreign_keys = ON")
-                migrate(self._conn, str(self.path))
-        except BaseException:
-            self._conn.close()
-            raise
-
-    # -- plumbing ------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self) -> ResultsStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        """SQLite's operational failures (locked too long, disk full, not a database) are infra."""
-        try:
-            yield
-        except sqlite3.DatabaseError as e:
-            # Not its subclasses IntegrityError or ProgrammingError: those are kbisect's bugs.
-            if type(e) not in (sqlite3.DatabaseError, sqlite3.OperationalError):
-                raise
-            raise InfraError(f"results store {self.path}: {e}") from None
-
-    @contextlib.contextmanager
-    def _snapshot(self) -> Iterator[None]:
-        """Several reads that see one state of the store, even while others write."""
-        if self._conn.in_transaction:
-            yield
-            return
-        with self._errors():
-            self._conn.execute("BEGIN")
-            try:
-                yield
-            finally:
-                self._conn.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: all of it or none of it."""
-        with self._errors():
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._errors():
-            cursor = self._conn.execute(sql, params)
-            cursor.row_factory = sqlite3.Row
-            return list(cursor.fetchall())
-
-    def log_path(self, ref: LogRef) -> Path:
-        """Where a referenced log lives."""
-        return self.results_dir / ref.path
+    (or use it as a context manager). The reads are StoreQueries'; the writes are here."""
 
     # -- runs ------------------------------------------------------------------------------------
 
@@ -385,17 +51,12 @@ class ResultsStore:
         started: datetime | None = None,
     ) -> RunRecord:
         """A new run in status "running" (it stays so until finish_run, also if kbisect dies)."""
-        when = started or datetime.now(UTC)
-        with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO runs (kind, pipeline, started, status, meta) VALUES (?, ?, ?, ?, ?)",
-                (kind, pipeline, _ts(when), RunStatus.RUNNING.value, _json(dict(meta or {}))),
-            )
-            run_id = cursor.lastrowid
-        assert run_id is not None
-        run = self.get_run(run_id)
-        assert run is not None
-        return run
+        when = encode_time(started or datetime.now(UTC))
+        run_id = self._insert(
+            "INSERT INTO runs (kind, pipeline, started, status, meta) VALUES (?, ?, ?, ?, ?)",
+            (kind, pipeline, when, RunStatus.RUNNING.value, encode_json(dict(meta or {}))),
+        )
+        return self._stored_run(run_id)
 
     def finish_run(
         self,
@@ -404,31 +65,18 @@ class ResultsStore:
         *,
         finished: datetime | None = None,
     ) -> RunRecord:
-        when = finished or datetime.now(UTC)
-        with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE runs SET status = ?, finished = ? WHERE id = ?",
-                (status.value, _ts(when), run_id),
-            )
-            if cursor.rowcount != 1:
-                raise UserError(f"no run {run_id} in {self.path}")
+        when = encode_time(finished or datetime.now(UTC))
+        self._update_one(
+            f"run {run_id}",
+            "UPDATE runs SET status = ?, finished = ? WHERE id = ?",
+            (status.value, when, run_id),
+        )
+        return self._stored_run(run_id)
+
+    def _stored_run(self, run_id: int) -> RunRecord:
         run = self.get_run(run_id)
-        assert run is not None
+        assert run is not None  # just written
         return run
-
-    def get_run(self, run_id: int) -> RunRecord | None:
-        rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
-        return _run(rows[0]) if rows else None
-
-    def runs(
-        self, *, status: RunStatus | None = None, kind: str | None = None, limit: int | None = None
-    ) -> list[RunRecord]:
-        """Runs, newest first; ``status=RunStatus.RUNNING`` finds unfinished (resumable) ones."""
-        sql = "SELECT * FROM runs WHERE (? IS NULL OR status = ?) AND (? IS NULL OR kind = ?)"
-        sql += " ORDER BY started DESC, id DESC LIMIT ?"
-        value = status.value if status else None
-        rows = self._read(sql, (value, value, kind, kind, -1 if limit is None else limit))
-        return [_run(row) for row in rows]
 
     # -- cells -----------------------------------------------------------------------------------
 
@@ -440,12 +88,7 @@ class ResultsStore:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                 raise UserError(f"no run {run_id} in {self.path}")
-            identity = tuple(cell.identity)
-            conn.execute(
-                "DELETE FROM cells WHERE run_id = ? AND tree = ? AND rev = ? AND variant = ? "
-                "AND profile = ? AND host = ? AND job = ? AND repeat = ?",
-                (run_id, *identity),
-            )
+            conn.execute("DELETE FROM cells WHERE " + SAME_CELL, (run_id, *cell.identity))  # noqa: S608 (constants)
             cell_id = self._insert_cell(conn, run_id, cell)
             self._insert_children(conn, cell_id, cell)
         return cell_id
@@ -462,8 +105,8 @@ class ResultsStore:
                 cell.commit,
                 cell.patch_hash,
                 cell.build_key,
-                _ts(cell.started),
-                _ts(cell.finished),
+                encode_time(cell.started),
+                encode_time(cell.finished),
                 fp_id,
             ),
         )
@@ -496,8 +139,8 @@ class ResultsStore:
                     e.signature,
                     LogKind(e.source).value,
                     e.line,
-                    _json(list(e.lines)),
-                    _json(list(e.also)),
+                    encode_json(list(e.lines)),
+                    encode_json(list(e.also)),
                     int(e.strong),
                     e.more,
                 )
@@ -510,219 +153,6 @@ class ResultsStore:
                 (cell_id, seq, LogKind(log.kind).value, log.path)
                 for seq, log in enumerate(cell.logs)
             ],
-        )
-
-    def cells(self, run_id: int) -> list[CellRecord]:
-        """A run's cells with everything, in the order they were (last) recorded."""
-        with self._snapshot():
-            rows = self._read("SELECT * FROM cells WHERE run_id = ? ORDER BY id", (run_id,))
-            return self._cells(rows)
-
-    def get_cell(self, cell_id: int) -> CellRecord | None:
-        with self._snapshot():
-            found = self._cells(self._read("SELECT * FROM cells WHERE id = ?", (cell_id,)))
-        return found[0] if found else None
-
-    def find_cell(self, run_id: int, identity: CellIdentity) -> CellRecord | None:
-        """The cell of a run with this identity (resume asks before re-running it)."""
-        with self._snapshot():
-            rows = self._read(
-                "SELECT id FROM cells WHERE run_id = ? AND tree = ? AND rev = ? AND variant = ? "
-                "AND profile = ? AND host = ? AND job = ? AND repeat = ?",
-                (run_id, *identity),
-            )
-            return self.get_cell(int(rows[0]["id"])) if rows else None
-
-    def _cells(self, rows: list[sqlite3.Row]) -> list[CellRecord]:
-        """Cells from their rows, with children read in one query per table (not per cell)."""
-        params = (_json([row["id"] for row in rows]),)
-        subtests: dict[int, list[SubtestRecord]] = {}
-        for r in self._read(_SUBTESTS_OF + _ORDER, params):
-            subtests.setdefault(r["cell_id"], []).append(
-                SubtestRecord(
-                    r["name"],
-                    ResultStatus(r["status"]),
-                    r["errno"],
-                    r["detail"],
-                    r["signal"],
-                    bool(r["timed_out"]),
-                )
-            )
-        evidence: dict[int, list[Evidence]] = {}
-        for r in self._read(_EVIDENCE_OF + _ORDER, params):
-            evidence.setdefault(r["cell_id"], []).append(
-                Evidence(
-                    r["signature"],
-                    LogKind(r["source"]),
-                    r["line"],
-                    tuple(json.loads(r["lines"])),
-                    tuple(json.loads(r["also"])),
-                    bool(r["strong"]),
-                    r["more"],
-                )
-            )
-        logs: dict[int, list[LogRef]] = {}
-        for r in self._read(_LOGS_OF + _ORDER, params):
-            logs.setdefault(r["cell_id"], []).append(LogRef(LogKind(r["kind"]), r["path"]))
-        fingerprints: dict[int, dict[str, str]] = {}
-        out: list[CellRecord] = []
-        for row in rows:
-            fp_id = row["fingerprint_id"]
-            if fp_id is not None and fp_id not in fingerprints:
-                fingerprints[fp_id] = self.get_fingerprint(fp_id)
-            cell_id = row["id"]
-            out.append(
-                CellRecord(
-                    tree=row["tree"],
-                    rev=row["rev"],
-                    variant=row["variant"],
-                    profile=row["profile"],
-                    host=row["host"],
-                    job=row["job"],
-                    repeat=row["repeat"],
-                    status=ResultStatus(row["status"]),
-                    reason=row["reason"],
-                    commit=row["commit_id"],
-                    patch_hash=row["patch_hash"],
-                    build_key=row["build_key"],
-                    started=_dt(row["started"]),
-                    finished=_dt(row["finished"]),
-                    fingerprint=dict(fingerprints.get(fp_id, {})),
-                    subtests=tuple(subtests.get(cell_id, ())),
-                    logs=tuple(logs.get(cell_id, ())),
-                    evidence=tuple(evidence.get(cell_id, ())),
-                    id=cell_id,
-                    run_id=row["run_id"],
-                )
-            )
-        return out
-
-    def cells_of_runs(self, run_ids: Sequence[int]) -> dict[int, list[CellRecord]]:
-        """The cells of several runs, each run's as ``cells`` gives them, read in one snapshot
-        with one query per table for all of them (for readers of many runs: the browser)."""
-        out: dict[int, list[CellRecord]] = {run_id: [] for run_id in run_ids}
-        if not out:
-            return out
-        statuses = {s.value: s for s in ResultStatus}
-        kinds = {k.value: k for k in LogKind}
-        conn = self._conn
-        with self._snapshot(), self._errors():
-            rows = conn.execute(
-                "SELECT id, run_id, tree, rev, variant, profile, host, job, repeat, status, "
-                "reason, commit_id, patch_hash, build_key, started, finished, fingerprint_id "
-                "FROM cells WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY id",
-                (_json(sorted(out)),),
-            ).fetchall()
-            if not rows:
-                return out
-            mine = {row[0] for row in rows}
-            # children by cell id range (an index range), the few of other runs' cells dropped;
-            # runs far apart: by their cells' ids
-            where = rows[-1][0] - rows[0][0] < 4 * len(rows)
-            if where:
-                span: tuple[Any, ...] = (rows[0][0], rows[-1][0])
-            else:
-                span = (_json(sorted(mine)),)
-            subtests: dict[int, tuple[SubtestRecord, ...]] = {}
-            # immutable, and most cells of a line have the same ones run after run: cells with
-            # the same array share one tuple of records
-            same: dict[str, tuple[SubtestRecord, ...]] = {}
-            for cell_id, array in conn.execute(_SUBTEST_ARRAYS[where], span):
-                if cell_id in mine:
-                    found = same.get(array)
-                    if found is None:
-                        found = _subtests_of(array, statuses)
-                        if found is None:  # not as the store writes them: read as rows
-                            found = self._subtest_rows(cell_id, statuses)
-                        else:
-                            same[array] = found
-                    subtests[cell_id] = found
-            evidence: dict[int, list[Evidence]] = {}
-            for r in conn.execute(
-                _EVIDENCE_ROWS[where],
-                span,
-            ):
-                if r[0] in mine:
-                    evidence.setdefault(r[0], []).append(
-                        Evidence(
-                            r[1],
-                            kinds[r[2]],
-                            r[3],
-                            tuple(json.loads(r[4])),
-                            tuple(json.loads(r[5])),
-                            bool(r[6]),
-                            r[7],
-                        )
-                    )
-            logs: dict[int, list[LogRef]] = {}
-            refs: dict[tuple[str, str], LogRef] = {}
-            for cell_id, kind, path in conn.execute(
-                _LOG_ROWS[where],
-                span,
-            ):
-                if cell_id in mine:
-                    ref = refs.get((kind, path))
-                    if ref is None:  # immutable: cells that share a log (a build's) share it
-                        ref = refs[(kind, path)] = LogRef(kinds[kind], path)
-                    logs.setdefault(cell_id, []).append(ref)
-            fingerprints: dict[int, dict[str, str]] = {}
-            for (
-                cell_id,
-                run_id,
-                tree,
-                rev,
-                variant,
-                profile,
-                host,
-                job,
-                repeat,
-                status,
-                reason,
-                commit,
-                patch_hash,
-                build_key,
-                started,
-                finished,
-                fp_id,
-            ) in rows:
-                if fp_id is not None and fp_id not in fingerprints:
-                    fingerprints[fp_id] = self.get_fingerprint(fp_id)
-                out[run_id].append(
-                    CellRecord(
-                        tree=tree,
-                        rev=rev,
-                        variant=variant,
-                        profile=profile,
-                        host=host,
-                        job=job,
-                        repeat=repeat,
-                        status=statuses[status],
-                        reason=reason,
-                        commit=commit,
-                        patch_hash=patch_hash,
-                        build_key=build_key,
-                        started=_dt(started),
-                        finished=_dt(finished),
-                        fingerprint=dict(fingerprints.get(fp_id, {})),
-                        subtests=subtests.get(cell_id, ()),
-                        logs=tuple(logs.get(cell_id, ())),
-                        evidence=tuple(evidence.get(cell_id, ())),
-                        id=cell_id,
-                        run_id=run_id,
-                    )
-                )
-        return out
-
-    def _subtest_rows(
-        self, cell_id: int, statuses: Mapping[str, ResultStatus]
-    ) -> tuple[SubtestRecord, ...]:
-        return tuple(
-            SubtestRecord(name, statuses[status], errno, detail, signal, bool(timed_out))
-            for name, status, errno, detail, signal, timed_out in self._conn.execute(
-                "SELECT name, status, errno, detail, signal, timed_out FROM subtests "
-                "WHERE cell_id = ? ORDER BY seq",
-                (cell_id,),
-            )
         )
 
     # -- host fingerprints -----------------------------------------------------------------------
@@ -739,17 +169,10 @@ class ResultsStore:
         digest = fingerprint_hash(fingerprint)
         conn.execute(
             "INSERT OR IGNORE INTO fingerprints (hash, data) VALUES (?, ?)",
-            (digest, _json(dict(fingerprint))),
+            (digest, encode_json(dict(fingerprint))),
         )
         row = conn.execute("SELECT id FROM fingerprints WHERE hash = ?", (digest,)).fetchone()
         return int(row[0])
-
-    def get_fingerprint(self, fingerprint_id: int) -> dict[str, str]:
-        rows = self._read("SELECT data FROM fingerprints WHERE id = ?", (fingerprint_id,))
-        if not rows:
-            raise UserError(f"no host fingerprint {fingerprint_id} in {self.path}")
-        data: dict[str, str] = json.loads(rows[0]["data"])
-        return data
 
     # -- builds ----------------------------------------------------------------------------------
 
@@ -763,67 +186,34 @@ class ResultsStore:
                     build.key,
                     build.status,
                     build.log,
-                    _json(list(build.errors)),
-                    _json(build.meta),
-                    _ts(build.recorded or datetime.now(UTC)),
+                    encode_json(list(build.errors)),
+                    encode_json(build.meta),
+                    encode_time(build.recorded or datetime.now(UTC)),
                 ),
             )
-
-    def get_build(self, key: str) -> BuildRecord | None:
-        rows = self._read("SELECT * FROM builds WHERE build_key = ?", (key,))
-        if not rows:
-            return None
-        row = rows[0]
-        return BuildRecord(
-            key=row["build_key"],
-            status=row["status"],
-            log=row["log"],
-            errors=tuple(json.loads(row["errors"])),
-            meta=json.loads(row["meta"]),
-            recorded=_dt(row["recorded"]),
-        )
 
     # -- bisections ------------------------------------------------------------------------------
 
     def create_bisection(self, request: Mapping[str, Any]) -> BisectionRecord:
         """A new bisection in status "running"; `request` is what is needed to resume it."""
-        now = _ts(datetime.now(UTC))
-        with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO bisections (created, updated, status, request) VALUES (?, ?, ?, ?)",
-                (now, now, RunStatus.RUNNING.value, _json(dict(request))),
-            )
-            bisection_id = cursor.lastrowid
-        assert bisection_id is not None
+        now = encode_time(datetime.now(UTC))
+        bisection_id = self._insert(
+            "INSERT INTO bisections (created, updated, status, request) VALUES (?, ?, ?, ?)",
+            (now, now, RunStatus.RUNNING.value, encode_json(dict(request))),
+        )
         found = self.get_bisection(bisection_id)
         assert found is not None
         return found
 
-    def get_bisection(self, bisection_id: int) -> BisectionRecord | None:
-        rows = self._read("SELECT * FROM bisections WHERE id = ?", (bisection_id,))
-        return _bisection(rows[0]) if rows else None
-
-    def bisections(self, limit: int | None = None) -> list[BisectionRecord]:
-        rows = self._read(
-            "SELECT * FROM bisections ORDER BY id DESC LIMIT ?", (-1 if limit is None else limit,)
-        )
-        return [_bisection(row) for row in rows]
-
     def finish_bisection(
         self, bisection_id: int, status: str, report: Mapping[str, Any] | None
     ) -> None:
-        with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE bisections SET status = ?, report = ?, updated = ? WHERE id = ?",
-                (
-                    status,
-                    None if report is None else _json(dict(report)),
-                    _ts(datetime.now(UTC)),
-                    bisection_id,
-                ),
-            )
-            if cursor.rowcount != 1:
-                raise UserError(f"no bisection {bisection_id} in {self.path}")
+        report_json = None if report is None else encode_json(dict(report))
+        self._update_one(
+            f"bisection {bisection_id}",
+            "UPDATE bisections SET status = ?, report = ?, updated = ? WHERE id = ?",
+            (status, report_json, encode_time(datetime.now(UTC)), bisection_id),
+        )
 
     def add_trial(self, bisection_id: int, trial: TrialRecord) -> None:
         """Record one predicate run the moment it ends (resume replays these)."""
@@ -840,31 +230,13 @@ class ResultsStore:
                     trial.detail,
                     trial.identity,
                     trial.seconds,
-                    _ts(trial.finished or datetime.now(UTC)),
+                    encode_time(trial.finished or datetime.now(UTC)),
                 ),
             )
             conn.execute(
                 "UPDATE bisections SET updated = ? WHERE id = ?",
-                (_ts(datetime.now(UTC)), bisection_id),
+                (encode_time(datetime.now(UTC)), bisection_id),
             )
-
-    def trials(self, bisection_id: int) -> list[TrialRecord]:
-        rows = self._read(
-            "SELECT * FROM bisect_trials WHERE bisection_id = ? ORDER BY seq", (bisection_id,)
-        )
-        return [
-            TrialRecord(
-                seq=row["seq"],
-                phase=row["phase"],
-                commit=row["commit_id"],
-                outcome=row["outcome"],
-                detail=row["detail"],
-                identity=row["identity"],
-                seconds=row["seconds"],
-                finished=_dt(row["finished"]),
-            )
-            for row in rows
-        ]
 
     # -- regression tracking ---------------------------------------------------------------------
 
@@ -876,141 +248,17 @@ class ResultsStore:
                 "INSERT INTO changes (run_id, tree, rev, variant, profile, host, job, subtest, "
                 "class, passes, fails, errors, baseline_run, baseline_status, last_pass_run) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        run_id,
-                        *c.key,
-                        c.change,
-                        c.passes,
-                        c.fails,
-                        c.errors,
-                        c.baseline_run,
-                        c.baseline_status,
-                        c.last_pass_run,
-                    )
-                    for c in changes
-                ],
+                [(run_id, *change.key, *change[1:]) for change in changes],  # in field order
             )
-
-    def changes(self, run_id: int) -> list[ChangeRecord]:
-        rows = self._read(
-            "SELECT * FROM changes WHERE run_id = ? "
-            "ORDER BY tree, rev, variant, profile, host, job, subtest",
-            (run_id,),
-        )
-        return [
-            ChangeRecord(
-                key=SubtestKey(
-                    r["tree"],
-                    r["rev"],
-                    r["variant"],
-                    r["profile"],
-                    r["host"],
-                    r["job"],
-                    r["subtest"],
-                ),
-                change=r["class"],
-                passes=r["passes"],
-                fails=r["fails"],
-                errors=r["errors"],
-                baseline_run=r["baseline_run"],
-                baseline_status=r["baseline_status"],
-                last_pass_run=r["last_pass_run"],
-            )
-            for r in rows
-        ]
-
-    def changes_of_runs(self, run_ids: Sequence[int]) -> dict[int, list[ChangeRecord]]:
-        """The changes of several runs, each run's as ``changes`` gives them, in one query.
-
-        A cell line's changes in a run come as one row (its subtests' in a JSON array built by
-        SQLite: a third of what a row a change costs) and are put in ``changes``'s order here."""
-        out: dict[int, list[ChangeRecord]] = {run_id: [] for run_id in run_ids}
-        if not out:
-            return out
-        with self._snapshot(), self._errors():
-            groups = self._conn.execute(
-                "SELECT run_id, json_array(tree, rev, variant, profile, host, job), "
-                "json_group_array(json_array(subtest, class, passes, fails, errors, baseline_run, "
-                "baseline_status, last_pass_run)) FROM changes "
-                "WHERE run_id IN (SELECT value FROM json_each(?)) "
-                "GROUP BY run_id, tree, rev, variant, profile, host, job",
-                (_json(sorted(out)),),
-            ).fetchall()
-            lines: dict[str, tuple[str, ...]] = {}  # runs share their cell lines
-            decoded = []
-            for run_id, line, array in groups:
-                found = lines.get(line)
-                if found is None:
-                    found = lines[line] = tuple(json.loads(line))
-                decoded.append((run_id, found, json.loads(array)))
-        decoded.sort(key=_two)  # in changes's order: SQLite's (BINARY) is code points' too
-        keys: dict[tuple[str, ...], dict[str, SubtestKey]] = {}  # runs share their keys
-        new, define = object.__new__, object.__setattr__
-        for run_id, line_key, items in decoded:
-            items.sort(key=_first)
-            mine = out[run_id]
-            of_line = keys.get(line_key)
-            if of_line is None:
-                of_line = keys[line_key] = {}
-            for subtest, change, passes, fails, errors, base_run, base_status, pass_run in items:
-                if not (
-                    type(passes) is int
-                    and type(fails) is int
-                    and type(errors) is int
-                    and (base_run is None or type(base_run) is int)
-                    and (pass_run is None or type(pass_run) is int)
-                ):
-                    return self._changes_as_rows(out)  # no integer: not as written here
-                key = of_line.get(subtest)
-                if key is None:
-                    key = of_line[subtest] = SubtestKey._make((*line_key, subtest))
-                # ChangeRecord(key, change, ...) without the frozen dataclass's __init__ (its
-                # setattr a field): the same fields, equal, at a third of the cost
-                record = new(ChangeRecord)
-                define(
-                    record,
-                    "__dict__",
-                    {
-                        "key": key,
-                        "change": change,
-                        "passes": passes,
-                        "fails": fails,
-                        "errors": errors,
-                        "baseline_run": base_run,
-                        "baseline_status": base_status,
-                        "last_pass_run": pass_run,
-                    },
-                )
-                mine.append(record)
-        return out
-
-    def _changes_as_rows(self, out: dict[int, list[ChangeRecord]]) -> dict[int, list[ChangeRecord]]:
-        """changes_of_runs a row a change, all in one snapshot (when the JSON arrays are not
-        exact)."""
-        with self._snapshot():
-            for run_id in out:
-                out[run_id] = self.changes(run_id)
-        return out
-
-    def regressions(self, status: str | None = None) -> list[RegressionRecord]:
-        rows = self._read(
-            "SELECT * FROM regressions WHERE (? IS NULL OR status = ?) ORDER BY id",
-            (status, status),
-        )
-        return [_regression(r) for r in rows]
 
     def open_regression(
         self, line: tuple[str, str, str, str, str, str], run_id: int, rev: str, good_rev: str | None
     ) -> int:
-        with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO regressions (tree, variant, profile, host, job, subtest, opened_run, "
-                "opened_rev, good_rev, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
-                (*line, run_id, rev, good_rev),
-            )
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
+        return self._insert(
+            "INSERT INTO regressions (tree, variant, profile, host, job, subtest, opened_run, "
+            "opened_rev, good_rev, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
+            (*line, run_id, rev, good_rev),
+        )
 
     def fix_regression(self, regression_id: int, run_id: int, rev: str) -> None:
         with self._write() as conn:
@@ -1027,116 +275,17 @@ class ResultsStore:
                 (bisection_id, regression_id),
             )
 
-    # -- cheap signatures of content (for renderers that skip what did not change) -------------
+    # -- one-row writes --------------------------------------------------------------------------
 
-    def signatures(self, marks: dict[str, Any]) -> tuple[dict[int, str], dict[str, str]]:
-        """Per run, a signature of its cells and changes; per build key, of its record.
+    def _insert(self, sql: str, params: tuple[Any, ...]) -> int:
+        """One row added in a transaction of its own; its id."""
+        with self._write() as conn:
+            cursor = conn.execute(sql, params)
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
 
-        Read in one snapshot, so that a run whose signature did not change need not be read at
-        all (the results browser). A signature is the count, largest id and id sum of the run's
-        cells and of its changes rows. Cell ids are AUTOINCREMENT and never reused (a replaced
-        cell gets a new id) and writers take turns, so the runs that changed since the last call
-        are the ones with a cell id, or a changes rowid (changes are replaced whole), above the
-        largest seen then: ``marks`` (kept by the caller, updated here) holds those and every
-        run's signature; with empty marks every run's signature is computed.
-        """
-        cells_sql = "SELECT run_id, count(*), max(id), total(id) FROM cells"
-        changes_sql = "SELECT run_id, count(*), max(rowid), total(rowid) FROM changes"
-        conn = self._conn
-        with self._snapshot():
-            top_cell = conn.execute("SELECT coalesce(max(id), 0) FROM cells").fetchone()[0]
-            top_change = conn.execute("SELECT coalesce(max(rowid), 0) FROM changes").fetchone()[0]
-            known: dict[str, list[str]] = marks.get("runs", {})
-            # ids that went down mean another store (or this one made anew): trust no old mark
-            if "cells" in marks and top_cell >= marks["cells"] and top_change >= marks["changes"]:
-                changed = {
-                    row[0]
-                    for row in conn.execute(
-                        "SELECT DISTINCT run_id FROM cells WHERE id > ? "
-                        "UNION SELECT DISTINCT run_id FROM changes WHERE rowid > ?",
-                        (marks["cells"], marks["changes"]),
-                    )
-                }
-                where = " WHERE run_id IN (SELECT value FROM json_each(?)) GROUP BY run_id"
-                params: tuple[Any, ...] = (_json(sorted(changed)),)
-            else:
-                changed, known = set(), {}
-                where, params = " GROUP BY run_id", ()
-            fresh: dict[int, list[str]] = {run_id: ["c0", "k0"] for run_id in changed}
-            for run_id, n, top, total in conn.execute(cells_sql + where, params):
-                fresh.setdefault(run_id, ["c0", "k0"])[0] = f"c{n}:{top}:{total:.0f}"
-            for run_id, n, top, total in conn.execute(changes_sql + where, params):
-                fresh.setdefault(run_id, ["c0", "k0"])[1] = f"k{n}:{top}:{total:.0f}"
-            builds = {
-                key: f"{status}|{recorded}|{log}"
-                for key, status, recorded, log in conn.execute(
-                    "SELECT build_key, status, recorded, log FROM builds"
-                )
-            }
-        merged = {**known, **{str(k): v for k, v in fresh.items()}}
-        marks.clear()
-        marks.update(cells=top_cell, changes=top_change, runs=merged)
-        return {int(k): "/".join(v) for k, v in merged.items()}, builds
-
-
-def _subtests_of(
-    array: str, statuses: Mapping[str, ResultStatus]
-) -> tuple[SubtestRecord, ...] | None:
-    """A cell's subtests from its _SUBTEST_ARRAYS array, in their order; None when a number in
-    it is not an integer (JSON shows a real with 15 digits: those are read as rows)."""
-    items = json.loads(array)
-    items.sort(key=_first)  # SQLite adds the rows in the index's order; made sure of
-    for item in items:
-        if type(item[3]) is not int or not (item[5] is None or type(item[5]) is int):
-            return None
-    return tuple(
-        SubtestRecord(name, statuses[status], errno, detail, signal, bool(timed_out))
-        for _, name, status, errno, detail, signal, timed_out in items
-    )
-
-
-def _first(item: Sequence[Any]) -> Any:
-    return item[0]
-
-
-def _two(item: Sequence[Any]) -> Any:
-    return item[:2]
-
-
-def _regression(r: sqlite3.Row) -> RegressionRecord:
-    return RegressionRecord(
-        id=r["id"],
-        line=(r["tree"], r["variant"], r["profile"], r["host"], r["job"], r["subtest"]),
-        opened_run=r["opened_run"],
-        opened_rev=r["opened_rev"],
-        good_rev=r["good_rev"],
-        status=r["status"],
-        fixed_run=r["fixed_run"],
-        fixed_rev=r["fixed_rev"],
-        bisection_id=r["bisection_id"],
-    )
-
-
-def _bisection(row: sqlite3.Row) -> BisectionRecord:
-    return BisectionRecord(
-        id=row["id"],
-        created=_dt(row["created"]) or datetime.now(UTC),
-        updated=_dt(row["updated"]) or datetime.now(UTC),
-        status=row["status"],
-        request=json.loads(row["request"]),
-        report=None if row["report"] is None else json.loads(row["report"]),
-    )
-
-
-def _run(row: sqlite3.Row) -> RunRecord:
-    started = _dt(row["started"])
-    assert started is not None
-    return RunRecord(
-        id=row["id"],
-        kind=row["kind"],
-        pipeline=row["pipeline"],
-        started=started,
-        finished=_dt(row["finished"]),
-        status=RunStatus(row["status"]),
-        meta=json.loads(row["meta"]),
-    )
+    def _update_one(self, what: str, sql: str, params: tuple[Any, ...]) -> None:
+        """One row changed in a transaction of its own; ``what`` names it if it is not there."""
+        with self._write() as conn:
+            if conn.execute(sql, params).rowcount != 1:
+                raise UserError(f"no {what} in {self.path}")

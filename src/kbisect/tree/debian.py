@@ -10,15 +10,17 @@ interrupted import leaves the repository as it was after the last finished relea
 from __future__ import annotations
 
 import functools
-import subprocess
+import lzma
 import tarfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from kbisect import processes
+from kbisect.deadline import Deadline
 from kbisect.errors import InfraError, UserError
+from kbisect.processes import PIPE
 from kbisect.progress import advance, byte_progress
 from kbisect.tree.git import Git
 
@@ -48,32 +50,18 @@ class Release:
         return f"{self.package}_{self.version.replace(':', '%3a')}_all.deb"
 
 
-def _run(argv: list[str], timeout: float) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError:
-        raise InfraError(f"{argv[0]} is not installed") from None
-    except subprocess.TimeoutExpired:
-        raise InfraError(f"{' '.join(argv)} did not finish within {timeout:g} s") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        raise InfraError(f"{' '.join(argv)} failed: {last}")
-    return done.stdout
-
-
 def compare_versions(a: str, b: str) -> int:
     """Debian version order, as dpkg defines it."""
     if a == b:
         return 0
-    less = subprocess.run(
-        ["dpkg", "--compare-versions", a, "lt", b], timeout=30, check=False
-    ).returncode
+    argv = ["dpkg", "--compare-versions", a, "lt", b]
+    less = processes.run(argv, deadline=30, check=False).returncode
     return -1 if less == 0 else 1
 
 
 def available_releases(package: str) -> list[Release]:
     """The versions the package archive offers now, oldest first (`apt-cache madison`)."""
-    out = _run(["apt-cache", "madison", package], timeout=120)
+    out = processes.run(["apt-cache", "madison", package], deadline=120).stdout
     versions = {line.split("|")[1].strip() for line in out.splitlines() if line.count("|") >= 2}
     if not versions:
         raise InfraError(f"apt knows no versions of {package}: run `apt-get update` first")
@@ -91,22 +79,7 @@ def download(release: Release, debs_dir: Path) -> Path:
     for stale in partial.iterdir():
         stale.unlink()
     spec = f"{release.package}={release.version}"
-    try:
-        subprocess.run(
-            ["apt-get", "download", "-q", spec],
-            cwd=partial,
-            capture_output=True,
-            text=True,
-            timeout=APT_TIMEOUT,
-            check=True,
-        )
-    except subprocess.TimeoutExpired:
-        raise InfraError(
-            f"apt-get download {spec} did not finish within {APT_TIMEOUT:g} s"
-        ) from None
-    except subprocess.CalledProcessError as exc:
-        last = (exc.stderr.strip().splitlines() or ["failed"])[-1]
-        raise InfraError(f"apt-get download {spec}: {last}") from None
+    processes.run(["apt-get", "download", "-q", spec], deadline=APT_TIMEOUT, cwd=partial)
     [fetched] = list(partial.glob("*.deb"))
     fetched.rename(target)
     partial.rmdir()
@@ -128,104 +101,105 @@ class _Counting:
 def _source_members(
     deb: Path, package: str, on_read: Callable[[int], None]
 ) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile, int]]:
-    """(member, archive, release date) for every entry of the source tarball inside the .deb."""
-    outer_proc = subprocess.Popen(
-        ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert outer_proc.stdout is not None
-    try:
-        with tarfile.open(fileobj=outer_proc.stdout, mode="r|") as outer:
-            for entry in outer:
-                if entry.name.lstrip("./") != f"usr/src/{package}.tar.xz":
-                    continue
-                inner_raw = outer.extractfile(entry)
-                assert inner_raw is not None
-                counted = _Counting(inner_raw, on_read)
-                with tarfile.open(fileobj=counted, mode="r|xz") as inner:  # type: ignore[call-overload]
-                    for member in inner:
-                        yield member, inner, int(entry.mtime)
-                return
-        raise InfraError(f"{deb.name}: no usr/src/{package}.tar.xz inside")
-    finally:
-        outer_proc.kill()
-        outer_proc.wait(timeout=30)
+    """(member, archive, release date) for every entry of the source tarball inside the .deb.
+
+    dpkg-deb streams the package's data archive; leaving early ends it."""
+    with processes.start(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=PIPE) as dpkg:
+        assert dpkg.stdout is not None
+        try:
+            with tarfile.open(fileobj=dpkg.stdout, mode="r|") as outer:
+                for entry in outer:
+                    if entry.name.lstrip("./") != f"usr/src/{package}.tar.xz":
+                        continue
+                    inner_raw = outer.extractfile(entry)
+                    assert inner_raw is not None
+                    counted = _Counting(inner_raw, on_read)
+                    with tarfile.open(fileobj=counted, mode="r|xz") as inner:  # type: ignore[call-overload]
+                        for member in inner:
+                            yield member, inner, int(entry.mtime)
+                    return
+        except (tarfile.TarError, lzma.LZMAError, EOFError) as exc:
+            # dpkg-deb's own complaint when it failed; else the archive inside is damaged
+            raise dpkg.failure(within=2) or InfraError(
+                f"{deb.name}: the source tarball inside cannot be read ({exc})"
+            ) from exc
+    raise InfraError(f"{deb.name}: no usr/src/{package}.tar.xz inside")
 
 
 def import_release(repo: Path, release: Release, deb: Path) -> tuple[str, int]:
     """Append one release as a commit on main, tagged; returns (commit id, file count)."""
     with Git(repo) as g:
         tip = g.try_run("rev-parse", "--verify", "-q", BRANCH).stdout.strip()
-    size = _inner_size_hint(deb)
-    proc = subprocess.Popen(
-        ["git", "fast-import", "--quiet", "--date-format=raw"],
-        cwd=repo,
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdin is not None
-    out = proc.stdin
-    deadline = time.monotonic() + IMPORT_TIMEOUT
+    deadline = Deadline(IMPORT_TIMEOUT)
+    argv = ["git", "fast-import", "--quiet", "--date-format=raw"]
+    what = f"importing {release.tag}"
+    # Leaving this block early (an error, Ctrl-C) ends git fast-import before it reads `done`:
+    # then it discards the partial release.
+    with processes.start(argv, cwd=repo, stdin=PIPE, hint="apt-get install git", what=what) as fi:
+        assert fi.stdin is not None
+        try:
+            count = _write_release(fi.stdin, release, deb, tip, deadline)
+            fi.stdin.close()
+        except BrokenPipeError as exc:  # it stopped reading: what it said is why
+            raise fi.failure(within=30) or InfraError(f"{what}: git fast-import quit") from exc
+        fi.check(deadline)
+    with Git(repo) as g:
+        return g.run("rev-parse", f"{release.tag}^{{commit}}").strip(), count
+
+
+def _write_release(
+    out: IO[bytes], release: Release, deb: Path, tip: str, deadline: Deadline
+) -> int:
+    """The git fast-import stream of one release (blobs, the commit, its tag, `done`); returns
+    the number of files."""
     files: list[bytes] = []
     marks: dict[str, int] = {}
     date = 0
-    try:
-        out.write(b"feature done\n")
-        with byte_progress(f"importing {release.tag}", size) as bar:
-            for member, archive, member_date in _source_members(
-                deb, release.package, lambda n: advance(bar, n)
-            ):
-                date = member_date  # the release's date, the same for every member
-                if time.monotonic() > deadline:
-                    raise InfraError(
-                        f"importing {release.tag} took longer than {IMPORT_TIMEOUT:g} s"
-                    )
-                path = member.name.split("/", 1)[1] if "/" in member.name else ""
-                if not path:
-                    continue
-                if member.isfile():
-                    data = archive.extractfile(member).read()  # type: ignore[union-attr]
-                    mode = b"100755" if member.mode & 0o111 else b"100644"
-                elif member.issym():
-                    data, mode = member.linkname.encode(), b"120000"
-                elif member.islnk():
-                    target = member.linkname.split("/", 1)[1]
-                    files.append(
-                        b"M %s :%d %s\n" % (mode_of(files, target), marks[target], path.encode())
-                    )
-                    continue
-                else:
-                    continue  # directories are implied by their files
-                mark = len(marks) + 1
-                marks[path] = mark
-                out.write(b"blob\nmark :%d\ndata %d\n" % (mark, len(data)))
-                out.write(data)
-                out.write(b"\n")
-                files.append(b"M %s :%d %s\n" % (mode, mark, path.encode()))
-        message = (
-            f"{release.package} {release.version}\n\n"
-            f"Debian's {release.package} {release.version}, imported by kbisect.\n"
-        ).encode()
-        out.write(b"commit %s\n" % BRANCH.encode())
-        for role in (b"author", b"committer"):
-            out.write(b"%s %s %d +0000\n" % (role, AUTHOR.encode(), date))
-        out.write(b"data %d\n%s" % (len(message), message))
-        if tip:
-            out.write(b"from %s\n" % tip.encode())
-        out.write(b"deleteall\n")
-        out.writelines(files)
-        out.write(b"\nreset refs/tags/%s\nfrom %s\n\n" % (release.tag.encode(), BRANCH.encode()))
-        out.write(b"done\n")
-        out.close()
-        status = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except BaseException:
-        proc.kill()  # no `done` was sent: git fast-import discards the partial release
-        proc.wait(timeout=30)
-        raise
-    if status != 0:
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        raise InfraError(f"git fast-import failed for {release.tag}: {err.strip()[-300:]}")
-    with Git(repo) as g:
-        return g.run("rev-parse", f"{release.tag}^{{commit}}").strip(), len(files)
+    out.write(b"feature done\n")
+    with byte_progress(f"importing {release.tag}", _inner_size_hint(deb)) as bar:
+        for member, archive, member_date in _source_members(
+            deb, release.package, lambda n: advance(bar, n)
+        ):
+            date = member_date  # the release's date, the same for every member
+            if deadline.expired:
+                raise InfraError(f"importing {release.tag} took longer than {IMPORT_TIMEOUT:g} s")
+            path = member.name.split("/", 1)[1] if "/" in member.name else ""
+            if not path:
+                continue
+            if member.isfile():
+                data = archive.extractfile(member).read()  # type: ignore[union-attr]
+                mode = b"100755" if member.mode & 0o111 else b"100644"
+            elif member.issym():
+                data, mode = member.linkname.encode(), b"120000"
+            elif member.islnk():
+                target = member.linkname.split("/", 1)[1]
+                files.append(
+                    b"M %s :%d %s\n" % (mode_of(files, target), marks[target], path.encode())
+                )
+                continue
+            else:
+                continue  # directories are implied by their files
+            mark = len(marks) + 1
+            marks[path] = mark
+            out.write(b"blob\nmark :%d\ndata %d\n" % (mark, len(data)))
+            out.write(data)
+            out.write(b"\n")
+            files.append(b"M %s :%d %s\n" % (mode, mark, path.encode()))
+    message = (
+        f"{release.package} {release.version}\n\n"
+        f"Debian's {release.package} {release.version}, imported by kbisect.\n"
+    ).encode()
+    out.write(b"commit %s\n" % BRANCH.encode())
+    for role in (b"author", b"committer"):
+        out.write(b"%s %s %d +0000\n" % (role, AUTHOR.encode(), date))
+    out.write(b"data %d\n%s" % (len(message), message))
+    if tip:
+        out.write(b"from %s\n" % tip.encode())
+    out.write(b"deleteall\n")
+    out.writelines(files)
+    out.write(b"\nreset refs/tags/%s\nfrom %s\n\n" % (release.tag.encode(), BRANCH.encode()))
+    out.write(b"done\n")
+    return len(files)
 
 
 def mode_of(files: list[bytes], path: str) -> bytes:

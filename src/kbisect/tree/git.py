@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,11 +10,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+# GitPython looks for git when imported and, without it, raises a page-long ImportError before
+# kbisect can say anything; quiet, it lets the first git command report a missing git in one line.
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
 import git
 
 from kbisect.errors import InfraError
 
 DEFAULT_TIMEOUT = 600.0
+GIT_HINT = "apt-get install git"
 
 
 @contextmanager
@@ -94,8 +100,8 @@ class Git:
                     env=env,
                     strip_newline_in_stdout=False,
                 )
-        except git.GitCommandNotFound:
-            raise InfraError("git is not installed (apt-get install git)") from None
+        except git.GitCommandNotFound as exc:
+            raise InfraError(f"git is not installed ({GIT_HINT})") from exc
         err = str(err)
         if err.startswith("Timeout:") or "did not complete in" in err:
             raise InfraError(f"git {args[0]} in {self.path} did not finish within {limit:g} s")

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kbisect import processes
 from kbisect.config import Project, Tree
-from kbisect.errors import InfraError, UserError
+from kbisect.errors import UserError
 from kbisect.tree import debian
-from kbisect.tree.git import Git
+from kbisect.tree.git import GIT_HINT, Git
 
 FETCH_TIMEOUT = 1800.0
 
@@ -138,14 +139,4 @@ def import_debian(
 
 def _git_anywhere(args: list[str]) -> None:
     """git commands that run before a repository exists (clone, init)."""
-    import subprocess
-
-    try:
-        done = subprocess.run(
-            ["git", *args], capture_output=True, text=True, timeout=FETCH_TIMEOUT, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise InfraError(f"git {args[0]} did not finish within {FETCH_TIMEOUT:g} s") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["failed"])[-1]
-        raise InfraError(f"git {args[0]} failed: {last}")
+    processes.run(["git", *args], deadline=FETCH_TIMEOUT, hint=GIT_HINT)
