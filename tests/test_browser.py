@@ -868,15 +868,15 @@ def _program(tmp_path: Path) -> Path:
         textwrap.dedent(
             """
             from invoke.collection import Collection
-            from invoke.program import Program
             from kbisect.cli import browser_tasks
+            from kbisect.cli.program import KbisectProgram
 
             ns = Collection()
             ns.add_task(browser_tasks.browse)
             ns.add_collection(
                 Collection("results", browser_tasks.results_render, browser_tasks.results_diff)
             )
-            Program(namespace=ns, name="kbisect", binary="kbisect").run()
+            KbisectProgram(namespace=ns, name="kbisect", binary="kbisect").run()
             """
         )
     )

@@ -26,7 +26,7 @@ from typing import Protocol
 from kbisect.bisect.gitbisect import GitBisect, Next
 from kbisect.bisect.predicates import Outcome, Predicate, TrialResult
 from kbisect.bisect.stats import BAD_END_PRIOR, Policy, Rates, Tally, decide
-from kbisect.errors import InfraError, KbisectError
+from kbisect.errors import ExitCode, InfraError, KbisectError
 from kbisect.results.model import TrialRecord
 
 Say = Callable[[str], None]
@@ -43,10 +43,10 @@ class Status(StrEnum):
 
 
 EXIT_CODES = {
-    Status.CONFIRMED: 0,
-    Status.UNCONFIRMED: 1,
-    Status.ABORTED: 3,
-    Status.ENDS_NOT_REPRODUCED: 4,
+    Status.CONFIRMED: ExitCode.OK,
+    Status.UNCONFIRMED: ExitCode.FAILED,
+    Status.ABORTED: ExitCode.INFRA,
+    Status.ENDS_NOT_REPRODUCED: ExitCode.ENDS_DID_NOT_REPRODUCE,
 }
 
 
@@ -115,7 +115,7 @@ class BisectResult:
     false_alarm_rate: float = 0.0
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         return EXIT_CODES[self.status]
 
 

@@ -20,14 +20,13 @@ from typing import Protocol
 
 from kbisect import processes
 from kbisect.config import BuildProfile, Job, Project
-from kbisect.errors import InfraError, KbisectError
+from kbisect.errors import ExitCode, InfraError, KbisectError
 from kbisect.processes import DeadlinePassed, Output
 from kbisect.results.model import ResultStatus
 from kbisect.tree.checkout import Checkout, checkout, slot
 from kbisect.tree.repos import TreeRepo
 from kbisect.tree.variants import VariantRef
 
-SKIP_EXIT = 125
 ABORT_FROM = 128
 
 
@@ -108,7 +107,7 @@ class RunPredicate(CheckoutPredicate):
             return TrialResult(Outcome.ERROR, f"timed out after {self.timeout:g} s", identity)
         if status == 0:
             return TrialResult(Outcome.PASS, "exit 0", identity)
-        if status == SKIP_EXIT:
+        if status == ExitCode.SKIP:
             return TrialResult(Outcome.SKIP, "exit 125", identity)
         if status >= ABORT_FROM or status < 0:
             return TrialResult(Outcome.ABORT, f"exit {status}", identity)

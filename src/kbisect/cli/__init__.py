@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from invoke.collection import Collection
-from invoke.program import Program
 
 from kbisect import __version__
 from kbisect.cli import (
@@ -18,6 +17,7 @@ from kbisect.cli import (
     run_tasks,
     tree_tasks,
 )
+from kbisect.cli.program import KbisectProgram
 
 ns = Collection()
 ns.add_task(config_tasks.check)
@@ -44,6 +44,17 @@ ns.add_collection(
 ns.add_collection(Collection("config", config_tasks.reference))
 
 
+def program() -> KbisectProgram:
+    """The `kbisect` program over the task collection."""
+    return KbisectProgram(
+        namespace=ns,
+        version=__version__,
+        name="kbisect",
+        binary="kbisect",
+        binary_names=["kbisect"],
+    )
+
+
 def main() -> None:
     """Entry point of the `kbisect` console script."""
-    Program(namespace=ns, version=__version__, name="kbisect", binary="kbisect").run()
+    program().run()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json as json_module
 import re
 from pathlib import Path
 
 from invoke.context import Context
-from invoke.exceptions import Exit
 
 from kbisect.bisect.session import (
     BisectRequest,
@@ -15,7 +15,8 @@ from kbisect.bisect.session import (
     run_bisection,
 )
 from kbisect.bisect.stats import Policy
-from kbisect.cli.common import project, say
+from kbisect.cli.arguments import Convert, positive_int, positive_number
+from kbisect.cli.common import Outcome, project, say
 from kbisect.cli.common import task as kb_task
 from kbisect.config import Project
 from kbisect.errors import UserError
@@ -39,6 +40,14 @@ _HELP = {
     "end_runs": "Runs at each end before bisecting (default 3).",
     "budget": "Stop after this many seconds of bisecting (exit 3, the range so far reported).",
     "resume": "Continue bisection ID after a crash or kill, without redoing finished runs.",
+}
+_CHECKS: dict[str, Convert] = {
+    "timeout": positive_number,
+    "repeat": positive_int,
+    "max_runs": positive_int,
+    "end_runs": positive_int,
+    "budget": positive_number,
+    "resume": positive_int,
 }
 
 
@@ -100,7 +109,7 @@ def _new_request(
     )
 
 
-def _execute(p: Project, request: BisectRequest, bisection_id: int, store: ResultsStore) -> None:
+def _execute(p: Project, request: BisectRequest, bisection_id: int, store: ResultsStore) -> Outcome:
     with Lab(p, say=say) as lab:
         if request.predicate == "job":
             lab.lease(lab.host(request.host), f"bisect {bisection_id}")
@@ -112,11 +121,15 @@ def _execute(p: Project, request: BisectRequest, bisection_id: int, store: Resul
     say(f"report: {out / 'report.json'}")
     say(f"junit:  {out / 'junit.xml'}")
     say(f"log:    {out / 'bisect.log'}   (kbisect bisect.log {bisection_id})")
-    if result.exit_code:
-        raise Exit(f"kbisect: bisection {bisection_id}: {result.status.value}", result.exit_code)
+    document = json_module.loads((out / "report.json").read_text())
+    document.update(
+        report=str(out / "report.json"), junit=str(out / "junit.xml"), log=str(out / "bisect.log")
+    )
+    message = f"kbisect: bisection {bisection_id}: {result.status.value}"
+    return Outcome(document, result.exit_code, message)
 
 
-@kb_task(help=_HELP, iterable=["good"])
+@kb_task(help=_HELP, iterable=["good"], positional=[], checks=_CHECKS)
 def bisect(
     c: Context,
     good: list[str],
@@ -135,7 +148,9 @@ def bisect(
     end_runs: int = 0,
     budget: float = 0.0,
     resume: int = 0,
-) -> None:
+    root: str | None = None,
+    json: bool = False,
+) -> Outcome:
     """Find the commit between --good and --bad that made the predicate fail.
 
     The ends are confirmed first, git chooses the steps, flaky results get more runs, and the
@@ -143,7 +158,7 @@ def bisect(
     Exit 0 confirmed, 1 found but not confirmed, 2 user error, 3 infrastructure failure or
     aborted, 4 the ends did not reproduce.
     """
-    p = project(required=False)
+    p = project(root, required=False)
     with ResultsStore(p.results_dir) as store:
         if resume:
             record = store.get_bisection(resume)
@@ -151,8 +166,7 @@ def bisect(
                 raise UserError(f"no bisection {resume} in {store.path}")
             request = BisectRequest.from_json(record.request)
             say(f"resuming bisection {resume} ({len(store.trials(resume))} runs recorded)")
-            _execute(p, request, resume, store)
-            return
+            return _execute(p, request, resume, store)
         if not good or bad is None:
             raise UserError("give --good REV (one or more) and --bad REV, or --resume ID")
         request = _new_request(
@@ -162,13 +176,17 @@ def bisect(
         request, _ = prepare(p, request)
         record = store.create_bisection(request.to_json())
         say(f"bisection {record.id}: {len(request.good)} good, bad {request.bad[:12]}")
-        _execute(p, request, record.id, store)
+        return _execute(p, request, record.id, store)
 
 
-@kb_task(help={"id": "Bisection id (see the last lines of `kbisect bisect`)."}, name="log")
-def bisect_log(c: Context, id: int) -> None:
+@kb_task(
+    help={"id": "Bisection id (see the last lines of `kbisect bisect`)."},
+    checks={"id": positive_int},
+    name="log",
+)
+def bisect_log(c: Context, id: int, root: str | None = None) -> None:
     """Print a bisection's log in `git bisect log` form (replayable by git and bisect.replay)."""
-    p = project(required=False)
+    p = project(root, required=False)
     with ResultsStore(p.results_dir) as store:
         if store.get_bisection(id) is None:
             raise UserError(f"no bisection {id} in {store.path}")
@@ -213,6 +231,7 @@ _REPLAY_HELP = {k: v for k, v in _HELP.items() if k not in ("good", "bad", "resu
 
 @kb_task(
     help={**_REPLAY_HELP, "log_file": "A `git bisect log` file (git's or `kbisect bisect.log`)."},
+    checks={k: v for k, v in _CHECKS.items() if k != "resume"},
     name="replay",
 )
 def bisect_replay(
@@ -231,10 +250,12 @@ def bisect_replay(
     max_runs: int = 0,
     end_runs: int = 0,
     budget: float = 0.0,
-) -> None:
+    root: str | None = None,
+    json: bool = False,
+) -> Outcome:
     """Continue from a bisect log: its good marks and its last bad mark become the ends of a new
     bisection (confirmed like any ends), so the finished part is not redone."""
-    p = project(required=False)
+    p = project(root, required=False)
     good, bad = read_bisect_log(Path(log_file))
     request = _new_request(
         good, bad, tree, variant, job, test, host, profile, build_only, run, timeout,
@@ -244,4 +265,4 @@ def bisect_replay(
         request, _ = prepare(p, request)
         record = store.create_bisection(request.to_json())
         say(f"bisection {record.id} from {log_file}: {len(good)} good, bad {bad[:12]}")
-        _execute(p, request, record.id, store)
+        return _execute(p, request, record.id, store)

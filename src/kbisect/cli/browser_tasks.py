@@ -8,6 +8,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from kbisect.browser import SITE_DIR, render_diff, render_site, serve
+from kbisect.cli.arguments import port_number, positive_int, run_id
 from kbisect.cli.common import project, say
 from kbisect.cli.common import task as kb_task
 from kbisect.errors import UserError
@@ -17,8 +18,8 @@ _OUT = "Site directory (default: site/ in the results directory)."
 _JOBS = "Processes for a large render (default: the number of CPUs)."
 
 
-def _results_dir() -> Path:
-    return project(required=False).results_dir
+def _results_dir(root: str | None) -> Path:
+    return project(root, required=False).results_dir
 
 
 def _out(results: Path, out: str | None) -> Path:
@@ -39,24 +40,20 @@ def _render(store: ResultsStore, out: Path, full: bool, jobs: int) -> None:
         "full": "Read and render every run again (still writing only the pages that changed).",
         "jobs": _JOBS,
     },
+    checks={"jobs": positive_int},
     name="render",
 )
-def results_render(c: Context, out: str | None = None, full: bool = False, jobs: int = 0) -> None:
+def results_render(
+    c: Context, out: str | None = None, full: bool = False, jobs: int = 0, root: str | None = None
+) -> None:
     """Render the results store as a static site (works from file:// and from a web server).
 
     Incremental: only runs, lines, builds and bisections whose inputs changed are rendered, and a
     page is written only when its content changed.
     """
-    results = _results_dir()
+    results = _results_dir(root)
     with ResultsStore(results) as store:
         _render(store, _out(results, out), full, jobs)
-
-
-def _run_id(text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"{what}: expected a run id (a number), got {text!r}") from None
 
 
 @kb_task(
@@ -66,14 +63,17 @@ def _run_id(text: str, what: str) -> int:
         "out": _OUT,
     },
     positional=["a", "b"],
+    checks={"a": run_id, "b": run_id},
     name="diff",
 )
-def results_diff(c: Context, a: str, b: str, out: str | None = None) -> None:
+def results_diff(
+    c: Context, a: int, b: int, out: str | None = None, root: str | None = None
+) -> None:
     """Compare two runs subtest by subtest (repeats pooled): print what broke, was fixed or
     changed, and what only one of them has; write the same as diff/A-B.html in the site."""
-    results = _results_dir()
+    results = _results_dir(root)
     with ResultsStore(results) as store:
-        d, page = render_diff(store, _run_id(a, "A"), _run_id(b, "B"), _out(results, out))
+        d, page = render_diff(store, a, b, _out(results, out))
     print(d.text(), end="", flush=True)
     say(f"\npage: {page}")
 
@@ -85,16 +85,22 @@ def results_diff(c: Context, a: str, b: str, out: str | None = None) -> None:
         "no_render": "Serve the site as it is, without rendering it first.",
         "jobs": _JOBS,
     },
+    checks={"port": port_number, "jobs": positive_int},
 )
 def browse(
-    c: Context, out: str | None = None, port: int = 0, no_render: bool = False, jobs: int = 0
+    c: Context,
+    out: str | None = None,
+    port: int = 0,
+    no_render: bool = False,
+    jobs: int = 0,
+    root: str | None = None,
 ) -> None:
     """Render the site (incrementally) and serve it on 127.0.0.1 until Ctrl-C; prints the URL.
 
     Only the site and the files of the results directory it links are served (never the store's
     database, nothing a symbolic link leads out of the results directory to, no listings).
     """
-    results = _results_dir()
+    results = _results_dir(root)
     site = _out(results, out)
     if not no_render:
         with ResultsStore(results) as store:

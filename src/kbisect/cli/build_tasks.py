@@ -9,13 +9,12 @@ from invoke.exceptions import Exit
 
 from kbisect.build.builder import build as do_build
 from kbisect.build.builder import store_for
+from kbisect.cli.arguments import positive_int
 from kbisect.cli.common import choose_profile, project, say, task
+from kbisect.errors import ExitCode
 from kbisect.tree import repos
 from kbisect.tree.checkout import checkout, slot
 from kbisect.tree.variants import find_variant
-
-BUILD_FAILED_EXIT = 1
-SKIP_EXIT = 125
 
 
 @task(
@@ -25,7 +24,8 @@ SKIP_EXIT = 125
         "variant": "EXPERIMENT/VARIANT or VARIANT; default: the tree as it is.",
         "profile": "Build profile (configs/); default: the only one, or xen-dom0.",
         "jobs": "make -jN (default: settings.build_jobs, else the number of cores).",
-    }
+    },
+    checks={"jobs": positive_int},
 )
 def build(
     c: Context,
@@ -34,13 +34,14 @@ def build(
     variant: str | None = None,
     profile: str | None = None,
     jobs: int = 0,
+    root: str | None = None,
 ) -> None:
     """Check out and build (revision, variant, profile); print the build key and artifact path.
 
     A key already in the store compiles nothing. Exit 1 when the kernel does not build (the
     first compiler errors are printed), 125 when the variant does not apply (SKIP).
     """
-    p = project()
+    p = project(root)
     chosen = choose_profile(p.profiles, profile)
     handle = repos.open_tree(p, tree)
     ref = find_variant(p, variant)
@@ -48,7 +49,7 @@ def build(
         co = checkout(p, handle, rev, ref, path)
         if not co.usable:
             raise Exit(
-                f"kbisect: {co.variant} does not apply to {rev}: SKIP ({co.detail})", SKIP_EXIT
+                f"kbisect: {co.variant} does not apply to {rev}: SKIP ({co.detail})", ExitCode.SKIP
             )
         outcome = do_build(p, co, chosen, jobs or None)
     say(f"key       {outcome.key}")
@@ -66,13 +67,13 @@ def build(
     say(f"log       {outcome.log}")
     for line in outcome.errors:
         say(f"error     {line}")
-    raise Exit("kbisect: build failed", BUILD_FAILED_EXIT)
+    raise Exit("kbisect: build failed", ExitCode.FAILED)
 
 
 @task(help={})
-def builds(c: Context) -> None:
+def builds(c: Context, root: str | None = None) -> None:
     """List the artifact store, most recently used first."""
-    p = project()
+    p = project(root)
     store = store_for(p)
     artifacts = store.artifacts()
     if not artifacts:

@@ -6,6 +6,7 @@ import shlex
 
 from invoke.context import Context
 
+from kbisect.cli.arguments import positive_int
 from kbisect.cli.common import project, say, task
 from kbisect.errors import UserError
 from kbisect.tree import repos
@@ -14,6 +15,7 @@ from kbisect.tree.demo import DEFAULT_BRANCH, make_demo_history
 
 @task(
     name="history",
+    checks={"commits": positive_int},
     help={
         "tree": "Tree name (configs/) or path of a git repository (default: debian-6.1).",
         "base": "Revision to build on (default: the newest release tag of the tree).",
@@ -27,13 +29,14 @@ def history(
     base: str | None = None,
     commits: int = 32,
     branch: str = DEFAULT_BRANCH,
+    root: str | None = None,
 ) -> None:
     """Write a branch of small harmless commits on a release, one of which makes gntdev map
     grants VM_IO instead of VM_MIXEDMAP; print the bisect command that should find it.
 
     Rerunning with the same arguments gives the same commit ids.
     """
-    p = project(required=False)
+    p = project(root, required=False)
     handle = repos.open_tree(p, tree)
     if base is None:
         newest = repos.newest_tags(handle, 1)

@@ -85,9 +85,11 @@ def _how_to_reach(lab: Lab, host: LabHost) -> None:
     },
     name="up",
 )
-def lab_up(c: Context, host: str | None = None, build: str | None = None) -> None:
+def lab_up(
+    c: Context, host: str | None = None, build: str | None = None, root: str | None = None
+) -> None:
     """Boot the embedded Xen host with a build and print how to reach it (it stays up)."""
-    p = project()
+    p = project(root)
     with Lab(p, keep_up=True, say=say) as lab:
         chosen = lab.host(host)
         if not isinstance(chosen, EmbeddedHost):
@@ -99,9 +101,9 @@ def lab_up(c: Context, host: str | None = None, build: str | None = None) -> Non
 
 
 @kb_task(help={"host": "Embedded host to stop (default: all)."}, name="down")
-def lab_down(c: Context, host: str | None = None) -> None:
+def lab_down(c: Context, host: str | None = None, root: str | None = None) -> None:
     """Stop embedded hosts (QEMU is ended by its PID)."""
-    p = project()
+    p = project(root)
     with Lab(p, keep_up=True, say=say) as lab:
         hosts = [lab.host(host)] if host else lab.all_hosts()
         for h in hosts:
@@ -112,9 +114,9 @@ def lab_down(c: Context, host: str | None = None) -> None:
 
 
 @kb_task(help={}, name="status")
-def lab_status(c: Context) -> None:
+def lab_status(c: Context, root: str | None = None) -> None:
     """Every host: kind, running or not, what is deployed, and who holds its lease."""
-    p = project()
+    p = project(root)
     with Lab(p, keep_up=True, say=say) as lab:
         for h in lab.all_hosts():
             say(f"{h.name} ({h.kind})")
@@ -148,9 +150,9 @@ def lab_status(c: Context) -> None:
     },
     name="trust",
 )
-def lab_trust(c: Context, host: str, yes: bool = False) -> None:
+def lab_trust(c: Context, host: str, yes: bool = False, root: str | None = None) -> None:
     """Fetch a rack host's SSH key, show its fingerprint and pin it in configs/known_hosts."""
-    p = project()
+    p = project(root)
     with Lab(p, keep_up=True, say=say) as lab:
         h = lab.host(host)
         if isinstance(h, EmbeddedHost):
@@ -174,13 +176,13 @@ def lab_trust(c: Context, host: str, yes: bool = False) -> None:
         "build": "Build key or unique prefix (see `kbisect builds`).",
     }
 )
-def deploy(c: Context, build: str, host: str | None = None) -> None:
+def deploy(c: Context, build: str, host: str | None = None, root: str | None = None) -> None:
     """Boot a build on a host and verify it (boot id, uname -r, build identity, Xen).
 
     The host stays up for `kbisect stress`. A host that does not come back is power-cycled
     (max_power_cycles) and then reported broken: exit 3, with its console log kept.
     """
-    p = project()
+    p = project(root)
     with Lab(p, keep_up=True, say=say) as lab:
         chosen = lab.host(host)
         artifact = find_artifact(p, build)

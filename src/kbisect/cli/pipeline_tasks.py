@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from invoke.context import Context
-from invoke.exceptions import Exit
+from typing import Any
 
-from kbisect.cli.common import project, say, task
-from kbisect.errors import UserError
-from kbisect.pipeline.nightly import plan, run_nightly
+from invoke.context import Context
+
+from kbisect.cli.arguments import positive_int
+from kbisect.cli.common import Outcome, project, say, task
+from kbisect.cli.run_tasks import cell_document
+from kbisect.config import Project
+from kbisect.errors import ExitCode, UserError
+from kbisect.pipeline.nightly import NightlyOutcome, cells_to_json, plan, run_nightly
 from kbisect.pipeline.plan import axes
+from kbisect.results.store import ResultsStore
+
+REGRESSION_LINE = ("tree", "variant", "profile", "host", "job", "subtest")
 
 
 @task(
@@ -16,9 +23,17 @@ from kbisect.pipeline.plan import axes
         "pipeline": "Pipeline name: a file under pipelines/ without .yaml (default: nightly).",
         "resume": "Finish run RUN after a crash or kill, without redoing finished cells.",
         "dry_run": "Print the matrix and the cells, run nothing.",
-    }
+    },
+    checks={"resume": positive_int},
 )
-def nightly(c: Context, pipeline: str = "nightly", resume: int = 0, dry_run: bool = False) -> None:
+def nightly(
+    c: Context,
+    pipeline: str = "nightly",
+    resume: int = 0,
+    dry_run: bool = False,
+    root: str | None = None,
+    json: bool = False,
+) -> Outcome:
     """Run a pipeline: revisions x variants x profiles x hosts x jobs x repeats.
 
     Builds are shared between cells, hosts run while the next revision compiles, results are
@@ -26,24 +41,61 @@ def nightly(c: Context, pipeline: str = "nightly", resume: int = 0, dry_run: boo
     bisected (auto_bisect), and JUnit and a summary are written. Exit 0 no new regressions,
     1 new regressions, 3 infrastructure failure.
     """
-    p = project()
+    p = project(root)
     if pipeline not in p.pipelines:
         known = ", ".join(sorted(p.pipelines)) or "none"
         raise UserError(f"unknown pipeline {pipeline!r} (known: {known})")
     if dry_run:
-        say(f"pipeline {pipeline}: {p.pipelines[pipeline].description}")
-        for axis in axes(p, p.pipelines[pipeline]):
-            say(f"  {axis.name:10} {', '.join(axis.values)}")
-        cells = plan(p, p.pipelines[pipeline], say, import_missing=False)
-        say(f"{len(cells)} cells:")
-        for cell in cells:
-            say(f"  {cell.tree} {cell.rev} {cell.variant or 'base'} {cell.profile} "
-                f"{cell.host} {cell.job} r{cell.repeat}")  # fmt: skip
-        return
+        return _dry_run(p, pipeline)
     outcome = run_nightly(p, pipeline, resume or None, say)
     say("")
     say(outcome.summary.rstrip())
     say(f"junit: {outcome.junit}")
-    if outcome.exit_code:
-        what = {1: "new regressions", 3: "infrastructure errors"}[outcome.exit_code]
-        raise Exit(f"kbisect: nightly run {outcome.run_id}: {what}", outcome.exit_code)
+    what = {ExitCode.FAILED: "new regressions", ExitCode.INFRA: "infrastructure errors"}
+    message = f"kbisect: nightly run {outcome.run_id}: {what.get(outcome.exit_code, '')}"
+    return Outcome(_document(p, pipeline, outcome), outcome.exit_code, message)
+
+
+def _dry_run(p: Project, name: str) -> Outcome:
+    chosen = p.pipelines[name]
+    say(f"pipeline {name}: {chosen.description}")
+    dimensions = axes(p, chosen)
+    for axis in dimensions:
+        say(f"  {axis.name:10} {', '.join(axis.values)}")
+    cells = plan(p, chosen, say, import_missing=False)
+    say(f"{len(cells)} cells:")
+    for cell in cells:
+        say(f"  {cell.tree} {cell.rev} {cell.variant or 'base'} {cell.profile} "
+            f"{cell.host} {cell.job} r{cell.repeat}")  # fmt: skip
+    document = {
+        "pipeline": name,
+        "description": chosen.description,
+        "axes": {axis.name: list(axis.values) for axis in dimensions},
+        "cells": cells_to_json(cells),
+    }
+    return Outcome(document)
+
+
+def _document(p: Project, pipeline: str, outcome: NightlyOutcome) -> dict[str, Any]:
+    """What the summary says, for scripts: the cells and the regressions this run opened."""
+    with ResultsStore(p.results_dir) as store:
+        cells = store.cells(outcome.run_id)
+        opened = [r for r in store.regressions() if r.opened_run == outcome.run_id]
+        out = store.results_dir / "runs" / str(outcome.run_id)
+    return {
+        "run": outcome.run_id,
+        "pipeline": pipeline,
+        "summary": str(out / "summary.txt"),
+        "junit": outcome.junit,
+        "cells": [cell_document(c) for c in cells],
+        "new_regressions": [
+            {
+                "id": r.id,
+                "line": dict(zip(REGRESSION_LINE, r.line, strict=True)),
+                "good_rev": r.good_rev,
+                "bad_rev": r.opened_rev,
+                "bisection": r.bisection_id,
+            }
+            for r in opened
+        ],
+    }

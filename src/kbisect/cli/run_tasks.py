@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from invoke.context import Context
-from invoke.exceptions import Exit
 
 from kbisect.build.builder import store_for
-from kbisect.cli.common import choose_profile, project, say
+from kbisect.cli.arguments import positive_int
+from kbisect.cli.common import Outcome, choose_profile, project, say
 from kbisect.cli.common import task as kb_task
 from kbisect.config import Job, Project
-from kbisect.errors import UserError
+from kbisect.errors import ExitCode, UserError
 from kbisect.lab.lab import Lab
 from kbisect.pipeline.cell import CellRunner, CellSpec
 from kbisect.results.junit import write_junit
 from kbisect.results.model import CellRecord, ResultStatus, RunStatus
 from kbisect.results.store import ResultsStore
-
-FAILED_EXIT = 1
-ERROR_EXIT = 3
 
 
 def _job(p: Project, name: str) -> Job:
@@ -27,8 +26,8 @@ def _job(p: Project, name: str) -> Job:
     return p.jobs[name]
 
 
-def _finish(store: ResultsStore, run_id: int, cells: list[CellRecord]) -> None:
-    """Record the run's end, write its JUnit, print the summary, and exit by the worst status."""
+def _finish(store: ResultsStore, run_id: int, cells: list[CellRecord]) -> Outcome:
+    """Record the run's end, write its JUnit, print the summary; exit by the worst status."""
     junit = store.results_dir / "runs" / str(run_id) / "junit.xml"
     write_junit(cells, junit)
     store.finish_run(run_id)
@@ -37,11 +36,40 @@ def _finish(store: ResultsStore, run_id: int, cells: list[CellRecord]) -> None:
     say("")
     say(f"run {run_id}: {store.path}")
     say(f"junit: {junit}")
+    document = {
+        "run": run_id,
+        "store": str(store.path),
+        "junit": str(junit),
+        "cells": [cell_document(c) for c in cells],
+    }
     statuses = {c.status for c in cells}
     if ResultStatus.ERROR in statuses:
-        raise Exit("kbisect: infrastructure errors (ERROR): see the reasons above", ERROR_EXIT)
+        message = "kbisect: infrastructure errors (ERROR): see the reasons above"
+        return Outcome(document, ExitCode.INFRA, message)
     if ResultStatus.FAIL in statuses:
-        raise Exit("kbisect: the kernel failed (FAIL)", FAILED_EXIT)
+        return Outcome(document, ExitCode.FAILED, "kbisect: the kernel failed (FAIL)")
+    return Outcome(document)
+
+
+def cell_document(cell: CellRecord) -> dict[str, Any]:
+    """A cell as `--json` shows it: what ran, its verdict, and its subtests'."""
+    return {
+        "tree": cell.tree,
+        "rev": cell.rev,
+        "commit": cell.commit,
+        "variant": cell.variant or "base",
+        "profile": cell.profile,
+        "host": cell.host,
+        "job": cell.job,
+        "repeat": cell.repeat,
+        "status": cell.status.value,
+        "reason": cell.reason,
+        "build": cell.build_key,
+        "subtests": [
+            {"name": s.name, "status": s.status.value, "errno": s.errno, "detail": s.detail}
+            for s in cell.subtests
+        ],
+    }
 
 
 def summary_table(cells: list[CellRecord]) -> str:
@@ -77,15 +105,23 @@ def summary_table(cells: list[CellRecord]) -> str:
         "host": "Host that runs the job (default: the first embedded host).",
         "job": "Job name (configs/).",
         "repeat": "Runs (default: the job's repeat).",
-    }
+    },
+    checks={"repeat": positive_int},
 )
-def stress(c: Context, job: str, host: str | None = None, repeat: int = 0) -> None:
+def stress(
+    c: Context,
+    job: str,
+    host: str | None = None,
+    repeat: int = 0,
+    root: str | None = None,
+    json: bool = False,
+) -> Outcome:
     """Run a job on what a host runs now (after `deploy` or `lab.up`); record it as a run.
 
     Prints the subtests and the JUnit path. Exit 0 all passed or skipped, 1 the kernel failed,
     3 an infrastructure error.
     """
-    p = project()
+    p = project(root)
     chosen_job = _job(p, job)
     with Lab(p, keep_up=True, say=say) as lab, ResultsStore(p.results_dir) as store:
         target = lab.host(host)
@@ -114,7 +150,7 @@ def stress(c: Context, job: str, host: str | None = None, repeat: int = 0) -> No
         with lab.lease(target, f"stress {job}"):
             for r in range(1, (repeat or chosen_job.repeat) + 1):
                 cells.append(runner.run_repeat(spec, r, target, prov, deployed))
-        _finish(store, run.id, cells)
+        return _finish(store, run.id, cells)
 
 
 @kb_task(
@@ -127,7 +163,8 @@ def stress(c: Context, job: str, host: str | None = None, repeat: int = 0) -> No
         "profile": "Build profile (default: the only one, or xen-dom0).",
         "repeat": "Runs (default: the job's repeat).",
         "keep_up": "Leave the embedded host running afterwards (for `stress` or ssh).",
-    }
+    },
+    checks={"repeat": positive_int},
 )
 def run(
     c: Context,
@@ -139,13 +176,15 @@ def run(
     profile: str | None = None,
     repeat: int = 0,
     keep_up: bool = False,
-) -> None:
+    root: str | None = None,
+    json: bool = False,
+) -> Outcome:
     """One cell end to end: check out, build, deploy, run the job, collect, record.
 
     Prints a summary table (cells and subtests) and the JUnit path. Exit 0 all passed or
     skipped, 1 the kernel failed (a job FAIL or a build failure), 3 an infrastructure error.
     """
-    p = project()
+    p = project(root)
     chosen_job = _job(p, job)
     with Lab(p, keep_up=keep_up, say=say) as lab, ResultsStore(p.results_dir) as store:
         target = lab.host(host)
@@ -160,4 +199,4 @@ def run(
         except BaseException:
             store.finish_run(run_record.id, RunStatus.ABORTED)
             raise
-        _finish(store, run_record.id, cells)
+        return _finish(store, run_record.id, cells)

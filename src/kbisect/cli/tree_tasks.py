@@ -6,14 +6,11 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from kbisect.cli.common import project, say, task
-from kbisect.config import load_project
-from kbisect.errors import UserError
+from kbisect.errors import ExitCode, UserError
 from kbisect.tree import repos
 from kbisect.tree.checkout import checkout as do_checkout
 from kbisect.tree.checkout import slot
 from kbisect.tree.variants import find_variant
-
-SKIP_EXIT = 125  # git bisect run's "cannot test this revision"
 
 
 @task(
@@ -24,9 +21,11 @@ SKIP_EXIT = 125  # git bisect run's "cannot test this revision"
     },
     iterable=["version"],
 )
-def import_(c: Context, tree: str = "debian-6.1", version: list[str] | None = None) -> None:
+def import_(
+    c: Context, tree: str = "debian-6.1", version: list[str] | None = None, root: str | None = None
+) -> None:
     """Import Debian's point releases into the tree's git repository (incremental)."""
-    p = project()
+    p = project(root)
     handle = repos.open_tree(p, tree)
     added = repos.import_debian(p, handle, version or None, say)
     tags = ", ".join(added) if added else "nothing new"
@@ -34,9 +33,9 @@ def import_(c: Context, tree: str = "debian-6.1", version: list[str] | None = No
 
 
 @task(help={"tree": "Tree name or path of a git repository."})
-def revs(c: Context, tree: str = "debian-6.1") -> None:
+def revs(c: Context, tree: str = "debian-6.1", root: str | None = None) -> None:
     """List the tree's release tags, oldest first."""
-    p = project(required=False)
+    p = project(root, required=False)
     handle = repos.open_tree(p, tree)
     for tag in repos.newest_tags(handle, 10_000):
         say(f"{tag}  {repos.resolve(handle, tag)}")
@@ -49,12 +48,14 @@ def revs(c: Context, tree: str = "debian-6.1") -> None:
         "variant": "EXPERIMENT/VARIANT or VARIANT (see `variants`); default: the tree as it is.",
     }
 )
-def checkout(c: Context, tree: str, rev: str, variant: str | None = None) -> None:
+def checkout(
+    c: Context, tree: str, rev: str, variant: str | None = None, root: str | None = None
+) -> None:
     """Check out a revision with a variant's patches into a worktree slot; print path and outcome.
 
     Exits 125 (git bisect's "skip") when the variant's patches do not apply to the revision.
     """
-    p = project(required=False)
+    p = project(root, required=False)
     handle = repos.open_tree(p, tree)
     ref = find_variant(p, variant)
     with slot(p, handle) as path:
@@ -68,13 +69,13 @@ def checkout(c: Context, tree: str, rev: str, variant: str | None = None) -> Non
     if result.detail:
         say(f"detail    {result.detail.strip()}")
     if not result.usable:
-        raise Exit(f"kbisect: {result.variant} does not apply to {rev}: SKIP", code=SKIP_EXIT)
+        raise Exit(f"kbisect: {result.variant} does not apply to {rev}: SKIP", code=ExitCode.SKIP)
 
 
 @task(help={})
-def variants(c: Context) -> None:
+def variants(c: Context, root: str | None = None) -> None:
     """List experiments and their variants, one line each."""
-    p = load_project()
+    p = project(root)
     if not p.experiments:
         raise UserError(f"no experiments under {p.root / 'seeds'}")
     for exp in p.experiments.values():

@@ -43,6 +43,7 @@ from kbisect.lab.ssh import (
     parse_public_key,
 )
 from kbisect.processes import CommandError
+from kbisect.progress import phase
 
 BUILD_PARAM = "kbisect.build"
 _RETRY_SECONDS = 2.0
@@ -278,6 +279,10 @@ class LabHost(ABC):
 
     def deploy(self, artifact: Artifact) -> Deployment:
         """Boot `artifact` and verify it; power-cycle a host that does not come back."""
+        with phase(f"{self.name}: deploying {artifact.key}"):
+            return self._deploy(artifact)
+
+    def _deploy(self, artifact: Artifact) -> Deployment:
         if self.broken:
             raise HostBroken(f"{self.name} is marked broken for this run: {self.broken}")
         started = time.monotonic()

@@ -23,7 +23,7 @@ from typing import Any
 from kbisect.build.builder import BuildOutcome
 from kbisect.build.store import Artifact
 from kbisect.config import Pipeline, Project
-from kbisect.errors import InfraError, KbisectError
+from kbisect.errors import ExitCode, InfraError, KbisectError, UserError
 from kbisect.lab.hosts import HostBroken
 from kbisect.lab.lab import Lab
 from kbisect.pipeline.cell import CellRunner, CellSpec, Provenance
@@ -334,13 +334,11 @@ def interrupted(lab: Lab) -> None:
 
 # -- the whole nightly ----------------------------------------------------------------------------
 
-EXIT_OK, EXIT_REGRESSIONS, EXIT_INFRA = 0, 1, 3
-
 
 @dataclass
 class NightlyOutcome:
     run_id: int
-    exit_code: int
+    exit_code: ExitCode
     summary: str
     junit: str
 
@@ -359,7 +357,7 @@ def run_nightly(
         if resume:
             run = store.get_run(resume)
             if run is None or run.kind != "nightly":
-                raise KbisectError(f"no nightly run {resume} in {store.path}")
+                raise UserError(f"no nightly run {resume} in {store.path}")
             cells = cells_from_json(run.meta["cells"])
             say(f"resuming nightly run {run.id} ({run.pipeline})")
         else:
@@ -386,11 +384,11 @@ def run_nightly(
         new_regressions = [r for r in store.regressions() if r.opened_run == run.id]
         statuses = {c.status for c in store.cells(run.id)}
         if new_regressions:
-            code = EXIT_REGRESSIONS
+            code = ExitCode.FAILED
         elif ResultStatus.ERROR in statuses:
-            code = EXIT_INFRA
+            code = ExitCode.INFRA
         else:
-            code = EXIT_OK
+            code = ExitCode.OK
         return NightlyOutcome(run.id, code, summary, str(junit))
     finally:
         store.close()
