@@ -57,32 +57,31 @@ from kbisect.browser.fragments import (
     variant_cells,
     variant_rows,
 )
+from kbisect.browser.history import Entry, entries_of
 from kbisect.browser.pages import (
     CLASS_ORDER,
     HISTORY_RUNS,
     STATUSES,
-    Entry,
-    LogFacts,
-    LogView,
-    Site,
     cell_page,
-    entries_of,
     environment,
     key_of,
     layout_key,
     line_block,
     line_page,
     log_page,
-    matrix,
     meta_items,
-    notable_changes,
-    pool_of,
     rev_page,
-    summary_of,
-    variant_table_of,
     when,
 )
+from kbisect.browser.runpage import (
+    matrix,
+    notable_changes,
+    pool_of,
+    summary_of,
+    variant_table_of,
+)
 from kbisect.browser.safety import safe_file
+from kbisect.browser.site import LogFacts, LogView, Site
 from kbisect.errors import UserError
 from kbisect.pipeline.regressions import Pool
 from kbisect.results.model import (
