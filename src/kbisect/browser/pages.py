@@ -23,6 +23,8 @@ from kbisect.browser.fragments import cls, css, errname, kv_rows, log_section, s
 from kbisect.browser.safety import slug, visible
 from kbisect.results.model import Change, LogKind, ResultStatus
 
+SITE_DIR = "site"
+"""The site's directory in the results directory (unless told otherwise)."""
 LAYOUT = 1
 """Bump when the site's layout changes in a way templates do not show (file names, manifest)."""
 HISTORY_RUNS = 10

@@ -8,10 +8,113 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kbisect.browser.pages import CLASS_ORDER, NOTABLE_MAX, STATUSES
+from kbisect.browser.fragments import matrix_rows, notable_rows, variant_cells, variant_rows
+from kbisect.browser.pages import (
+    CLASS_ORDER,
+    NOTABLE_MAX,
+    STATUSES,
+    meta_items,
+    rev_page,
+)
 from kbisect.browser.safety import visible
+from kbisect.browser.site import Site
 from kbisect.pipeline.regressions import CELL, Pool
-from kbisect.results.model import CellRecord, ChangeRecord, ResultStatus, SubtestKey
+from kbisect.results.model import (
+    CellRecord,
+    ChangeRecord,
+    RegressionRecord,
+    ResultStatus,
+    RunRecord,
+    SubtestKey,
+)
+
+
+@dataclass
+class RunJob:
+    """A run whose pages are to be rendered, and what they show of other runs."""
+
+    run: RunRecord
+    key: str
+    baseline: RunRecord | None
+    previous: int | None
+    window: list[int]
+    """Earlier runs whose cells the history on this run's cell pages shows, oldest first."""
+    regressions: list[RegressionRecord]
+
+
+def render_run_page(
+    site: Site,
+    job: RunJob,
+    cells: Sequence[CellRecord],
+    changes: Sequence[ChangeRecord],
+    counts: list[list[Any]],
+    junit: str | None,
+) -> None:
+    """run/RUN/index.html: the matrix, the notable changes, links to the revisions' pages."""
+    run = job.run
+    first_cell: dict[tuple[str, ...], int] = {}
+    for c in cells:
+        assert c.id is not None
+        first_cell.setdefault((c.tree, c.rev, c.variant, c.profile, c.host, c.job), c.id)
+    columns, rows = matrix(cells, changes)
+    revs = revisions(cells)
+    many_trees = len({tree for tree, _ in revs}) > 1
+    rev_pages = [
+        (f"{tree}:{rev}" if many_trees else rev, rev_page(run.id, tree, rev).split("/")[-1])
+        for tree, rev in revs
+    ]
+    notable, more = notable_changes(changes, first_cell.get)
+    site.render(
+        "run.html.j2",
+        f"run/{run.id}/index.html",
+        run=run,
+        meta=meta_items(run.meta),
+        counts=counts,
+        baseline=job.baseline.id if job.baseline else None,
+        previous=job.previous,
+        rev_pages=rev_pages,
+        junit=junit,
+        regressions=job.regressions,
+        statuses=STATUSES,
+        classes=CLASS_ORDER,
+        columns=columns,
+        matrix_rows=matrix_rows(rows),
+        notable=notable,
+        notable_rows=notable_rows(notable),
+        notable_more=more,
+        script=site.script,
+    )
+
+
+def render_rev_pages(
+    site: Site, run: RunRecord, cells: Sequence[CellRecord], pools: Mapping[SubtestKey, Pool]
+) -> None:
+    """run/RUN/rev-REV-H.html: a revision's variants by subtest (``pools``: the run's)."""
+    pools_at: dict[tuple[str, str], dict[SubtestKey, Pool]] = {}
+    for k, p in pools.items():
+        pools_at.setdefault((k[0], k[1]), {})[k] = p
+    for tree, rev in revisions(cells):
+        at_rev = [c for c in cells if c.tree == tree and c.rev == rev]
+        mine = pools_at.get((tree, rev), {})
+        variants, subtests, table = variant_table_of(mine, at_rev, tree, rev)
+        by_variant: dict[str, list[CellRecord]] = {}
+        for c in at_rev:
+            by_variant.setdefault(c.variant, []).append(c)
+        site.render(
+            "variants.html.j2",
+            rev_page(run.id, tree, rev),
+            run=run,
+            tree=tree,
+            rev=rev,
+            variants=variants,
+            rows=variant_rows(variants, subtests, table),
+            cell_rows=variant_cells(variants, by_variant),
+        )
+
+
+def revisions(cells: Iterable[CellRecord]) -> list[tuple[str, str]]:
+    """The (tree, revision)s of a run's cells, in their order."""
+    return list(dict.fromkeys((c.tree, c.rev) for c in cells))
 
 
 def summary_of(cells: Sequence[CellRecord], changes: Sequence[ChangeRecord]) -> dict[str, Any]:

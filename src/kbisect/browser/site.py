@@ -4,9 +4,11 @@ directory that never leave it, and logs shown inline or as pages of their own.""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,3 +299,44 @@ def _why_not(results: Path, relative: str) -> str:
     if os.path.lexists(results / relative):
         return f"{outside} or not a regular file"
     return "missing"
+
+
+# -- pages nothing refers to any more ------------------------------------------------------------
+
+
+def remove_stale(folder: Path, keep: set[str], removed: list[str], prefix: str) -> None:
+    """Remove the pages in ``folder`` that are not in ``keep`` (names)."""
+    try:
+        names = os.listdir(folder)  # noqa: PTH208 (names only: once a run)
+    except OSError:
+        return
+    for name in names:
+        if name.endswith(".html") and name not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name).unlink()
+                removed.append(prefix + name)
+
+
+def remove_stale_dirs(folder: Path, keep: set[str], removed: list[str]) -> None:
+    """Remove the pages of runs the store no longer has (run/RUN/)."""
+    try:
+        names = [p.name for p in folder.iterdir() if p.is_dir()]
+    except OSError:
+        return
+    for name in names:
+        if name not in keep:
+            shutil.rmtree(folder / name, ignore_errors=True)
+            removed.append(f"run/{name}/")
+
+
+def remove_unreferenced(folder: Path, prefixes: set[str], removed: list[str]) -> None:
+    """Remove the pages of long logs nothing refers to any more (log/)."""
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except OSError:
+        return
+    for name in names:
+        if name.endswith(".html") and name.rsplit("-", 1)[0] not in prefixes:
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name).unlink()
+                removed.append(f"log/{name}")
