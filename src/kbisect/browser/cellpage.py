@@ -6,7 +6,8 @@ in the same order as ever. Every value that comes from the store or a log (names
 details, reasons, commits, fingerprints, evidence, log lines) goes through
 ``kbisect.browser.fragments.text`` (control characters shown as escapes, then HTML-escaped);
 integers are formatted with ``int()``. Pieces that repeat on many pages are built once and kept:
-a subtest row, a fingerprint table, a log's section (see ``CellParts``).
+a subtest row, a fingerprint table, a log's section (see ``CellParts``). ``CellPages`` renders
+the pages (run/RUN/cell-CELL.html): a cell's logs, evidence links and history.
 """
 
 from __future__ import annotations

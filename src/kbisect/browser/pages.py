@@ -8,9 +8,11 @@ it was rendered, so a page whose inputs did not change renders to the same bytes
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,21 @@ def when(value: datetime | None) -> str:
 def vjoin(items: Iterable[object], sep: str = ", ") -> str:
     """Join untrusted strings (control characters shown as escapes); autoescaping follows."""
     return sep.join(visible(str(item)) for item in items)
+
+
+@contextlib.contextmanager
+def without_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector off, then as it was: a render makes hundreds of thousands of
+    objects that live to its end (the manifest's entries, the caches of fragments, history rows
+    and log facts), and the collector's passes over them would cost more than the few cycles
+    they free."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _finalize(value: Any) -> Any:

@@ -36,7 +36,6 @@ in manifest.py; the page writer and the log views in site.py.
 
 from __future__ import annotations
 
-import gc
 import itertools
 import multiprocessing
 import threading
@@ -58,6 +57,7 @@ from kbisect.browser.pages import (
     layout_key,
     log_page,
     when,
+    without_cyclic_gc,
 )
 from kbisect.browser.runpage import RunJob
 from kbisect.browser.runs import Chunk, ChunkResult, render_chunk
@@ -117,15 +117,8 @@ def render_site(
 ) -> RenderReport:
     """Render the store into ``out`` (default ``results/site``): only what changed since the
     last render (everything with ``full``), in up to ``jobs`` processes."""
-    # a render makes many objects that live to its end (the manifest's entries, the caches):
-    # the cyclic collector's passes over them would cost more than the few cycles it frees
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with without_cyclic_gc():
         return _render_site(store, out, full, jobs)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _render_site(store: ResultsStore, out: Path | None, full: bool, jobs: int) -> RenderReport:

@@ -11,7 +11,7 @@ from typing import Any
 from kbisect.browser.cellpage import CellPages
 from kbisect.browser.diff import diff_pools, render_diff_page
 from kbisect.browser.history import Entry, History
-from kbisect.browser.pages import when
+from kbisect.browser.pages import when, without_cyclic_gc
 from kbisect.browser.runpage import (
     RunJob,
     pool_of,
@@ -145,16 +145,10 @@ class RunRenderer:
 
 def render_chunk(chunk: Chunk) -> ChunkResult:
     """Render a list of runs (in a worker process or in this one)."""
-    # The caches of a render (fragments, history rows, log facts) are hundreds of thousands of
-    # objects that live until the end: the cyclic collector's full passes over them cost a
-    # tenth of the time. Only young objects are collected, once a batch of runs.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    # the collector's full passes over the caches would cost a tenth of the time: only young
+    # objects are collected, once a batch of runs
+    with without_cyclic_gc():
         return _render_chunk(chunk)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _render_chunk(chunk: Chunk) -> ChunkResult:
