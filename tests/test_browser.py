@@ -39,7 +39,7 @@ from kbisect.browser.logs import (
     lines_html,
     read_log,
 )
-from kbisect.browser.pages import pool_of, variant_table_of
+from kbisect.browser.runpage import pool_of, variant_table_of
 from kbisect.browser.safety import Resolver, safe_file
 from kbisect.browser.serve import serving
 from kbisect.pipeline.regressions import Pool, classify_run, pool, variant_table
