@@ -176,3 +176,21 @@ def test_bootstrap_again_changes_nothing_and_its_launcher_runs_kbisect(tmp_path:
     )  # fmt: skip
     assert version.returncode == 0, version.stderr
     assert version.stdout.startswith("kbisect ")
+
+
+def test_a_dry_run_on_a_fresh_machine_plans_without_importing(tmp_path: Path) -> None:
+    # Right after ./bootstrap nothing is imported yet: the dry run names the Debian releases a
+    # run would import (apt-cache knows them) and imports nothing.
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k != "KBISECT_ROOT"} | {
+        "KBISECT_CACHE": str(cache)
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "kbisect", "nightly", "--dry-run"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "not imported yet (a run imports them first)" in result.stdout
+    cells = re.search(r"^(\d+) cells:$", result.stdout, re.MULTILINE)
+    assert cells and int(cells.group(1)) > 0, result.stdout
+    assert not (cache / "trees" / "debian-6.1.git").exists()
