@@ -145,9 +145,16 @@ def test_bootstrap_refuses_an_unknown_option_in_one_line() -> None:
     ]
 
 
+def bootstrap_is_current() -> bool:
+    """./bootstrap installed .venv after the last change to what pip installs from (else running
+    it again would reinstall under the running tests)."""
+    stamp = REPO / ".venv" / ".bootstrap-stamp"
+    sources = (REPO / "pyproject.toml", LOCK)
+    return stamp.exists() and all(f.stat().st_mtime <= stamp.stat().st_mtime for f in sources)
+
+
 @pytest.mark.skipif(
-    not (REPO / ".venv" / ".bootstrap-stamp").exists(),
-    reason="./bootstrap has not installed this checkout's .venv",
+    not bootstrap_is_current(), reason="run ./bootstrap: .venv is missing or out of date"
 )
 def test_bootstrap_again_changes_nothing_and_its_launcher_runs_kbisect(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
