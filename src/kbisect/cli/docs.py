@@ -152,7 +152,9 @@ def _cell(text: str) -> str:
 def _task_section(name: str, task: Task[Any]) -> list[str]:
     arguments = task.get_arguments()
     out = [f"### `{name}`", "", "```", _usage(name, arguments), "```", ""]
-    out += [inspect.cleandoc(task.__doc__ or ""), ""]
+    # the page is in docs/ itself: a docstring's "docs/lab.md" becomes a link to lab.md
+    doc = re.sub(r"\bdocs/([\w/-]+\.md)\b", r"[\1](\1)", inspect.cleandoc(task.__doc__ or ""))
+    out += [doc, ""]
     if arguments:
         out += ["| flag | default | meaning |", "|---|---|---|"]
         out += [f"| {_flag(a)} | {_default(a)} | {_cell(a.help or '')} |" for a in arguments]
