@@ -1,5 +1,5 @@
-"""A bisection as kbisect runs it: the request (saved, so `--resume ID` needs nothing else), the
-journal in the results store, the bisect log file, the predicate, and the report files.
+"""A bisection as kbisect runs it: from its request (kbisect.bisect.request), the journal in the
+results store, the bisect log file, the predicate, and the report files.
 
 Files: `results/bisect/ID/bisect.log` (git's, rewritten after every mark), `report.json`,
 `report.txt`, `junit.xml`; scratch git state and revert patches under `cache/bisect/ID/`.
@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from kbisect.bisect import report
 from kbisect.bisect.engine import Bisector, BisectResult
@@ -23,6 +22,7 @@ from kbisect.bisect.predicates import (
     Predicate,
     RunPredicate,
 )
+from kbisect.bisect.request import BisectRequest
 from kbisect.bisect.stats import Policy
 from kbisect.config import Project
 from kbisect.errors import KbisectError, UserError
@@ -35,33 +35,6 @@ from kbisect.tree.repos import TreeRepo
 from kbisect.tree.variants import find_variant
 
 Say = Callable[[str], None]
-
-
-@dataclass
-class BisectRequest:
-    """Everything a bisection needs, stored with it (commit ids resolved once, at the start)."""
-
-    tree: str
-    good: list[str]
-    bad: str
-    predicate: str  # run, build or job
-    variant: str | None = None
-    command: str | None = None
-    command_timeout: float = 3600.0
-    job: str | None = None
-    test: str | None = None
-    host: str | None = None
-    profile: str | None = None
-    policy: dict[str, Any] = field(default_factory=dict)
-    good_given: list[str] = field(default_factory=list)
-    bad_given: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> BisectRequest:
-        return cls(**data)
 
 
 class StoreJournal:
@@ -182,13 +155,11 @@ def make_predicate(
     say: Say,
     logs_dir: Path,
 ) -> Predicate:
-    from kbisect.cli.common import choose_profile
-
     variant = find_variant(project, request.variant)
     if request.predicate == "run":
         assert request.command is not None
         return RunPredicate(project, tree, variant, request.command, request.command_timeout, say)
-    profile = choose_profile(project.profiles, request.profile)
+    profile = project.profile(request.profile)
     if request.predicate == "build":
         return BuildPredicate(project, tree, variant, profile, say)
     if request.predicate != "job" or request.job is None or lab is None:

@@ -18,8 +18,8 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from kbisect.cli.arguments import Convert, Task
-from kbisect.config import BuildProfile, Project, load_project
-from kbisect.errors import ExitCode, KbisectError, UserError
+from kbisect.config import Project, load_project
+from kbisect.errors import ExitCode, KbisectError
 from kbisect.lab.lab import install_exit_handlers
 
 DEBUG_VARIABLE = "KBISECT_DEBUG"
@@ -111,16 +111,3 @@ def say(text: str = "") -> None:
 
 def warn(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def choose_profile(profiles: dict[str, BuildProfile], name: str | None) -> BuildProfile:
-    """A build profile by name; without one, the only profile or xen-dom0."""
-    if name is None:
-        if len(profiles) == 1:
-            return next(iter(profiles.values()))
-        name = "xen-dom0"
-    if name not in profiles:
-        raise UserError(
-            f"unknown build profile {name!r} (known: {', '.join(sorted(profiles)) or 'none'})"
-        )
-    return profiles[name]

@@ -8,7 +8,7 @@ from invoke.context import Context
 
 from kbisect.build.builder import store_for
 from kbisect.cli.arguments import positive_int
-from kbisect.cli.common import Outcome, choose_profile, project, say
+from kbisect.cli.common import Outcome, project, say
 from kbisect.cli.common import task as kb_task
 from kbisect.config import Job, Project
 from kbisect.errors import ExitCode, UserError
@@ -160,7 +160,7 @@ def stress(
         "variant": "EXPERIMENT/VARIANT or VARIANT; default: the tree as it is.",
         "job": "Job name (configs/).",
         "host": "Host (default: the first embedded host).",
-        "profile": "Build profile (default: the only one, or xen-dom0).",
+        "profile": "Build profile (default: settings.default_profile, else the only one).",
         "repeat": "Runs (default: the job's repeat).",
         "keep_up": "Leave the embedded host running afterwards (for `stress` or ssh).",
     },
@@ -188,9 +188,7 @@ def run(
     chosen_job = _job(p, job)
     with Lab(p, keep_up=keep_up, say=say) as lab, ResultsStore(p.results_dir) as store:
         target = lab.host(host)
-        spec = CellSpec(
-            tree, rev, variant, choose_profile(p.profiles, profile), target.name, chosen_job
-        )
+        spec = CellSpec(tree, rev, variant, p.profile(profile), target.name, chosen_job)
         run_record = store.start_run(
             "run", meta={"tree": tree, "rev": rev, "variant": variant or "", "job": job}
         )

@@ -44,6 +44,14 @@ class Settings(Model):
     artifact_limit_gb: float = doc(
         "Size limit of the build artifact store (LRU pruning).", 40.0, bounds=(0.01, 100_000)
     )
+    default_tree: str | None = doc(
+        "Tree (a name under `trees`) for tasks given no `--tree`; default: the only tree.", None
+    )
+    default_profile: str | None = doc(
+        "Build profile (a name under `profiles`) for tasks given no `--profile`; default: the "
+        "only profile.",
+        None,
+    )
 
 
 @dataclass(kw_only=True)

@@ -133,7 +133,8 @@ def auto_bisect(
 ) -> dict[int, int]:
     """Start bisections for this run's new regressions that have a passing baseline revision
     (at most `max_bisections`); returns regression id -> bisection id."""
-    from kbisect.bisect.session import BisectRequest, prepare, run_bisection
+    from kbisect.bisect.request import BisectRequest
+    from kbisect.bisect.session import prepare, run_bisection
 
     policy = pipeline.auto_bisect
     started: dict[int, int] = {}
