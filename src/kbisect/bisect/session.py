@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from kbisect.bisect import report
@@ -167,14 +166,15 @@ def make_predicate(
     if request.job not in project.jobs:
         raise UserError(f"unknown job {request.job!r} (configured: {', '.join(project.jobs)})")
     job = project.jobs[request.job]
-    if request.test and job.program == "gntstress":
-        # only the named subtest decides, so only it runs: seconds instead of a minute per step
-        job = replace(job, args=[*job.args, "--only", request.test])
+    # only the named subtest decides, so only it runs (where the program can): seconds instead
+    # of a minute per step
+    only = (request.test,) if request.test else ()
     builder = BuildPredicate(project, tree, variant, profile, say, failure_is=Outcome.SKIP)
     host = lab.host(request.host)
-    from kbisect.jobs.runner import program_for, run_job
+    from kbisect.jobs.program import program_of
+    from kbisect.jobs.runner import run_job
 
-    program = program_for(job, project.cache_dir)
+    binary = program_of(job).binary(project.cache_dir)
     counter = [0]
 
     def run_cell(artifact: object) -> tuple[ResultStatus, dict[str, ResultStatus], str]:
@@ -190,7 +190,8 @@ def make_predicate(
         if current is None or current.build_key != artifact.key or not alive:
             host.deploy(artifact)
         counter[0] += 1
-        result = run_job(host, job, counter[0], program, logs_dir / str(counter[0]), say)
+        out = logs_dir / str(counter[0])
+        result = run_job(host, job, counter[0], binary, out, say, only=only)
         v = result.verdict
         return v.status, {s.name: s.status for s in v.subtests}, v.reason
 

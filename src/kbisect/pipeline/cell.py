@@ -21,7 +21,8 @@ from kbisect.build.builder import build as build_kernel
 from kbisect.build.store import Artifact
 from kbisect.config import BuildProfile, Job, Project
 from kbisect.errors import InfraError
-from kbisect.jobs.runner import program_for, run_job
+from kbisect.jobs.program import program_of
+from kbisect.jobs.runner import run_job
 from kbisect.lab.hosts import Deployment, LabHost
 from kbisect.lab.lab import Lab
 from kbisect.results.model import (
@@ -200,9 +201,9 @@ class CellRunner:
     ) -> CellRecord:
         out = cell_dir(self.store.results_dir, self.run_id, spec, repeat)
         shutil.rmtree(out, ignore_errors=True)  # a resumed cell starts clean
-        program = program_for(spec.job, self.project.cache_dir)
+        binary = program_of(spec.job).binary(self.project.cache_dir)
         try:
-            result = run_job(host, spec.job, repeat, program, out, self.say)
+            result = run_job(host, spec.job, repeat, binary, out, self.say)
         except InfraError as exc:
             return self.record(
                 spec, repeat, prov, ResultStatus.ERROR, f"job could not run: {exc}",
