@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from kbisect.errors import InfraError, UserError
@@ -21,6 +22,14 @@ _FIRST_BAD = re.compile(r"^([0-9a-f]{40}) is the first bad commit", re.M)
 _SKIPPED_ONLY = "There are only 'skip'ped commits left to test."
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _MARK = re.compile(r"^git bisect (good|bad|skip|start)\b(.*)$")
+
+
+class Mark(StrEnum):
+    """What a tested commit is marked in git's bisection (`git bisect good|bad|skip`)."""
+
+    GOOD = "good"
+    BAD = "bad"
+    SKIP = "skip"
 
 
 @dataclass(frozen=True)
@@ -58,10 +67,9 @@ class GitBisect:
             result = g.try_run("bisect", "start", "--no-checkout", bad, *good)
         return self._answer(result.status, result.stdout, result.stderr, "bisect start")
 
-    def mark(self, commit: str, term: str) -> Next:
+    def mark(self, commit: str, term: Mark) -> Next:
         """Mark a commit good, bad or skip; returns git's next step."""
-        if term not in ("good", "bad", "skip"):
-            raise ValueError(term)
+        term = Mark(term)  # ValueError for anything else
         with Git(self.state_dir) as g:
             result = g.try_run("bisect", term, commit)
         return self._answer(result.status, result.stdout, result.stderr, f"bisect {term}")

@@ -47,7 +47,7 @@ def summary(
     ]
     regressions = {r.id: r for r in store.regressions()}
     new = [r for r in regressions.values() if r.opened_run == run_id]
-    by_class: dict[str, list[ChangeRecord]] = {}
+    by_class: dict[Change, list[ChangeRecord]] = {}
     for c in changes:
         by_class.setdefault(c.change, []).append(c)
     lines += ["", f"NEW REGRESSIONS: {len(new)}"]
@@ -71,7 +71,7 @@ def summary(
         for r in fixed:
             lines.append(f"  {' '.join(r.line)} (open since run {r.opened_run}) at {r.fixed_rev}")
     for change in (Change.FLAKY, Change.STILL_FAILING, Change.NEVER_PASSED, Change.INFRA):
-        items = by_class.get(change.value, [])
+        items = by_class.get(change, [])
         if items:
             lines += ["", f"{change.value}: {len(items)}"]
             for c in items[:30]:
