@@ -21,7 +21,7 @@ from fake_kernel import commit_file, make_buildable_repo
 from kbisect.bisect import predicates
 from kbisect.bisect.engine import Bisector, Status
 from kbisect.bisect.gitbisect import GitBisect, Mark
-from kbisect.bisect.predicates import Outcome, TrialResult
+from kbisect.bisect.predicates import TrialOutcome, TrialResult
 from kbisect.bisect.stats import Policy, Rates, Tally, decide
 from kbisect.results.model import TrialRecord
 
@@ -341,8 +341,8 @@ class Flaky:
         if revert is not None:
             bad = bad and revert.read_text() != str(self.culprit)
         if bad and self.rng.random() >= self.miss:
-            return TrialResult(Outcome.FAIL, identity=commit)
-        return TrialResult(Outcome.PASS, identity=commit)
+            return TrialResult(TrialOutcome.FAIL, identity=commit)
+        return TrialResult(TrialOutcome.PASS, identity=commit)
 
 
 @pytest.fixture(scope="module")

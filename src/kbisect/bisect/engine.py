@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kbisect.bisect.gitbisect import GitBisect, Mark, Next
-from kbisect.bisect.predicates import Outcome, Predicate, TrialResult
+from kbisect.bisect.predicates import Predicate, TrialOutcome, TrialResult
 from kbisect.bisect.stats import BAD_END_PRIOR, Policy, Rates, Tally, decide
 from kbisect.errors import ExitCode, InfraError, KbisectError
 from kbisect.results.model import TrialRecord
@@ -171,7 +171,7 @@ class Bisector:
         try:
             result = self.predicate.trial(commit, revert)
         except InfraError as exc:
-            result = TrialResult(Outcome.ERROR, str(exc))
+            result = TrialResult(TrialOutcome.ERROR, str(exc))
         seconds = time.monotonic() - began
         self._seq += 1
         trial = TrialRecord(
@@ -215,13 +215,13 @@ class Bisector:
             index += 1
             identity = trial.identity or identity
             detail = trial.detail
-            outcome = Outcome(trial.outcome)
-            if outcome is Outcome.ABORT:
+            outcome = TrialOutcome(trial.outcome)
+            if outcome is TrialOutcome.ABORT:
                 raise Stop(f"the predicate aborted at {commit[:12]}: {trial.detail}")
-            if outcome is Outcome.SKIP or (
-                outcome is Outcome.ERROR and errors + 1 > self.policy.infra_retries
+            if outcome is TrialOutcome.SKIP or (
+                outcome is TrialOutcome.ERROR and errors + 1 > self.policy.infra_retries
             ):
-                if outcome is Outcome.ERROR:
+                if outcome is TrialOutcome.ERROR:
                     errors += 1
                 else:
                     skips += 1
@@ -229,10 +229,10 @@ class Bisector:
                     commit, phase, Mark.SKIP, tally.passes, tally.fails, skips, errors,
                     decision.confidence, identity, trial.detail,
                 )  # fmt: skip
-            if outcome is Outcome.ERROR:
+            if outcome is TrialOutcome.ERROR:
                 errors += 1
                 continue
-            tally.add(outcome is Outcome.FAIL)
+            tally.add(outcome is TrialOutcome.FAIL)
 
     def _learn(self, verdict: StepVerdict) -> None:
         if verdict.verdict is not Mark.SKIP:

@@ -17,9 +17,9 @@ from kbisect.bisect.gitbisect import GitBisect
 from kbisect.bisect.predicates import (
     BuildPredicate,
     JobPredicate,
-    Outcome,
     Predicate,
     RunPredicate,
+    TrialOutcome,
 )
 from kbisect.bisect.request import BisectRequest
 from kbisect.bisect.stats import Policy
@@ -169,7 +169,7 @@ def make_predicate(
     # only the named subtest decides, so only it runs (where the program can): seconds instead
     # of a minute per step
     only = (request.test,) if request.test else ()
-    builder = BuildPredicate(project, tree, variant, profile, say, failure_is=Outcome.SKIP)
+    builder = BuildPredicate(project, tree, variant, profile, say, failure_is=TrialOutcome.SKIP)
     host = lab.host(request.host)
     from kbisect.jobs.program import program_of
     from kbisect.jobs.runner import run_job

@@ -12,7 +12,7 @@ from kbisect.bisect.request import BisectRequest
 from kbisect.bisect.session import prepare, results_dir, run_bisection
 from kbisect.bisect.stats import Policy
 from kbisect.cli.arguments import Convert, positive_int, positive_number
-from kbisect.cli.common import Outcome, project, say
+from kbisect.cli.common import TaskResult, project, say
 from kbisect.cli.common import task as kb_task
 from kbisect.config import Project
 from kbisect.errors import UserError
@@ -106,7 +106,9 @@ def _new_request(
     )
 
 
-def _execute(p: Project, request: BisectRequest, bisection_id: int, store: ResultsStore) -> Outcome:
+def _execute(
+    p: Project, request: BisectRequest, bisection_id: int, store: ResultsStore
+) -> TaskResult:
     with Lab(p, say=say) as lab:
         if request.predicate == "job":
             lab.lease(lab.host(request.host), f"bisect {bisection_id}")
@@ -123,7 +125,7 @@ def _execute(p: Project, request: BisectRequest, bisection_id: int, store: Resul
         report=str(out / "report.json"), junit=str(out / "junit.xml"), log=str(out / "bisect.log")
     )
     message = f"kbisect: bisection {bisection_id}: {result.status.value}"
-    return Outcome(document, result.exit_code, message)
+    return TaskResult(document, result.exit_code, message)
 
 
 @kb_task(help=_HELP, iterable=["good"], positional=[], checks=_CHECKS)
@@ -147,7 +149,7 @@ def bisect(
     resume: int = 0,
     root: str | None = None,
     json: bool = False,
-) -> Outcome:
+) -> TaskResult:
     """Find the commit between --good and --bad that made the predicate fail.
 
     The ends are confirmed first, git chooses the steps, flaky results get more runs, and the
@@ -219,7 +221,7 @@ def bisect_replay(
     budget: float = 0.0,
     root: str | None = None,
     json: bool = False,
-) -> Outcome:
+) -> TaskResult:
     """Continue from a bisect log: its good marks and its last bad mark become the ends of a new
     bisection (confirmed like any ends), so the finished part is not redone."""
     p = project(root, required=False)

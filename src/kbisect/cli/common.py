@@ -31,7 +31,7 @@ SHARED_HELP = {
 
 
 @dataclass
-class Outcome:
+class TaskResult:
     """What a task returns when it has a result for scripts (`--json`): the document, and how
     the task exits (a code other than OK prints `message` on stderr)."""
 
@@ -45,7 +45,7 @@ def task(
 ) -> Callable[[Callable[..., Any]], Task]:
     """invoke's @task, plus kbisect's contract: user error exit 2, infra error exit 3, one line
     on stderr (and the traceback too with KBISECT_DEBUG=1); `checks` convert and check flag
-    values at parse time (kbisect.cli.arguments); a task taking `json` that returns an Outcome
+    values at parse time (kbisect.cli.arguments); a task taking `json` that returns a TaskResult
     prints its document when `--json` is given, with stdout kept for it alone."""
 
     def wrap(fn: Callable[..., Any]) -> Task:
@@ -67,7 +67,7 @@ def task(
                 raise Exit(exc.report(), code=exc.exit_code) from None
             except KeyboardInterrupt:
                 raise Exit("kbisect: interrupted", code=ExitCode.INTERRUPTED) from None
-            if isinstance(result, Outcome):
+            if isinstance(result, TaskResult):
                 if as_json:
                     print_json({**result.document, "exit_code": int(result.code)})
                 if result.code:

@@ -336,7 +336,9 @@ def interrupted(lab: Lab) -> None:
 
 
 @dataclass
-class NightlyOutcome:
+class NightlyResult:
+    """What one nightly did: its run, how it exits, its summary and its merged JUnit file."""
+
     run_id: int
     exit_code: ExitCode
     summary: str
@@ -345,7 +347,7 @@ class NightlyOutcome:
 
 def run_nightly(
     project: Project, pipeline_name: str, resume: int | None, say: Say
-) -> NightlyOutcome:
+) -> NightlyResult:
     """Plan (or resume), execute, classify, auto-bisect, and write the outputs of one nightly."""
     from kbisect.pipeline import outputs
     from kbisect.pipeline.regressions import classify_run
@@ -389,6 +391,6 @@ def run_nightly(
             code = ExitCode.INFRA
         else:
             code = ExitCode.OK
-        return NightlyOutcome(run.id, code, summary, str(junit))
+        return NightlyResult(run.id, code, summary, str(junit))
     finally:
         store.close()
