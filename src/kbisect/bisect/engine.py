@@ -27,9 +27,8 @@ from kbisect.bisect.gitbisect import GitBisect, Mark, Next
 from kbisect.bisect.predicates import Predicate, TrialOutcome, TrialResult
 from kbisect.bisect.stats import BAD_END_PRIOR, Policy, Rates, Tally, decide
 from kbisect.errors import ExitCode, InfraError, KbisectError
+from kbisect.progress import Say
 from kbisect.results.model import TrialRecord
-
-Say = Callable[[str], None]
 
 
 class Status(StrEnum):

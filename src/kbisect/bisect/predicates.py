@@ -22,6 +22,7 @@ from kbisect import processes
 from kbisect.config import BuildProfile, Job, Project
 from kbisect.errors import ExitCode, InfraError, KbisectError
 from kbisect.processes import DeadlinePassed, Output
+from kbisect.progress import Say
 from kbisect.results.model import ResultStatus
 from kbisect.tree.checkout import Checkout, checkout, slot
 from kbisect.tree.repos import TreeRepo
@@ -52,9 +53,6 @@ class Predicate(Protocol):
     def trial(self, commit: str, revert: Path | None = None) -> TrialResult:
         """Run once on `commit` (with `revert` applied in reverse on top, for validation)."""
         ...
-
-
-Say = Callable[[str], None]
 
 
 def _with_revert(variant: VariantRef, revert: Path | None) -> VariantRef:

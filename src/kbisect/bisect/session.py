@@ -8,7 +8,6 @@ Files: `results/bisect/ID/bisect.log` (git's, rewritten after every mark), `repo
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 from kbisect.bisect import report
@@ -26,14 +25,13 @@ from kbisect.bisect.stats import Policy
 from kbisect.config import Project
 from kbisect.errors import KbisectError, UserError
 from kbisect.lab.lab import Lab
+from kbisect.progress import Say
 from kbisect.results.model import ResultStatus, TrialRecord
 from kbisect.results.store import ResultsStore
 from kbisect.tree import repos
 from kbisect.tree.git import Git
 from kbisect.tree.repos import TreeRepo
 from kbisect.tree.variants import find_variant
-
-Say = Callable[[str], None]
 
 
 class StoreJournal:

@@ -11,7 +11,7 @@ FAIL (a panic), none makes it ERROR.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from kbisect.jobs.gntstress import GntstressReport
 from kbisect.jobs.program import program_of
 from kbisect.lab.hosts import HostDown, LabHost
 from kbisect.lab.ssh import JobHandle, JobState, SshSession
+from kbisect.progress import Say
 from kbisect.results.model import LogKind
 
 REMOTE_DIR = "/tmp/kbisect"  # noqa: S108 (on the test host, which only root uses)
@@ -37,8 +38,6 @@ LOG_NAMES = {
     LogKind.DMESG: "dmesg.log",
     LogKind.CONSOLE: "console.log",
 }
-
-Say = Callable[[str], None]
 
 
 @dataclass

@@ -25,6 +25,7 @@ from kbisect.jobs.program import program_of
 from kbisect.jobs.runner import run_job
 from kbisect.lab.hosts import Deployment, LabHost
 from kbisect.lab.lab import Lab
+from kbisect.progress import Say
 from kbisect.results.model import (
     BuildRecord,
     CellRecord,
@@ -39,7 +40,6 @@ from kbisect.tree import repos
 from kbisect.tree.checkout import Checkout, checkout, slot
 from kbisect.tree.variants import find_variant
 
-Say = Callable[[str], None]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 

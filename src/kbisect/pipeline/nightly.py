@@ -16,7 +16,6 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,12 +26,11 @@ from kbisect.errors import ExitCode, InfraError, KbisectError, UserError
 from kbisect.lab.hosts import HostBroken
 from kbisect.lab.lab import Lab
 from kbisect.pipeline.cell import CellRunner, CellSpec, Provenance
+from kbisect.progress import Say
 from kbisect.results.model import CellIdentity, CellRecord, ResultStatus
 from kbisect.results.store import ResultsStore
 from kbisect.tree import debian, repos
 from kbisect.tree.checkout import Checkout
-
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,17 @@ a mailing list (regressions first, then the variant comparison), and the auto-bi
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 from kbisect.config import Pipeline, Project
 from kbisect.errors import KbisectError
 from kbisect.lab.lab import Lab
 from kbisect.pipeline.regressions import CELL, variant_table
+from kbisect.progress import Say
 from kbisect.results.junit import write_junit as write_cells_junit
 from kbisect.results.model import CellRecord, Change, ChangeRecord, ResultStatus
 from kbisect.results.store import ResultsStore
 
-Say = Callable[[str], None]
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
