@@ -106,7 +106,7 @@ class RunPredicate(CheckoutPredicate):
         if status == 0:
             return TrialResult(TrialOutcome.PASS, "exit 0", identity)
         if status == ExitCode.SKIP:
-            return TrialResult(TrialOutcome.SKIP, "exit 125", identity)
+            return TrialResult(TrialOutcome.SKIP, f"exit {status}", identity)
         if status >= ABORT_FROM or status < 0:
             return TrialResult(TrialOutcome.ABORT, f"exit {status}", identity)
         return TrialResult(TrialOutcome.FAIL, f"exit {status}", identity)
