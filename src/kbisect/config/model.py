@@ -215,10 +215,7 @@ class Job(Model):
     """What runs on a booted host (list `jobs` in configs/*.yaml)."""
 
     name: str = doc("Name used by pipelines and `--job`.")
-    program: str = doc(
-        "Program to run: 'gntstress' (built and shipped by kbisect) or the path of your own, "
-        "which prints gntstress's result lines."
-    )
+    program: str = doc("Program to run: 'gntstress' (built and shipped by kbisect) or a path.")
     args: list[str] = doc("Arguments of the program.", factory=list)
     modules: list[str] = doc("Kernel modules loaded before the job.", factory=list)
     sysctl: dict[str, str] = doc("sysctl settings applied before the job.", factory=dict)

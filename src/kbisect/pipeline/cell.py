@@ -83,17 +83,15 @@ class Provenance:
     build_logs: tuple[LogRef, ...] = ()
 
 
+@dataclass(eq=False)
 class CellRunner:
     """Runs cells of one run against one lab and one results store."""
 
-    def __init__(
-        self, project: Project, lab: Lab, store: ResultsStore, run_id: int, say: Say = print
-    ) -> None:
-        self.project = project
-        self.lab = lab
-        self.store = store
-        self.run_id = run_id
-        self.say = say
+    project: Project
+    lab: Lab
+    store: ResultsStore
+    run_id: int
+    say: Say = print
 
     # -- stages ------------------------------------------------------------------------------
 
