@@ -5,8 +5,9 @@
 - ``serve(site, results_dir)`` serves it on 127.0.0.1 without leaving the results directory.
 """
 
-from kbisect.browser.diff import RunDiff, diff_runs
-from kbisect.browser.render import SITE_DIR, RenderReport, render_diff, render_site
+from kbisect.browser.diff import RunDiff, diff_runs, render_diff
+from kbisect.browser.pages import SITE_DIR
+from kbisect.browser.render import RenderReport, render_site
 from kbisect.browser.serve import serve
 
 __all__ = [

@@ -6,7 +6,8 @@ in the same order as ever. Every value that comes from the store or a log (names
 details, reasons, commits, fingerprints, evidence, log lines) goes through
 ``kbisect.browser.fragments.text`` (control characters shown as escapes, then HTML-escaped);
 integers are formatted with ``int()``. Pieces that repeat on many pages are built once and kept:
-a subtest row, a fingerprint table, a log's section (see ``CellParts``).
+a subtest row, a fingerprint table, a log's section (see ``CellParts``). ``CellPages`` renders
+the pages (run/RUN/cell-CELL.html): a cell's logs, evidence links and history.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kbisect.browser.fragments import cls, css, errname, kv_rows, st, text
+from kbisect.browser.history import History
+from kbisect.browser.pages import HISTORY_RUNS, cell_page, line_page, when
 from kbisect.browser.safety import visible
-from kbisect.results.model import CellRecord, Evidence, RunRecord, SubtestRecord
+from kbisect.browser.site import LogView, Site
+from kbisect.results.model import CellRecord, Evidence, LogKind, RunRecord, SubtestRecord
 
 
 def page_html(
@@ -138,57 +142,18 @@ def cell_html(
     """A cell page (run/RUN/cell-CELL.html): the cell, its subtests with their change classes,
     kernel evidence, logs (``LogView``s), host fingerprint and the history of its line."""
     c = cell
-    rid = int(run.id)
-    variant = text(c.variant) if c.variant else "(as is)"
-    h1 = (
-        f"<h1>{st(c.status.value)} {text(c.tree)} {text(c.rev)} {variant} on {text(c.host)}: "
-        f"{text(c.job)} #{int(c.repeat)}</h1>\n"
-    )
-    if c.reason:
-        h1 += f'<p class="note">{text(c.reason)}</p>'
-    commit = f" ({text(c.commit)})" if c.commit else ""
-    patch = f' <span class="muted mono">patch {text(c.patch_hash)}</span>' if c.patch_hash else ""
-    build = (
-        f'<a class="mono" href="{text(build_link)}">{text(c.build_key)}</a>'
-        if c.build_key
-        else '<span class="muted">none</span>'
-    )
-    took = f" ({seconds} s)" if seconds is not None else ""
-    junit_html = (
-        f'<a href="{text(junit)}">junit.xml</a>' if junit else '<span class="muted">none</span>'
-    )
     line = text(line_link)
+    took = f" ({seconds} s)" if seconds is not None else ""
     out = [
-        h1,
-        '<table class="kv">\n'
-        f'<tr><th>run</th><td><a href="index.html">run {rid}</a> ({text(run.kind)}, '
-        f"{text(run_started)})</td></tr>\n"
-        f'<tr><th>tree, revision</th><td class="mono">{text(c.tree)} {text(c.rev)}{commit}'
-        "</td></tr>\n"
-        f"<tr><th>variant</th><td>{variant}{patch}</td></tr>\n"
-        f"<tr><th>profile</th><td>{text(c.profile)}</td></tr>\n"
-        f"<tr><th>build</th><td>{build}</td></tr>\n"
-        f"<tr><th>host, job, repeat</th><td>{text(c.host)}, {text(c.job)}, {int(c.repeat)}"
-        "</td></tr>\n"
-        f"<tr><th>started, finished</th><td>{text(started)} .. {text(finished)}{took}</td></tr>\n"
-        f"<tr><th>JUnit</th><td>{junit_html}</td></tr>\n"
+        _heading(c),
+        _facts(
+            c, run, run_started, build_link, junit, f"{text(started)} .. {text(finished)}{took}"
+        ),
         f'<tr><th>history</th><td><a href="{line}">this cell in every run</a></td></tr>\n'
         "</table>\n\n<h2>Subtests</h2>\n",
+        *_subtests(parts, c, classes),
+        "\n",
     ]
-    whole = classes.get("cell")
-    if c.subtests:
-        out.append(
-            '<table id="subtests">\n<thead><tr><th>subtest</th><th>status</th><th>errno</th>'
-            "<th>detail</th><th>class</th></tr></thead>\n<tbody>\n"
-        )
-        out.append(parts.subtest_rows(c.subtests, classes))
-        out.append("</tbody>\n</table>\n")
-        if whole is not None:
-            out.append(f"<p>the cell as a whole: {cls(whole)}</p>")
-    else:
-        label = f": {cls(whole)}" if whole is not None else ""
-        out.append(f'<p class="muted">no subtests{label}</p>')
-    out.append("\n")
     if c.evidence:
         out.append("<h2>Kernel and hypervisor evidence</h2>\n")
         out += [_evidence(e, link) for e, link in evidence]
@@ -207,7 +172,147 @@ def cell_html(
         f"<th>repeats</th></tr></thead>\n<tbody>\n{history}\n</tbody>\n</table>\n"
     )
     crumbs = (
-        f'<span class="sep">/</span><a href="index.html">run {rid}</a>'
+        f'<span class="sep">/</span><a href="index.html">run {int(run.id)}</a>'
         f'<span class="sep">/</span>cell {int(c.id or 0)}'
     )
     return page_html("../../", csp_script, f"cell {int(c.id or 0)}", crumbs, "".join(out))
+
+
+def _variant(c: CellRecord) -> str:
+    return text(c.variant) if c.variant else "(as is)"
+
+
+def _heading(c: CellRecord) -> str:
+    h1 = (
+        f"<h1>{st(c.status.value)} {text(c.tree)} {text(c.rev)} {_variant(c)} on {text(c.host)}: "
+        f"{text(c.job)} #{int(c.repeat)}</h1>\n"
+    )
+    if c.reason:
+        h1 += f'<p class="note">{text(c.reason)}</p>'
+    return h1
+
+
+def _facts(
+    c: CellRecord, run: RunRecord, run_started: str, build_link: str, junit: str | None, times: str
+) -> str:
+    """The table of what the cell is (up to its history link)."""
+    commit = f" ({text(c.commit)})" if c.commit else ""
+    patch = f' <span class="muted mono">patch {text(c.patch_hash)}</span>' if c.patch_hash else ""
+    build = (
+        f'<a class="mono" href="{text(build_link)}">{text(c.build_key)}</a>'
+        if c.build_key
+        else '<span class="muted">none</span>'
+    )
+    junit_html = (
+        f'<a href="{text(junit)}">junit.xml</a>' if junit else '<span class="muted">none</span>'
+    )
+    return (
+        '<table class="kv">\n'
+        f'<tr><th>run</th><td><a href="index.html">run {int(run.id)}</a> ({text(run.kind)}, '
+        f"{text(run_started)})</td></tr>\n"
+        f'<tr><th>tree, revision</th><td class="mono">{text(c.tree)} {text(c.rev)}{commit}'
+        "</td></tr>\n"
+        f"<tr><th>variant</th><td>{_variant(c)}{patch}</td></tr>\n"
+        f"<tr><th>profile</th><td>{text(c.profile)}</td></tr>\n"
+        f"<tr><th>build</th><td>{build}</td></tr>\n"
+        f"<tr><th>host, job, repeat</th><td>{text(c.host)}, {text(c.job)}, {int(c.repeat)}"
+        "</td></tr>\n"
+        f"<tr><th>started, finished</th><td>{times}</td></tr>\n"
+        f"<tr><th>JUnit</th><td>{junit_html}</td></tr>\n"
+    )
+
+
+def _subtests(parts: CellParts, c: CellRecord, classes: Mapping[str, str]) -> list[str]:
+    """The subtests section: their table (or none), and the class of the cell as a whole."""
+    whole = classes.get("cell")
+    if not c.subtests:
+        label = f": {cls(whole)}" if whole is not None else ""
+        return [f'<p class="muted">no subtests{label}</p>']
+    out = [
+        '<table id="subtests">\n<thead><tr><th>subtest</th><th>status</th><th>errno</th>'
+        "<th>detail</th><th>class</th></tr></thead>\n<tbody>\n",
+        parts.subtest_rows(c.subtests, classes),
+        "</tbody>\n</table>\n",
+    ]
+    if whole is not None:
+        out.append(f"<p>the cell as a whole: {cls(whole)}</p>")
+    return out
+
+
+class CellPages:
+    """Renders cell pages (run/RUN/cell-CELL.html), keeping what repeats across the cells and
+    runs of one process."""
+
+    def __init__(self, site: Site, history: History) -> None:
+        self.site = site
+        self.history = history
+        self.parts = CellParts()
+        self._line_links: dict[tuple[str, ...], str] = {}
+
+    def render(
+        self,
+        run: RunRecord,
+        run_started: str,
+        c: CellRecord,
+        classes: Mapping[str, str],
+        history_runs: list[int],
+        junit: str | None,
+    ) -> None:
+        """The page of cell ``c`` of ``run``: ``classes`` are its subtests' change classes,
+        ``history_runs`` the runs its history shows (oldest first), ``junit`` the run's."""
+        assert c.id is not None
+        site = self.site
+        page = cell_page(run.id, c.id)
+        views, junit_links = self._logs(page, c)
+        evidence = []
+        for e in c.evidence:
+            view = next((v for v in views if v.kind == e.source.value), None)
+            evidence.append((e, view.line_link(e.line) if view else None))
+        line = (c.tree, c.variant, c.profile, c.host, c.job)
+        history = self.history.rows(line, run.id, history_runs)
+        line_link = self._line_links.get(line)
+        if line_link is None:
+            if len(self._line_links) > 100_000:
+                self._line_links.clear()
+            line_link = self._line_links[line] = "../../" + line_page(line)
+        seconds = (
+            round((c.finished - c.started).total_seconds(), 1) if c.started and c.finished else None
+        )
+        site.emit(
+            page,
+            cell_html(
+                self.parts,
+                csp_script=site.csp_script,
+                run=run,
+                run_started=run_started,
+                cell=c,
+                classes=classes,
+                evidence=evidence,
+                logs=views,
+                build_link=f"../../build/{c.build_key}.html" if c.build_key else "",
+                junit=junit_links[0] if junit_links else junit,
+                seconds=seconds,
+                history=history,
+                history_runs=HISTORY_RUNS,
+                line_link=line_link,
+                started=when(c.started),
+                finished=when(c.finished),
+            ),
+        )
+
+    def _logs(self, page: str, c: CellRecord) -> tuple[list[LogView], list[str]]:
+        """The cell's logs as the page shows them, and links to its own JUnit files."""
+        views: list[LogView] = []
+        seen: dict[str, int] = {}
+        junit_links = []
+        for ref in c.logs:
+            kind = ref.kind.value
+            if ref.kind is LogKind.JUNIT:
+                link = self.site.file_link(page, ref.path)
+                if link:
+                    junit_links.append(link)
+                continue
+            seen[kind] = seen.get(kind, 0) + 1
+            anchor = kind if seen[kind] == 1 else f"{kind}-{seen[kind]}"
+            views.append(self.site.log_view(page, kind, ref.path, anchor))
+        return views, junit_links

@@ -4,6 +4,9 @@ Subtests are paired by their line (tree, variant, profile, host, job, subtest) a
 What is left over on a line, when each run tested it at exactly one other revision, is paired
 too: a nightly whose newest tag moved on compares the new tag with the old one, as the
 regression tracker does. Anything else is only in one of the runs.
+
+The page of a diff is a run's ``diff.html`` (against its baseline) or ``diff/A-B.html``
+(`results.diff A B`).
 """
 
 from __future__ import annotations
@@ -12,8 +15,13 @@ import operator
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
+from kbisect.browser.fragments import diff_rows
+from kbisect.browser.history import History, entries_of
+from kbisect.browser.pages import SITE_DIR, cell_page
 from kbisect.browser.safety import visible
+from kbisect.browser.site import Site
 from kbisect.errors import UserError
 from kbisect.pipeline.regressions import Pool, pool
 from kbisect.results.model import CellRecord, RunRecord, SubtestKey
@@ -185,10 +193,48 @@ def diff_cells(
 
 def diff_runs(store: ResultsStore, a: int, b: int) -> RunDiff:
     """Run A against run B (a UserError when either does not exist)."""
+    a_run, b_run = _records(store, a, b)
+    return diff_cells(a_run, b_run, store.cells(a), store.cells(b))
+
+
+def _records(store: ResultsStore, a: int, b: int) -> tuple[RunRecord, RunRecord]:
     records = []
     for run_id in (a, b):
         record = store.get_run(run_id)
         if record is None:
             raise UserError(f"no run {run_id} in {store.path}")
         records.append(record)
-    return diff_cells(records[0], records[1], store.cells(a), store.cells(b))
+    return records[0], records[1]
+
+
+def render_diff(
+    store: ResultsStore, a: int, b: int, out: Path | None = None
+) -> tuple[RunDiff, Path]:
+    """Compare run A with run B and write the page ``diff/A-B.html``; the diff and the page."""
+    a_run, b_run = _records(store, a, b)
+    cells_a, cells_b = store.cells(a), store.cells(b)
+    d = diff_cells(a_run, b_run, cells_a, cells_b)
+    site_dir = out if out is not None else store.results_dir / SITE_DIR
+    site = Site(site_dir, store.results_dir)
+    site.emit("style.css", site.env.get_template("style.css.j2").render())
+    relative = f"diff/{a}-{b}.html"
+    history = History(store.cells, site, {}, {a: entries_of(cells_a), b: entries_of(cells_b)})
+    render_diff_page(site, relative, d, history)
+    return d, site_dir / relative
+
+
+def render_diff_page(site: Site, relative: str, d: RunDiff, history: History) -> None:
+    """The page of a diff (a run's diff.html, or diff/A-B.html), linking the cells it names."""
+    root = "../" * relative.count("/")
+
+    def cell_link(run_id: int, line: tuple[str, ...], rev: str | None) -> str | None:
+        cell = None if rev is None else history.first_cell(run_id, tuple(line[:5]), rev)
+        return None if cell is None else f"{root}{cell_page(run_id, cell)}"
+
+    site.render(
+        "diff.html.j2",
+        relative,
+        d=d,
+        run_link=lambda run_id: f"{root}run/{run_id}/index.html",
+        changed_rows=diff_rows(d, cell_link),
+    )

@@ -61,7 +61,8 @@ def plan(
 ) -> list[PlannedCell]:
     """The matrix, revisions resolved now (the newest tags of today), in build order. A Debian
     tree with fewer releases imported than the newest N asked for imports Debian's newest N
-    first (so `kbisect nightly` works on a fresh machine)."""
+    first (so `kbisect nightly` works on a fresh machine); without import_missing (a dry run) the
+    plan names those releases' tags without importing them."""
     variants: list[str | None] = []
     for vs in pipeline.experiments:
         names = vs.variants or [v.name for v in project.experiments[vs.experiment].variants]
@@ -71,9 +72,8 @@ def plan(
         tree = repos.open_tree(project, rs.tree)
         revs = list(rs.revisions)
         if rs.newest_tags:
-            if import_missing:
-                _import_newest(project, tree, rs.newest_tags, say)
-            revs += [t for t in repos.newest_tags(tree, rs.newest_tags) if t not in revs]
+            newest = _newest_tags(project, tree, rs.newest_tags, say, import_missing=import_missing)
+            revs += [t for t in newest if t not in revs]
         for rev in revs:
             for variant in variants or [None]:
                 for profile in pipeline.profiles:
@@ -87,17 +87,33 @@ def plan(
     return cells
 
 
-def _import_newest(project: Project, tree: repos.TreeRepo, count: int, say: Say) -> None:
+def _newest_tags(
+    project: Project, tree: repos.TreeRepo, count: int, say: Say, *, import_missing: bool
+) -> list[str]:
+    """The tree's newest `count` tags, importing Debian's newest releases first if missing; a
+    dry run (not import_missing) names the tags a run would import instead."""
+    missing = _newest_not_imported(tree, count)
+    if missing and not import_missing:
+        tags = [r.tag for r in missing]
+        say(f"{tree.name}: {', '.join(tags)} not imported yet (a run imports them first)")
+        return tags
+    if missing:
+        versions = [r.version for r in missing]
+        say(f"{tree.name}: importing Debian's newest {count} releases ({', '.join(versions)})")
+        repos.import_debian(project, tree, versions, say)
+    return repos.newest_tags(tree, count)
+
+
+def _newest_not_imported(tree: repos.TreeRepo, count: int) -> list[debian.Release]:
+    """Debian's newest `count` releases when the tree has fewer imported, else none."""
     if not tree.is_debian:
-        return
+        return []
     have = debian.imported_tags(tree.path) if (tree.path / "HEAD").exists() else []
     if len(have) >= count:
-        return
+        return []
     package = tree.config.debian_package
     assert package is not None
-    newest = [r.version for r in debian.available_releases(package)][-count:]
-    say(f"{tree.name}: importing Debian's newest {count} releases ({', '.join(newest)})")
-    repos.import_debian(project, tree, newest, say)
+    return debian.available_releases(package)[-count:]
 
 
 @dataclass
