@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 
 class ResultStatus(StrEnum):
-    """KCIDB-like test status of a cell or a subtest (DESIGN.md section 5)."""
+    """KCIDB-like test status of a cell or a subtest (README.md, "Jobs, verdicts and results")."""
 
     PASS = "PASS"  # noqa: S105 (a test status, not a password)
     FAIL = "FAIL"
@@ -257,7 +257,7 @@ class ChangeRecord(NamedTuple):
     """
 
     key: SubtestKey
-    change: str
+    change: Change
     passes: int
     fails: int
     errors: int
