@@ -18,7 +18,8 @@ from fake_machine import DEFAULT_CMDLINE, DEFAULT_RELEASE, FakeMachine
 from kbisect.build.store import Artifact
 from kbisect.config.model import Host, RackCommands, SshOptions
 from kbisect.errors import InfraError
-from kbisect.lab.hosts import BootMismatch, HostBroken, LabPaths, RackHost
+from kbisect.lab.protocol import BootMismatch, HostBroken, LabPaths
+from kbisect.lab.rack import RackHost
 from kbisect.lab.ssh import HostKeyUnknown, KnownHosts
 from netns import NetnsLab, SshHost
 

@@ -26,7 +26,7 @@ from kbisect.jobs.gntstress import (
     expected_subtests,
     parse_output,
 )
-from kbisect.lab.hosts import HostDown, LabHost
+from kbisect.lab.protocol import HostDown, LabHost
 from kbisect.lab.ssh import JobHandle, JobState, SshSession
 from kbisect.results.model import LogKind
 

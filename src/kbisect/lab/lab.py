@@ -17,8 +17,9 @@ from types import FrameType
 from kbisect.config import Project
 from kbisect.deadline import Deadline
 from kbisect.errors import UserError
-from kbisect.lab.hosts import LabHost, LabPaths, Say, make_host
+from kbisect.lab.kinds import make_host
 from kbisect.lab.lease import Lease
+from kbisect.lab.protocol import LabHost, LabPaths, Say
 from kbisect.lab.ssh import generate_keypair, load_private_key
 
 KEY_NAME = "id_ed25519"

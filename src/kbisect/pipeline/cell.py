@@ -22,8 +22,8 @@ from kbisect.build.store import Artifact
 from kbisect.config import BuildProfile, Job, Project
 from kbisect.errors import InfraError
 from kbisect.jobs.runner import program_for, run_job
-from kbisect.lab.hosts import Deployment, LabHost
 from kbisect.lab.lab import Lab
+from kbisect.lab.protocol import Deployment, LabHost
 from kbisect.results.model import (
     BuildRecord,
     CellRecord,
