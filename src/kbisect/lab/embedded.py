@@ -18,7 +18,7 @@ from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
 from kbisect.lab.probe import BUILD_PARAM
 from kbisect.lab.protocol import HostDown, LabHost, LabPaths, Say, quiet
-from kbisect.lab.qemu import QemuHost, standby_wanted, xen_cmdline
+from kbisect.lab.qemu import BootInputs, QemuHost, standby_wanted, xen_cmdline
 from kbisect.lab.ssh import KnownHosts, SshTarget, parse_public_key
 
 
@@ -62,7 +62,7 @@ class EmbeddedHost(LabHost):
             return True
         self.say(f"{self.name}: booting {artifact.key} on standby, for the next deploy")
         try:
-            self.standby.launch(artifact, *self._boot_inputs(artifact), background=True)
+            self.standby.launch(artifact, self._boot_inputs(artifact), background=True)
         except InfraError as exc:  # only a missed shortcut: the deploy boots it the slow way
             self.say(f"{self.name}: cannot boot on standby: {exc}")
             return False
@@ -78,14 +78,14 @@ class EmbeddedHost(LabHost):
             else:
                 self.standby.stop()
                 self.say(f"{self.name}: booting Xen + dom0 {artifact.key} under QEMU")
-                state = self.qemu.start(artifact, *self._boot_inputs(artifact))
+                state = self.qemu.start(artifact, self._boot_inputs(artifact))
         except InfraError as exc:
             raise HostDown(str(exc)) from None
         self._known.writable.unlink(missing_ok=True)
         self._known.add("127.0.0.1", state.port, parse_public_key(state.host_key_pub))
 
-    def _boot_inputs(self, artifact: Artifact) -> tuple[str, dict[str, Path], str]:
-        return self.paths.public_key, self.extra_files, f"{BUILD_PARAM}={artifact.key}"
+    def _boot_inputs(self, artifact: Artifact) -> BootInputs:
+        return BootInputs(self.paths.public_key, self.extra_files, f"{BUILD_PARAM}={artifact.key}")
 
     def _known_facts(self) -> dict[str, str]:
         return {"xen_cmdline": xen_cmdline(self.qemu.opts)}
