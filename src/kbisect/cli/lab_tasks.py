@@ -15,9 +15,10 @@ from kbisect.cli.common import task as kb_task
 from kbisect.config import Project
 from kbisect.deadline import Deadline
 from kbisect.errors import UserError
-from kbisect.lab.hosts import Deployment, EmbeddedHost, LabHost
+from kbisect.lab.embedded import EmbeddedHost
 from kbisect.lab.lab import Lab
 from kbisect.lab.lease import Lease
+from kbisect.lab.protocol import Deployment, LabHost
 from kbisect.lab.ssh import fetch_host_key, fingerprint
 
 TRUST_SECONDS = 30.0

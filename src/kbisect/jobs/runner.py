@@ -22,7 +22,7 @@ from kbisect.errors import InfraError
 from kbisect.jobs.classify import Verdict, judge
 from kbisect.jobs.gntstress import GntstressReport
 from kbisect.jobs.program import program_of
-from kbisect.lab.hosts import HostDown, LabHost
+from kbisect.lab.protocol import HostDown, LabHost
 from kbisect.lab.ssh import JobHandle, JobState, SshSession
 from kbisect.progress import Say
 from kbisect.results.model import LogKind

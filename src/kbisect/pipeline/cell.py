@@ -23,8 +23,8 @@ from kbisect.config import BuildProfile, Job, Project
 from kbisect.errors import InfraError
 from kbisect.jobs.program import program_of
 from kbisect.jobs.runner import run_job
-from kbisect.lab.hosts import Deployment, LabHost
 from kbisect.lab.lab import Lab
+from kbisect.lab.protocol import Deployment, LabHost
 from kbisect.progress import Say
 from kbisect.results.model import (
     BuildRecord,

@@ -23,8 +23,8 @@ from kbisect.build.builder import BuildOutcome
 from kbisect.build.store import Artifact
 from kbisect.config import Pipeline, Project
 from kbisect.errors import ExitCode, InfraError, KbisectError, UserError
-from kbisect.lab.hosts import HostBroken
 from kbisect.lab.lab import Lab
+from kbisect.lab.protocol import HostBroken
 from kbisect.pipeline.cell import CellRunner, CellSpec, Provenance
 from kbisect.progress import Say
 from kbisect.results.model import CellIdentity, CellRecord, ResultStatus
