@@ -49,7 +49,7 @@ from typing import Any
 from kbisect.bisect import stats
 from kbisect.bisect.engine import Bisector, BisectResult, Status, StepVerdict
 from kbisect.bisect.gitbisect import GitBisect, Next
-from kbisect.bisect.predicates import Outcome, TrialResult
+from kbisect.bisect.predicates import TrialOutcome, TrialResult
 from kbisect.bisect.stats import Policy
 from kbisect.errors import KbisectError
 from kbisect.results.model import TrialRecord
@@ -167,16 +167,16 @@ class SyntheticPredicate:
         i = self.index[commit]
         identity = f"tree-{i}"
         if i in self.unbuildable:
-            return TrialResult(Outcome.SKIP, "does not build", identity)
+            return TrialResult(TrialOutcome.SKIP, "does not build", identity)
         reverted = None
         if revert is not None:
             reverted = revert.read_text().strip()
             if self.index[reverted] > i:
-                return TrialResult(Outcome.SKIP, "revert does not apply", identity)
+                return TrialResult(TrialOutcome.SKIP, "revert does not apply", identity)
             identity += f"-revert-{reverted[:12]}"
         if self.is_bad(i, reverted) and self.rng.random() >= self.miss:
-            return TrialResult(Outcome.FAIL, "exit 1", identity)
-        return TrialResult(Outcome.PASS, "exit 0", identity)
+            return TrialResult(TrialOutcome.FAIL, "exit 1", identity)
+        return TrialResult(TrialOutcome.PASS, "exit 0", identity)
 
 
 class MemoryJournal:

@@ -20,8 +20,8 @@ from conftest import MakeProject
 from fake_kernel import commit_file, make_buildable_repo
 from kbisect.bisect import predicates
 from kbisect.bisect.engine import Bisector, Status
-from kbisect.bisect.gitbisect import GitBisect
-from kbisect.bisect.predicates import Outcome, TrialResult
+from kbisect.bisect.gitbisect import GitBisect, Mark
+from kbisect.bisect.predicates import TrialOutcome, TrialResult
 from kbisect.bisect.stats import Policy, Rates, Tally, decide
 from kbisect.results.model import TrialRecord
 
@@ -341,8 +341,8 @@ class Flaky:
         if revert is not None:
             bad = bad and revert.read_text() != str(self.culprit)
         if bad and self.rng.random() >= self.miss:
-            return TrialResult(Outcome.FAIL, identity=commit)
-        return TrialResult(Outcome.PASS, identity=commit)
+            return TrialResult(TrialOutcome.FAIL, identity=commit)
+        return TrialResult(TrialOutcome.PASS, identity=commit)
 
 
 @pytest.fixture(scope="module")
@@ -376,6 +376,10 @@ def test_flaky_predicate_is_bisected_right(
     assert result.culprit == commits[culprit]
     assert result.status is Status.CONFIRMED
     assert any(step.runs > 1 for step in result.steps), "flaky results got repeated"
+    assert {type(v.verdict) for v in [*result.ends, *result.steps]} == {Mark}
+    assert [(c.name, c.expected, c.ok) for c in result.validations] == [
+        ("culprit", Mark.BAD, True), ("parent", Mark.GOOD, True), ("revert", Mark.GOOD, True)
+    ]  # fmt: skip
     assert result.miss_rate > 0.1, "the engine noticed that bad commits sometimes pass"
 
 

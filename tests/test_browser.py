@@ -29,6 +29,7 @@ from urllib.parse import unquote
 import pytest
 
 from kbisect.browser import diff_runs, render_diff, render_site
+from kbisect.browser import lines as browser_lines
 from kbisect.browser.diff import ORDER, diff_pools, kind_of
 from kbisect.browser.logs import (
     INLINE_MAX_BYTES,
@@ -973,3 +974,22 @@ def test_every_browser_task_has_a_docstring_and_help_for_every_flag() -> None:
     assert browser_tasks.results_render.name == "render"
     assert browser_tasks.results_diff.name == "diff"
     assert browser_tasks.browse.name == "browse"
+
+
+def test_a_full_block_of_a_line_stays_as_a_full_render_writes_it(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line's page of older runs does not change once its block is full: an incremental render
+    after a newer run leaves it as a full render would write it (it once said "of N runs")."""
+    monkeypatch.setattr(browser_lines, "LINE_PAGE_RUNS", 2)
+    site = built.results / "site"
+    add_run(built.store, 3, "v6.1.192-2")
+    add_run(built.store, 4, "v6.1.192-2")  # four runs: two full blocks of two
+    render_site(built.store)
+    blocks = sorted(site.glob("lines/*-1.html"))
+    assert blocks, "no page of older runs was made"
+    add_run(built.store, 5, "v6.1.192-2")  # a fifth: no new full block
+    render_site(built.store)
+    incremental = {p.name: p.read_bytes() for p in blocks}
+    render_site(built.store, full=True)
+    assert {p.name: p.read_bytes() for p in blocks} == incremental

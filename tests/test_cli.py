@@ -129,3 +129,21 @@ def test_tasks_doc_documents_every_task() -> None:
         if not any(f"\n### `{spelling}`\n" in doc for spelling in (name, *aliases))
     ]
     assert not missing, f"tasks missing from docs/tasks.md: {missing}"
+
+
+def test_documents_referred_to_exist() -> None:
+    """A name like README.md or docs/lab.md in the code, the docs or the shipped configuration
+    is a file of the repository, not a document that only some machine has."""
+    import re
+
+    named = re.compile(r"(?<![\w./-])([\w./-]+\.md)\b")
+    places = [REPO / "README.md", *(REPO / "docs").rglob("*.md"), *(REPO / "src").rglob("*.py")]
+    for part in ("configs", "seeds", "pipelines"):
+        places += (REPO / part).rglob("*.yaml")
+    missing = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in places
+        for name in named.findall(path.read_text())
+        if not (REPO / name).is_file() and not (path.parent / name).is_file()
+    ]
+    assert missing == []

@@ -318,6 +318,23 @@ def test_debug_variable_shows_the_traceback_behind_the_line(tmp_path: Path) -> N
     assert debug.stderr.splitlines()[-1] == plain.stderr.strip()
 
 
+def test_debug_variable_shows_the_cause_of_a_translated_error(tmp_path: Path) -> None:
+    root = small_project(tmp_path)
+    results = tmp_path / "r"
+    results.mkdir()
+    (results / "kbisect.sqlite").write_bytes(b"not a database, " * 512)
+    env = {"KBISECT_CACHE": str(tmp_path / "cache"), "KBISECT_RESULTS": str(results)}
+    argv = ["bisect.log", "7", "--root", str(root)]
+    plain = kb_process(argv, tmp_path, env)
+    debug = kb_process(argv, tmp_path, {**env, "KBISECT_DEBUG": "1"})
+    assert plain.returncode == debug.returncode == ExitCode.INFRA
+    [line] = plain.stderr.splitlines()
+    assert line.startswith(f"kbisect: results store {results}/kbisect.sqlite: ")
+    assert "sqlite3.DatabaseError" in debug.stderr, "the cause, with where it happened"
+    assert "was the direct cause of the following exception" in debug.stderr
+    assert debug.stderr.splitlines()[-1] == line
+
+
 # -- exit statuses -------------------------------------------------------------------------------
 
 

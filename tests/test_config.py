@@ -254,6 +254,47 @@ def test_unknown_name_lookup_lists_known_names(make_project: MakeProject) -> Non
         p.get("hosts", "nope")
 
 
+def test_unset_defaults_are_the_only_tree_and_profile(make_project: MakeProject) -> None:
+    p = load_project(make_project(VALID))
+    assert p.tree_name(None) == "linux" and p.tree_name("/srv/other.git") == "/srv/other.git"
+    assert p.profile(None).name == "small"
+    with pytest.raises(UserError, match=r"unknown build profile 'big' \(known: small\)"):
+        p.profile("big")
+    more = {**VALID, "configs/more.yaml": "trees:\n  - name: other\n    url: /srv/o.git\n"}
+    with pytest.raises(UserError, match=r"no tree given: .* settings.default_tree"):
+        load_project(make_project(more)).tree_name(None)
+
+
+def test_defaults_come_from_the_settings(make_project: MakeProject) -> None:
+    files = {
+        **with_change(
+            "configs/main.yaml",
+            "build_jobs: 3",
+            "build_jobs: 3\n  default_tree: other\n  default_profile: big",
+        ),
+        "configs/more.yaml": (
+            "trees:\n  - name: other\n    url: /srv/o.git\n"
+            "profiles:\n  - name: big\n    base: defconfig\n"
+        ),
+    }
+    p = load_project(make_project(files))
+    assert p.tree_name(None) == "other" and p.tree_name("linux") == "linux"
+    assert p.profile(None).name == "big" and p.profile("small").name == "small"
+    repository = load_project(REPO)  # what the shipped settings say
+    assert repository.tree_name(None) == "debian-6.1"
+    assert repository.profile(None).name == "xen-dom0"
+
+
+def test_a_default_that_names_nothing_is_located(make_project: MakeProject) -> None:
+    files = with_change(
+        "configs/main.yaml", "build_jobs: 3", "default_tree: linus\n  default_profile: big"
+    )
+    assert problems_of(make_project(files)) == [
+        "configs/main.yaml:2: settings.default_tree: unknown tree 'linus' (known: linux)",
+        "configs/main.yaml:3: settings.default_profile: unknown profile 'big' (known: small)",
+    ]
+
+
 def test_every_number_has_a_range_and_the_reference_shows_it() -> None:
     import typing
 

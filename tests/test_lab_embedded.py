@@ -20,8 +20,9 @@ from kbisect.config import Project
 from kbisect.config.model import Host, Job, QemuOptions
 from kbisect.deadline import Deadline
 from kbisect.jobs.runner import run_job
-from kbisect.lab.hosts import EmbeddedHost, HostBroken, LabPaths
+from kbisect.lab.embedded import EmbeddedHost
 from kbisect.lab.lab import Lab
+from kbisect.lab.protocol import HostBroken, LabPaths
 from kbisect.lab.qemu import PROC_MARKER
 from kbisect.lab.ssh import generate_keypair
 from kbisect.results.model import LogKind, ResultStatus

@@ -18,13 +18,20 @@ from fake_machine import DEFAULT_CMDLINE, DEFAULT_RELEASE, FakeMachine
 from kbisect.build.store import Artifact
 from kbisect.config.model import Host, RackCommands, SshOptions
 from kbisect.errors import InfraError
-from kbisect.lab.hosts import BootMismatch, HostBroken, LabPaths, RackHost
+from kbisect.lab.protocol import BootMismatch, HostBroken, LabPaths
+from kbisect.lab.rack import RackHost
 from kbisect.lab.ssh import HostKeyUnknown, KnownHosts
 from netns import NetnsLab, SshHost
 
 pytestmark = pytest.mark.needs_root  # network namespaces and sshd in them
 
 RELEASE = "6.1.192+"
+# A host that comes back ends the wait for it at once, so where it does, the boot timeout is
+# generous: a loaded machine must not turn a slow boot into a power cycle. Only a test that
+# waits out a host that never comes back uses a short one (and nothing else runs against it:
+# the install and the power command have bounds of their own).
+BOOT_TIMEOUT = 60
+NEVER_BACK_TIMEOUT = 5
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +79,12 @@ def make_artifact(root: Path, key: str, payload: bytes) -> Artifact:
 
 
 def rack_host(
-    rack: tuple[SshHost, FakeMachine], ssh_client_key: Path, tmp_path: Path, pin: bool = True
+    rack: tuple[SshHost, FakeMachine],
+    ssh_client_key: Path,
+    tmp_path: Path,
+    *,
+    pin: bool = True,
+    boot_timeout: int = BOOT_TIMEOUT,
 ) -> RackHost:
     server, machine = rack
     m = machine.root
@@ -91,7 +103,7 @@ def rack_host(
             grub_script=str(m / "grub.d/42_kbisect"),
             commands=RackCommands(),
         ),
-        boot_timeout=5,
+        boot_timeout=boot_timeout,
         max_power_cycles=2,
     )
     paths = LabPaths(
@@ -169,7 +181,9 @@ def test_deploy_installs_arms_grub_once_reboots_and_verifies(
 def test_host_that_hangs_is_power_cycled_then_verified(
     rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
 ) -> None:
-    host = rack_host(rack, ssh_client_key, tmp_path)
+    # The first wait is waited out (the reboot hangs); the power cycle boots the machine at once,
+    # so the second wait ends with the first login.
+    host = rack_host(rack, ssh_client_key, tmp_path, boot_timeout=NEVER_BACK_TIMEOUT)
     machine.set_mode("hang")
     done = host.deploy(make_artifact(tmp_path, "cccc3333", b"C"))
     assert done.power_cycles == 1
@@ -181,7 +195,7 @@ def test_host_that_hangs_is_power_cycled_then_verified(
 def test_host_that_never_returns_is_broken_for_the_run(
     rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
 ) -> None:
-    host = rack_host(rack, ssh_client_key, tmp_path)
+    host = rack_host(rack, ssh_client_key, tmp_path, boot_timeout=NEVER_BACK_TIMEOUT)
     machine.set_mode("hang")
     machine.set_power("dead")
     artifact = make_artifact(tmp_path, "dddd4444", b"D")

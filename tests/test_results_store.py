@@ -29,7 +29,7 @@ from kbisect.results import (
     SubtestRecord,
     schema,
 )
-from kbisect.results.model import ChangeRecord, SubtestKey, check_relative
+from kbisect.results.model import Change, ChangeRecord, SubtestKey, check_relative
 
 T0 = datetime(2025, 6, 10, 9, 0, 0, 123456, tzinfo=UTC)
 FP = {
@@ -278,6 +278,8 @@ def test_changes_read_together_come_in_order_as_they_were(store: ResultsStore) -
     together = store.changes_of_runs(runs)
     for run_id in runs:
         assert together[run_id] == store.changes(run_id) and together[run_id]
+        read = [*together[run_id], *store.changes(run_id)]
+        assert {type(c.change) for c in read} == {Change}, "a class, not a bare string"
     key = SubtestKey("t", "v1", "x", "p", "h", "j", "z")
     store.record_changes(runs[2], [ChangeRecord(key, "PASS", 1, 0, 0, 2.5)])  # type: ignore[arg-type]
     together = store.changes_of_runs(runs)

@@ -34,6 +34,7 @@ from kbisect.lab.ssh import (
     fetch_host_key,
     fingerprint,
     generate_keypair,
+    transfer,
 )
 from netns import NetnsLab, SshHost
 
@@ -351,7 +352,7 @@ def test_file_changed_during_upload_detected(
     # what arrives is not what was checked, and the host's sha256sum says so.
     local = tmp_path / "bzImage"
     local.write_bytes(os.urandom(300_000))
-    real_hash = ssh._sha256_file
+    real_hash = transfer._sha256_file
 
     def hash_then_change(path: Path) -> str:
         digest = real_hash(path)
@@ -360,7 +361,7 @@ def test_file_changed_during_upload_detected(
             f.write(b"\xff\x00\xff")
         return digest
 
-    monkeypatch.setattr(ssh, "_sha256_file", hash_then_change)
+    monkeypatch.setattr(transfer, "_sha256_file", hash_then_change)
     remote = f"/tmp/kbt-changed-{secrets.token_hex(4)}"
     with pytest.raises(InfraError, match="is corrupt: sha256"):
         session.upload(local, remote, Deadline(60))

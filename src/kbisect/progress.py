@@ -22,6 +22,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+Say = Callable[[str], None]
+"""Where a line of progress text goes (`print`, a task's own `say`, nothing in quiet tests)."""
+
 HEARTBEAT_SECONDS = 30.0
 """Off a terminal, the longest a running phase stays silent."""
 
@@ -130,7 +133,7 @@ def advance(meter: ByteMeter, amount: int) -> None:
 
 
 @contextmanager
-def line_progress(description: str) -> Iterator[Callable[[str], None]]:
+def line_progress(description: str) -> Iterator[Say]:
     """A spinner showing the last line of a long command on a terminal; plain lines (see the
     module's docstring) with the last line of output otherwise."""
     if not sys.stderr.isatty():

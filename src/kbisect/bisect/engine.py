@@ -23,13 +23,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-from kbisect.bisect.gitbisect import GitBisect, Next
-from kbisect.bisect.predicates import Outcome, Predicate, TrialResult
+from kbisect.bisect.gitbisect import GitBisect, Mark, Next
+from kbisect.bisect.predicates import Predicate, TrialOutcome, TrialResult
 from kbisect.bisect.stats import BAD_END_PRIOR, Policy, Rates, Tally, decide
 from kbisect.errors import ExitCode, InfraError, KbisectError
+from kbisect.progress import Say
 from kbisect.results.model import TrialRecord
-
-Say = Callable[[str], None]
 
 
 class Status(StrEnum):
@@ -64,8 +63,7 @@ class Journal(Protocol):
 class StepVerdict:
     commit: str
     phase: str
-    verdict: str
-    """good, bad or skip."""
+    verdict: Mark
     passes: int
     fails: int
     skips: int
@@ -83,15 +81,15 @@ class StepVerdict:
 class Validation:
     name: str
     """culprit, parent or revert."""
-    expected: str
+    expected: Mark
     verdict: StepVerdict | None
     note: str = ""
 
     @property
     def ok(self) -> bool | None:
-        if self.verdict is None or self.verdict.verdict == "skip":
+        if self.verdict is None or self.verdict.verdict is Mark.SKIP:
             return None
-        return self.verdict.verdict == self.expected
+        return self.verdict.verdict is self.expected
 
 
 @dataclass
@@ -172,7 +170,7 @@ class Bisector:
         try:
             result = self.predicate.trial(commit, revert)
         except InfraError as exc:
-            result = TrialResult(Outcome.ERROR, str(exc))
+            result = TrialResult(TrialOutcome.ERROR, str(exc))
         seconds = time.monotonic() - began
         self._seq += 1
         trial = TrialRecord(
@@ -207,7 +205,7 @@ class Bisector:
         while True:
             decision = decide(tally, self.rates, self.policy, floor=floor, prior_bad=prior_bad)
             if decision.bad is not None:
-                verdict = "bad" if decision.bad else "good"
+                verdict = Mark.BAD if decision.bad else Mark.GOOD
                 return StepVerdict(
                     commit, phase, verdict, tally.passes, tally.fails, skips, errors,
                     decision.confidence, identity, detail,
@@ -216,28 +214,28 @@ class Bisector:
             index += 1
             identity = trial.identity or identity
             detail = trial.detail
-            outcome = Outcome(trial.outcome)
-            if outcome is Outcome.ABORT:
+            outcome = TrialOutcome(trial.outcome)
+            if outcome is TrialOutcome.ABORT:
                 raise Stop(f"the predicate aborted at {commit[:12]}: {trial.detail}")
-            if outcome is Outcome.SKIP or (
-                outcome is Outcome.ERROR and errors + 1 > self.policy.infra_retries
+            if outcome is TrialOutcome.SKIP or (
+                outcome is TrialOutcome.ERROR and errors + 1 > self.policy.infra_retries
             ):
-                if outcome is Outcome.ERROR:
+                if outcome is TrialOutcome.ERROR:
                     errors += 1
                 else:
                     skips += 1
                 return StepVerdict(
-                    commit, phase, "skip", tally.passes, tally.fails, skips, errors,
+                    commit, phase, Mark.SKIP, tally.passes, tally.fails, skips, errors,
                     decision.confidence, identity, trial.detail,
                 )  # fmt: skip
-            if outcome is Outcome.ERROR:
+            if outcome is TrialOutcome.ERROR:
                 errors += 1
                 continue
-            tally.add(outcome is Outcome.FAIL)
+            tally.add(outcome is TrialOutcome.FAIL)
 
     def _learn(self, verdict: StepVerdict) -> None:
-        if verdict.verdict in ("good", "bad"):
-            self.rates.learn(Tally(verdict.passes, verdict.fails), verdict.verdict == "bad")
+        if verdict.verdict is not Mark.SKIP:
+            self.rates.learn(Tally(verdict.passes, verdict.fails), verdict.verdict is Mark.BAD)
 
     # -- the bisection ---------------------------------------------------------------------
 
@@ -257,7 +255,7 @@ class Bisector:
         result.false_alarm_rate = round(self.rates.false_alarm, 4)
         confidence = 1.0
         for verdict in [*result.ends, *result.steps]:
-            if verdict.verdict != "skip":
+            if verdict.verdict is not Mark.SKIP:
                 confidence *= verdict.confidence
         result.confidence = round(confidence, 4)
         if result.status is Status.CONFIRMED and result.confidence < 0.95:
@@ -278,8 +276,7 @@ class Bisector:
                 self._learn(verdict)
                 result.steps.append(verdict)
                 self.say(_step_line(len(result.steps), verdict, nxt))
-                term = "skip" if verdict.verdict == "skip" else verdict.verdict
-                nxt = self.git.mark(nxt.candidate, term)
+                nxt = self.git.mark(nxt.candidate, verdict.verdict)
                 self.journal.bisect_log(self.git.log())
             if nxt.culprit is None:
                 result.suspects = nxt.suspects
@@ -305,13 +302,13 @@ class Bisector:
             self._learn(v)
             result.ends.append(v)
             self.say(_end_line("good", v))
-            if v.verdict != "good":
+            if v.verdict is not Mark.GOOD:
                 problems.append(f"the good end {commit[:12]} is {v.verdict} ({v.detail})")
         v = self.evaluate("bad-end", self.bad, floor, prior_bad=BAD_END_PRIOR)
         self._learn(v)
         result.ends.append(v)
         self.say(_end_line("bad", v))
-        if v.verdict != "bad":
+        if v.verdict is not Mark.BAD:
             problems.append(f"the bad end {self.bad[:12]} is {v.verdict} ({v.detail})")
         if problems:
             result.status = Status.ENDS_NOT_REPRODUCED
@@ -325,7 +322,7 @@ class Bisector:
         result.validations = []
         culprit_v = self.evaluate("culprit", culprit, floor)
         self._learn(culprit_v)
-        result.validations.append(Validation("culprit", "bad", culprit_v))
+        result.validations.append(Validation("culprit", Mark.BAD, culprit_v))
         self.say(_end_line("culprit", culprit_v))
         parents = self.parents(culprit)
         if len(parents) > 1:
@@ -334,35 +331,36 @@ class Bisector:
         for parent in parents:
             pv = self.evaluate("parent", parent, floor)
             self._learn(pv)
-            result.validations.append(Validation("parent", "good", pv))
+            result.validations.append(Validation("parent", Mark.GOOD, pv))
             self.say(_end_line("parent", pv))
-            if pv.verdict == "bad":
+            if pv.verdict is Mark.BAD:
                 self.bad = parent
                 # a good mark at or above the new bad end was a flaky validation: forget it
                 kept = [g for g in self.good if g != parent and self.is_ancestor(g, parent)]
                 self.good = kept or self.good[:1]
                 return f"the culprit's parent {parent[:12]} fails"
-            parent_ok = parent_ok and pv.verdict == "good"
+            parent_ok = parent_ok and pv.verdict is Mark.GOOD
             if pv.identity and culprit_v.identity and pv.identity == culprit_v.identity:
                 result.flags.append(
                     f"the culprit builds the same as its parent ({pv.identity[:12]}): "
                     "the change cannot have mattered"
                 )
-        if culprit_v.verdict == "good":
+        if culprit_v.verdict is Mark.GOOD:
             self.good.append(culprit)
             return f"the culprit {culprit[:12]} passes"
         revert_ok: bool | None = None
         if len(parents) == 1:
             patch = self.make_revert(culprit)
             if patch is None:
-                result.validations.append(Validation("revert", "good", None, "no revert patch"))
+                result.validations.append(Validation("revert", Mark.GOOD, None, "no revert patch"))
             else:
                 rv = self.evaluate("revert", self.bad, floor, revert=patch)
-                note = "" if rv.verdict != "skip" else f"revert does not apply: {rv.detail}"
-                result.validations.append(Validation("revert", "good", rv, note))
+                skipped = rv.verdict is Mark.SKIP
+                note = f"revert does not apply: {rv.detail}" if skipped else ""
+                result.validations.append(Validation("revert", Mark.GOOD, rv, note))
                 self.say(_end_line("revert", rv))
-                revert_ok = None if rv.verdict == "skip" else rv.verdict == "good"
-        confirmed = culprit_v.verdict == "bad" and parent_ok and revert_ok is not False
+                revert_ok = None if skipped else rv.verdict is Mark.GOOD
+        confirmed = culprit_v.verdict is Mark.BAD and parent_ok and revert_ok is not False
         result.status = Status.CONFIRMED if confirmed else Status.UNCONFIRMED
         result.message = (
             f"{culprit[:12]} is the first bad commit"
@@ -375,7 +373,7 @@ class Bisector:
 def _step_line(number: int, v: StepVerdict, nxt: Next) -> str:
     runs = f"{v.runs} run{'s' if v.runs != 1 else ''}"
     extra = f", {v.errors} infra errors" if v.errors else ""
-    why = f"\n  {v.detail[:160]}" if v.verdict != "good" and v.detail else ""
+    why = f"\n  {v.detail[:160]}" if v.verdict is not Mark.GOOD and v.detail else ""
     return (
         f"step {number}: {v.commit[:12]} {v.verdict.upper()} ({runs}: {v.passes} pass, "
         f"{v.fails} fail{extra}; confidence {v.confidence:.3f}) {nxt.remaining}"

@@ -4,6 +4,7 @@ The state is a scratch bare repository whose objects come from the tree's reposi
 `objects/info/alternates`: `git bisect` runs there with --no-checkout (implied in a bare
 repository), so the user's checkout, refs and bisect state are never touched, several bisections
 can run at once, and candidates are checked out into kbisect's worktree slots instead.
+`read_bisect_log` reads a `git bisect log` file (git's or kbisect's) back into its ends.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from kbisect.errors import InfraError, UserError
@@ -19,6 +21,15 @@ from kbisect.tree.git import Git
 _FIRST_BAD = re.compile(r"^([0-9a-f]{40}) is the first bad commit", re.M)
 _SKIPPED_ONLY = "There are only 'skip'ped commits left to test."
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+_MARK = re.compile(r"^git bisect (good|bad|skip|start)\b(.*)$")
+
+
+class Mark(StrEnum):
+    """What a tested commit is marked in git's bisection (`git bisect good|bad|skip`)."""
+
+    GOOD = "good"
+    BAD = "bad"
+    SKIP = "skip"
 
 
 @dataclass(frozen=True)
@@ -56,10 +67,9 @@ class GitBisect:
             result = g.try_run("bisect", "start", "--no-checkout", bad, *good)
         return self._answer(result.status, result.stdout, result.stderr, "bisect start")
 
-    def mark(self, commit: str, term: str) -> Next:
+    def mark(self, commit: str, term: Mark) -> Next:
         """Mark a commit good, bad or skip; returns git's next step."""
-        if term not in ("good", "bad", "skip"):
-            raise ValueError(term)
+        term = Mark(term)  # ValueError for anything else
         with Git(self.state_dir) as g:
             result = g.try_run("bisect", term, commit)
         return self._answer(result.status, result.stdout, result.stderr, f"bisect {term}")
@@ -98,3 +108,30 @@ class GitBisect:
             raise InfraError(f"git {what} gave no next commit: {text.strip()[-200:]}")
         remaining = next((ln for ln in text.splitlines() if ln.startswith("Bisecting:")), "")
         return Next(candidate=head.stdout.strip(), remaining=remaining)
+
+
+def read_bisect_log(path: Path) -> tuple[list[str], str]:
+    """The good commits and the latest bad one from a `git bisect log` file."""
+    good: list[str] = []
+    bad: str | None = None
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    for number, line in enumerate(lines, 1):
+        m = _MARK.match(line.strip())
+        if m is None:
+            continue
+        words = [w for w in (w.strip("'\"") for w in m.group(2).split()) if not w.startswith("-")]
+        if m.group(1) == "start":
+            if words:
+                bad, good = words[0], [*good, *words[1:]]
+        elif m.group(1) == "good":
+            good.extend(words)
+        elif m.group(1) == "bad":
+            bad = words[0] if words else bad
+        if m.group(1) in ("good", "bad") and not words:
+            raise UserError(f"{path}:{number}: expected a commit after `git bisect {m.group(1)}`")
+    if not good or bad is None:
+        raise UserError(f"{path}: expected `git bisect start`, good and bad lines")
+    return good, bad

@@ -22,6 +22,7 @@ from kbisect import processes
 from kbisect.config import BuildProfile, Job, Project
 from kbisect.errors import ExitCode, InfraError, KbisectError
 from kbisect.processes import DeadlinePassed, Output
+from kbisect.progress import Say
 from kbisect.results.model import ResultStatus
 from kbisect.tree.checkout import Checkout, checkout, slot
 from kbisect.tree.repos import TreeRepo
@@ -30,7 +31,7 @@ from kbisect.tree.variants import VariantRef
 ABORT_FROM = 128
 
 
-class Outcome(StrEnum):
+class TrialOutcome(StrEnum):
     PASS = "pass"  # noqa: S105 (an outcome, not a password)
     FAIL = "fail"
     SKIP = "skip"
@@ -40,7 +41,7 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class TrialResult:
-    outcome: Outcome
+    outcome: TrialOutcome
     detail: str = ""
     identity: str | None = None
     """What was tested: the build key, or the source tree id when nothing is built."""
@@ -52,9 +53,6 @@ class Predicate(Protocol):
     def trial(self, commit: str, revert: Path | None = None) -> TrialResult:
         """Run once on `commit` (with `revert` applied in reverse on top, for validation)."""
         ...
-
-
-Say = Callable[[str], None]
 
 
 def _with_revert(variant: VariantRef, revert: Path | None) -> VariantRef:
@@ -75,7 +73,7 @@ class CheckoutPredicate:
     def _checkout(self, commit: str, revert: Path | None, path: Path) -> Checkout | TrialResult:
         co = checkout(self.project, self.tree, commit, _with_revert(self.variant, revert), path)
         if not co.usable:
-            return TrialResult(Outcome.SKIP, f"patch does not apply: {co.detail}")
+            return TrialResult(TrialOutcome.SKIP, f"patch does not apply: {co.detail}")
         return co
 
 
@@ -104,14 +102,14 @@ class RunPredicate(CheckoutPredicate):
             status = _run_command(self.command, path, self.timeout)
         identity = co.tree_id
         if status is None:
-            return TrialResult(Outcome.ERROR, f"timed out after {self.timeout:g} s", identity)
+            return TrialResult(TrialOutcome.ERROR, f"timed out after {self.timeout:g} s", identity)
         if status == 0:
-            return TrialResult(Outcome.PASS, "exit 0", identity)
+            return TrialResult(TrialOutcome.PASS, "exit 0", identity)
         if status == ExitCode.SKIP:
-            return TrialResult(Outcome.SKIP, "exit 125", identity)
+            return TrialResult(TrialOutcome.SKIP, f"exit {status}", identity)
         if status >= ABORT_FROM or status < 0:
-            return TrialResult(Outcome.ABORT, f"exit {status}", identity)
-        return TrialResult(Outcome.FAIL, f"exit {status}", identity)
+            return TrialResult(TrialOutcome.ABORT, f"exit {status}", identity)
+        return TrialResult(TrialOutcome.FAIL, f"exit {status}", identity)
 
 
 def _run_command(command: str, cwd: Path, timeout: float) -> int | None:
@@ -138,7 +136,7 @@ class BuildPredicate(CheckoutPredicate):
         profile: BuildProfile,
         say: Say,
         *,
-        failure_is: Outcome = Outcome.FAIL,
+        failure_is: TrialOutcome = TrialOutcome.FAIL,
     ) -> None:
         super().__init__(project, tree, variant, say)
         self.profile = profile
@@ -157,11 +155,11 @@ class BuildPredicate(CheckoutPredicate):
             try:
                 outcome = build(self.project, co, self.profile)
             except KbisectError as exc:
-                return TrialResult(Outcome.ERROR, f"build: {exc}"), None
+                return TrialResult(TrialOutcome.ERROR, f"build: {exc}"), None
         if outcome.artifact is None:
             first = outcome.errors[0] if outcome.errors else "build failed"
             return TrialResult(self.failure_is, f"build failed: {first}", outcome.key), None
-        return TrialResult(Outcome.PASS, "built", outcome.key), outcome.artifact
+        return TrialResult(TrialOutcome.PASS, "built", outcome.key), outcome.artifact
 
     def trial(self, commit: str, revert: Path | None = None) -> TrialResult:
         return self.build(commit, revert)[0]
@@ -193,17 +191,17 @@ class JobPredicate:
         try:
             status, subtests, reason = self.run_cell(artifact)
         except InfraError as exc:
-            return TrialResult(Outcome.ERROR, str(exc), built.identity)
+            return TrialResult(TrialOutcome.ERROR, str(exc), built.identity)
         key = built.identity
         if self.test is not None:
             got = subtests.get(self.test)
             if got is None:
                 if status is ResultStatus.FAIL:  # kernel evidence before the subtest ran
-                    return TrialResult(Outcome.FAIL, reason, key)
-                return TrialResult(Outcome.ERROR, f"no result for {self.test}: {reason}", key)
+                    return TrialResult(TrialOutcome.FAIL, reason, key)
+                return TrialResult(TrialOutcome.ERROR, f"no result for {self.test}: {reason}", key)
             status = got
         return {
-            ResultStatus.PASS: TrialResult(Outcome.PASS, reason, key),
-            ResultStatus.FAIL: TrialResult(Outcome.FAIL, reason, key),
-            ResultStatus.SKIP: TrialResult(Outcome.SKIP, reason, key),
-        }.get(status, TrialResult(Outcome.ERROR, reason, key))
+            ResultStatus.PASS: TrialResult(TrialOutcome.PASS, reason, key),
+            ResultStatus.FAIL: TrialResult(TrialOutcome.FAIL, reason, key),
+            ResultStatus.SKIP: TrialResult(TrialOutcome.SKIP, reason, key),
+        }.get(status, TrialResult(TrialOutcome.ERROR, reason, key))

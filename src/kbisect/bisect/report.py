@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kbisect.bisect.engine import BisectResult, StepVerdict
+from kbisect.bisect.request import BisectRequest
 from kbisect.results.junit import write_bisection_junit
 from kbisect.tree.git import Git
 from kbisect.tree.repos import TreeRepo
-
-if TYPE_CHECKING:
-    from kbisect.bisect.session import BisectRequest
 
 
 def describe_commit(tree: TreeRepo, commit: str) -> dict[str, Any]:

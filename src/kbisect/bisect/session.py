@@ -1,5 +1,5 @@
-"""A bisection as kbisect runs it: the request (saved, so `--resume ID` needs nothing else), the
-journal in the results store, the bisect log file, the predicate, and the report files.
+"""A bisection as kbisect runs it: from its request (kbisect.bisect.request), the journal in the
+results store, the bisect log file, the predicate, and the report files.
 
 Files: `results/bisect/ID/bisect.log` (git's, rewritten after every mark), `report.json`,
 `report.txt`, `junit.xml`; scratch git state and revert patches under `cache/bisect/ID/`.
@@ -8,10 +8,7 @@ Files: `results/bisect/ID/bisect.log` (git's, rewritten after every mark), `repo
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from kbisect.bisect import report
 from kbisect.bisect.engine import Bisector, BisectResult
@@ -19,49 +16,22 @@ from kbisect.bisect.gitbisect import GitBisect
 from kbisect.bisect.predicates import (
     BuildPredicate,
     JobPredicate,
-    Outcome,
     Predicate,
     RunPredicate,
+    TrialOutcome,
 )
+from kbisect.bisect.request import BisectRequest
 from kbisect.bisect.stats import Policy
 from kbisect.config import Project
 from kbisect.errors import KbisectError, UserError
 from kbisect.lab.lab import Lab
+from kbisect.progress import Say
 from kbisect.results.model import ResultStatus, TrialRecord
 from kbisect.results.store import ResultsStore
 from kbisect.tree import repos
 from kbisect.tree.git import Git
 from kbisect.tree.repos import TreeRepo
 from kbisect.tree.variants import find_variant
-
-Say = Callable[[str], None]
-
-
-@dataclass
-class BisectRequest:
-    """Everything a bisection needs, stored with it (commit ids resolved once, at the start)."""
-
-    tree: str
-    good: list[str]
-    bad: str
-    predicate: str  # run, build or job
-    variant: str | None = None
-    command: str | None = None
-    command_timeout: float = 3600.0
-    job: str | None = None
-    test: str | None = None
-    host: str | None = None
-    profile: str | None = None
-    policy: dict[str, Any] = field(default_factory=dict)
-    good_given: list[str] = field(default_factory=list)
-    bad_given: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> BisectRequest:
-        return cls(**data)
 
 
 class StoreJournal:
@@ -182,13 +152,11 @@ def make_predicate(
     say: Say,
     logs_dir: Path,
 ) -> Predicate:
-    from kbisect.cli.common import choose_profile
-
     variant = find_variant(project, request.variant)
     if request.predicate == "run":
         assert request.command is not None
         return RunPredicate(project, tree, variant, request.command, request.command_timeout, say)
-    profile = choose_profile(project.profiles, request.profile)
+    profile = project.profile(request.profile)
     if request.predicate == "build":
         return BuildPredicate(project, tree, variant, profile, say)
     if request.predicate != "job" or request.job is None or lab is None:
@@ -196,14 +164,15 @@ def make_predicate(
     if request.job not in project.jobs:
         raise UserError(f"unknown job {request.job!r} (configured: {', '.join(project.jobs)})")
     job = project.jobs[request.job]
-    if request.test and job.program == "gntstress":
-        # only the named subtest decides, so only it runs: seconds instead of a minute per step
-        job = replace(job, args=[*job.args, "--only", request.test])
-    builder = BuildPredicate(project, tree, variant, profile, say, failure_is=Outcome.SKIP)
+    # only the named subtest decides, so only it runs (where the program can): seconds instead
+    # of a minute per step
+    only = (request.test,) if request.test else ()
+    builder = BuildPredicate(project, tree, variant, profile, say, failure_is=TrialOutcome.SKIP)
     host = lab.host(request.host)
-    from kbisect.jobs.runner import program_for, run_job
+    from kbisect.jobs.program import program_of
+    from kbisect.jobs.runner import run_job
 
-    program = program_for(job, project.cache_dir)
+    binary = program_of(job).binary(project.cache_dir)
     counter = [0]
 
     def run_cell(artifact: object) -> tuple[ResultStatus, dict[str, ResultStatus], str]:
@@ -219,7 +188,8 @@ def make_predicate(
         if current is None or current.build_key != artifact.key or not alive:
             host.deploy(artifact)
         counter[0] += 1
-        result = run_job(host, job, counter[0], program, logs_dir / str(counter[0]), say)
+        out = logs_dir / str(counter[0])
+        result = run_job(host, job, counter[0], binary, out, say, only=only)
         v = result.verdict
         return v.status, {s.name: s.status for s in v.subtests}, v.reason
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUndefined
 
+import kbisect.browser.logs as logs_module
 from kbisect import __version__
-from kbisect.browser import logs as logs_module
 from kbisect.browser.fragments import cls, css, errname, kv_rows, log_section, st
 from kbisect.browser.safety import slug, visible
 from kbisect.results.model import Change, LogKind, ResultStatus

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json as json_module
-import re
 from pathlib import Path
 
 from invoke.context import Context
 
-from kbisect.bisect.session import (
-    BisectRequest,
-    prepare,
-    results_dir,
-    run_bisection,
-)
+from kbisect.bisect.gitbisect import read_bisect_log
+from kbisect.bisect.request import BisectRequest
+from kbisect.bisect.session import prepare, results_dir, run_bisection
 from kbisect.bisect.stats import Policy
 from kbisect.cli.arguments import Convert, positive_int, positive_number
-from kbisect.cli.common import Outcome, project, say
+from kbisect.cli.common import TaskResult, project, say
 from kbisect.cli.common import task as kb_task
 from kbisect.config import Project
 from kbisect.errors import UserError
@@ -26,12 +22,12 @@ from kbisect.results.store import ResultsStore
 _HELP = {
     "good": "Good revision (repeat for several).",
     "bad": "Bad revision.",
-    "tree": "Tree name (configs/) or the path of any git repository (default debian-6.1).",
+    "tree": "Tree name (configs/) or any git repository's path (default: settings.default_tree).",
     "variant": "EXPERIMENT/VARIANT applied at every step (default: the tree as it is).",
     "job": "Predicate: build, deploy and run this job; bad when a subtest FAILs.",
     "test": "With --job: only this subtest decides.",
     "host": "With --job: the host (default: the first embedded host).",
-    "profile": "Build profile for --job and --build-only (default xen-dom0).",
+    "profile": "Build profile for --job and --build-only (default: settings.default_profile).",
     "build_only": "Predicate: bad when the kernel does not build.",
     "run": "Predicate: a shell command run in the checked-out tree (git bisect run's contract).",
     "timeout": "Seconds one --run command may take (then it is an infrastructure error).",
@@ -77,9 +73,10 @@ def _predicate(job: str | None, build_only: bool, run: str | None) -> str:
 
 
 def _new_request(
+    p: Project,
     good: list[str],
     bad: str,
-    tree: str,
+    tree: str | None,
     variant: str | None,
     job: str | None,
     test: str | None,
@@ -94,7 +91,7 @@ def _new_request(
     kind = _predicate(job, build_only, run)
     repeat, max_runs, end_runs, budget = limits
     return BisectRequest(
-        tree=tree,
+        tree=p.tree_name(tree),
         good=list(good),
         bad=bad,
         predicate=kind,
@@ -109,7 +106,9 @@ def _new_request(
     )
 
 
-def _execute(p: Project, request: BisectRequest, bisection_id: int, store: ResultsStore) -> Outcome:
+def _execute(
+    p: Project, request: BisectRequest, bisection_id: int, store: ResultsStore
+) -> TaskResult:
     with Lab(p, say=say) as lab:
         if request.predicate == "job":
             lab.lease(lab.host(request.host), f"bisect {bisection_id}")
@@ -126,7 +125,7 @@ def _execute(p: Project, request: BisectRequest, bisection_id: int, store: Resul
         report=str(out / "report.json"), junit=str(out / "junit.xml"), log=str(out / "bisect.log")
     )
     message = f"kbisect: bisection {bisection_id}: {result.status.value}"
-    return Outcome(document, result.exit_code, message)
+    return TaskResult(document, result.exit_code, message)
 
 
 @kb_task(help=_HELP, iterable=["good"], positional=[], checks=_CHECKS)
@@ -134,7 +133,7 @@ def bisect(
     c: Context,
     good: list[str],
     bad: str | None = None,
-    tree: str = "debian-6.1",
+    tree: str | None = None,
     variant: str | None = None,
     job: str | None = None,
     test: str | None = None,
@@ -150,7 +149,7 @@ def bisect(
     resume: int = 0,
     root: str | None = None,
     json: bool = False,
-) -> Outcome:
+) -> TaskResult:
     """Find the commit between --good and --bad that made the predicate fail.
 
     Give one predicate: `--job J` (build, deploy and run a job; `--test NAME` lets one subtest
@@ -178,7 +177,7 @@ def bisect(
         if not good or bad is None:
             raise UserError("give --good REV (one or more) and --bad REV, or --resume ID")
         request = _new_request(
-            good, bad, tree, variant, job, test, host, profile, build_only, run, timeout,
+            p, good, bad, tree, variant, job, test, host, profile, build_only, run, timeout,
             (repeat, max_runs, end_runs, budget),
         )  # fmt: skip
         request, _ = prepare(p, request)
@@ -204,36 +203,6 @@ def bisect_log(c: Context, id: int, root: str | None = None) -> None:
     print(log.read_text(), end="")
 
 
-_MARK = re.compile(r"^git bisect (good|bad|skip|start)\b(.*)$")
-
-
-def read_bisect_log(path: Path) -> tuple[list[str], str]:
-    """The good commits and the latest bad one from a `git bisect log` file."""
-    good: list[str] = []
-    bad: str | None = None
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    for number, line in enumerate(lines, 1):
-        m = _MARK.match(line.strip())
-        if m is None:
-            continue
-        words = [w for w in (w.strip("'\"") for w in m.group(2).split()) if not w.startswith("-")]
-        if m.group(1) == "start":
-            if words:
-                bad, good = words[0], [*good, *words[1:]]
-        elif m.group(1) == "good":
-            good.extend(words)
-        elif m.group(1) == "bad":
-            bad = words[0] if words else bad
-        if m.group(1) in ("good", "bad") and not words:
-            raise UserError(f"{path}:{number}: expected a commit after `git bisect {m.group(1)}`")
-    if not good or bad is None:
-        raise UserError(f"{path}: expected `git bisect start`, good and bad lines")
-    return good, bad
-
-
 _REPLAY_HELP = {k: v for k, v in _HELP.items() if k not in ("good", "bad", "resume")}
 
 
@@ -245,7 +214,7 @@ _REPLAY_HELP = {k: v for k, v in _HELP.items() if k not in ("good", "bad", "resu
 def bisect_replay(
     c: Context,
     log_file: str,
-    tree: str = "debian-6.1",
+    tree: str | None = None,
     variant: str | None = None,
     job: str | None = None,
     test: str | None = None,
@@ -260,7 +229,7 @@ def bisect_replay(
     budget: float = 0.0,
     root: str | None = None,
     json: bool = False,
-) -> Outcome:
+) -> TaskResult:
     """Continue from a bisect log: its good marks and its last bad mark become the ends of a new
     bisection (confirmed like any ends), so the finished part is not redone.
 
@@ -270,7 +239,7 @@ def bisect_replay(
     p = project(root, required=False)
     good, bad = read_bisect_log(Path(log_file))
     request = _new_request(
-        good, bad, tree, variant, job, test, host, profile, build_only, run, timeout,
+        p, good, bad, tree, variant, job, test, host, profile, build_only, run, timeout,
         (repeat, max_runs, end_runs, budget),
     )  # fmt: skip
     with ResultsStore(p.results_dir) as store:

@@ -10,7 +10,7 @@ from invoke.exceptions import Exit
 from kbisect.build.builder import build as do_build
 from kbisect.build.builder import store_for
 from kbisect.cli.arguments import positive_int
-from kbisect.cli.common import choose_profile, project, say, task
+from kbisect.cli.common import project, say, task
 from kbisect.errors import ExitCode
 from kbisect.tree import repos
 from kbisect.tree.checkout import checkout, slot
@@ -22,7 +22,7 @@ from kbisect.tree.variants import find_variant
         "tree": "Tree name (configs/) or path of any git repository.",
         "rev": "Revision: tag, branch, commit id or any git revision expression.",
         "variant": "EXPERIMENT/VARIANT or VARIANT; default: the tree as it is.",
-        "profile": "Build profile (configs/); default: the only one, or xen-dom0.",
+        "profile": "Build profile (configs/); default: settings.default_profile or the only one.",
         "jobs": "make -jN (default: settings.build_jobs, else the number of cores).",
     },
     checks={"jobs": positive_int},
@@ -44,7 +44,7 @@ def build(
     docs/builds.md says what goes into a key and what a build leaves in the store.
     """
     p = project(root)
-    chosen = choose_profile(p.profiles, profile)
+    chosen = p.profile(profile)
     handle = repos.open_tree(p, tree)
     ref = find_variant(p, variant)
     with slot(p, handle) as path:

@@ -18,8 +18,8 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from kbisect.cli.arguments import Convert, Task
-from kbisect.config import BuildProfile, Project, load_project
-from kbisect.errors import ExitCode, KbisectError, UserError
+from kbisect.config import Project, load_project
+from kbisect.errors import ExitCode, KbisectError
 from kbisect.lab.lab import install_exit_handlers
 
 DEBUG_VARIABLE = "KBISECT_DEBUG"
@@ -31,7 +31,7 @@ SHARED_HELP = {
 
 
 @dataclass
-class Outcome:
+class TaskResult:
     """What a task returns when it has a result for scripts (`--json`): the document, and how
     the task exits (a code other than OK prints `message` on stderr)."""
 
@@ -45,7 +45,7 @@ def task(
 ) -> Callable[[Callable[..., Any]], Task]:
     """invoke's @task, plus kbisect's contract: user error exit 2, infra error exit 3, one line
     on stderr (and the traceback too with KBISECT_DEBUG=1); `checks` convert and check flag
-    values at parse time (kbisect.cli.arguments); a task taking `json` that returns an Outcome
+    values at parse time (kbisect.cli.arguments); a task taking `json` that returns a TaskResult
     prints its document when `--json` is given, with stdout kept for it alone."""
 
     def wrap(fn: Callable[..., Any]) -> Task:
@@ -67,7 +67,7 @@ def task(
                 raise Exit(exc.report(), code=exc.exit_code) from None
             except KeyboardInterrupt:
                 raise Exit("kbisect: interrupted", code=ExitCode.INTERRUPTED) from None
-            if isinstance(result, Outcome):
+            if isinstance(result, TaskResult):
                 if as_json:
                     print_json({**result.document, "exit_code": int(result.code)})
                 if result.code:
@@ -111,16 +111,3 @@ def say(text: str = "") -> None:
 
 def warn(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def choose_profile(profiles: dict[str, BuildProfile], name: str | None) -> BuildProfile:
-    """A build profile by name; without one, the only profile or xen-dom0."""
-    if name is None:
-        if len(profiles) == 1:
-            return next(iter(profiles.values()))
-        name = "xen-dom0"
-    if name not in profiles:
-        raise UserError(
-            f"unknown build profile {name!r} (known: {', '.join(sorted(profiles)) or 'none'})"
-        )
-    return profiles[name]

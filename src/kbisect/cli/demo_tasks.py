@@ -17,7 +17,7 @@ from kbisect.tree.demo import DEFAULT_BRANCH, make_demo_history
     name="history",
     checks={"commits": positive_int},
     help={
-        "tree": "Tree name (configs/) or path of a git repository (default: debian-6.1).",
+        "tree": "Tree name (configs/) or a git repository's path (default: settings.default_tree).",
         "base": "Revision to build on (default: the newest release tag of the tree).",
         "commits": "How many commits the branch gets, the culprit included (default: 32).",
         "branch": f"Branch to (re)write in the tree's repository (default: {DEFAULT_BRANCH}).",
@@ -25,7 +25,7 @@ from kbisect.tree.demo import DEFAULT_BRANCH, make_demo_history
 )
 def history(
     c: Context,
-    tree: str = "debian-6.1",
+    tree: str | None = None,
     base: str | None = None,
     commits: int = 32,
     branch: str = DEFAULT_BRANCH,
@@ -40,6 +40,7 @@ def history(
     See docs/bisection.md.
     """
     p = project(root, required=False)
+    tree = p.tree_name(tree)
     handle = repos.open_tree(p, tree)
     if base is None:
         newest = repos.newest_tags(handle, 1)

@@ -15,17 +15,18 @@ from kbisect.cli.common import task as kb_task
 from kbisect.config import Project
 from kbisect.deadline import Deadline
 from kbisect.errors import UserError
-from kbisect.lab.hosts import Deployment, EmbeddedHost, LabHost
+from kbisect.lab.embedded import EmbeddedHost
 from kbisect.lab.lab import Lab
 from kbisect.lab.lease import Lease
+from kbisect.lab.protocol import Deployment, LabHost
 from kbisect.lab.ssh import fetch_host_key, fingerprint
 
 TRUST_SECONDS = 30.0
 
 
-def find_artifact(p: Project, key: str | None, profile: str = "xen-dom0") -> Artifact:
+def find_artifact(p: Project, key: str | None) -> Artifact:
     """The build to boot: by key (a unique prefix is enough), else the most recently used
-    build of the dom0 profile."""
+    build of the default profile (settings.default_profile, else the only profile)."""
     store = store_for(p)
     artifacts = store.artifacts()
     if key:
@@ -34,6 +35,7 @@ def find_artifact(p: Project, key: str | None, profile: str = "xen-dom0") -> Art
             what = "no build" if not matches else f"{len(matches)} builds"
             raise UserError(f"{what} in the store match {key!r} (see `kbisect builds`)")
         return matches[0]
+    profile = p.profile(None).name
     for a in artifacts:
         if a.meta.get("profile") == profile:
             return a
@@ -81,7 +83,7 @@ def _how_to_reach(lab: Lab, host: LabHost) -> None:
 @kb_task(
     help={
         "host": "Embedded host to boot (default: the first qemu host).",
-        "build": "Build key or unique prefix (default: the most recently used dom0 build).",
+        "build": "Build key or unique prefix (default: the latest build of the default profile).",
     },
     name="up",
 )

@@ -7,11 +7,11 @@ from typing import Any
 from invoke.context import Context
 
 from kbisect.cli.arguments import positive_int
-from kbisect.cli.common import Outcome, project, say, task
+from kbisect.cli.common import TaskResult, project, say, task
 from kbisect.cli.run_tasks import cell_document
 from kbisect.config import Project
 from kbisect.errors import ExitCode, UserError
-from kbisect.pipeline.nightly import NightlyOutcome, cells_to_json, plan, run_nightly
+from kbisect.pipeline.nightly import NightlyResult, cells_to_json, plan, run_nightly
 from kbisect.pipeline.plan import axes
 from kbisect.results.store import ResultsStore
 
@@ -33,7 +33,7 @@ def nightly(
     dry_run: bool = False,
     root: str | None = None,
     json: bool = False,
-) -> Outcome:
+) -> TaskResult:
     """Run a pipeline: revisions x variants x profiles x hosts x jobs x repeats.
 
     Each (revision, variant, profile) is built once, and its cells run on the hosts while the
@@ -49,16 +49,16 @@ def nightly(
         raise UserError(f"unknown pipeline {pipeline!r} (known: {known})")
     if dry_run:
         return _dry_run(p, pipeline)
-    outcome = run_nightly(p, pipeline, resume or None, say)
+    nightly_run = run_nightly(p, pipeline, resume or None, say)
     say("")
-    say(outcome.summary.rstrip())
-    say(f"junit: {outcome.junit}")
+    say(nightly_run.summary.rstrip())
+    say(f"junit: {nightly_run.junit}")
     what = {ExitCode.FAILED: "new regressions", ExitCode.INFRA: "infrastructure errors"}
-    message = f"kbisect: nightly run {outcome.run_id}: {what.get(outcome.exit_code, '')}"
-    return Outcome(_document(p, pipeline, outcome), outcome.exit_code, message)
+    message = f"kbisect: nightly run {nightly_run.run_id}: {what.get(nightly_run.exit_code, '')}"
+    return TaskResult(_document(p, pipeline, nightly_run), nightly_run.exit_code, message)
 
 
-def _dry_run(p: Project, name: str) -> Outcome:
+def _dry_run(p: Project, name: str) -> TaskResult:
     chosen = p.pipelines[name]
     say(f"pipeline {name}: {chosen.description}")
     dimensions = axes(p, chosen)
@@ -75,20 +75,20 @@ def _dry_run(p: Project, name: str) -> Outcome:
         "axes": {axis.name: list(axis.values) for axis in dimensions},
         "cells": cells_to_json(cells),
     }
-    return Outcome(document)
+    return TaskResult(document)
 
 
-def _document(p: Project, pipeline: str, outcome: NightlyOutcome) -> dict[str, Any]:
+def _document(p: Project, pipeline: str, nightly_run: NightlyResult) -> dict[str, Any]:
     """What the summary says, for scripts: the cells and the regressions this run opened."""
     with ResultsStore(p.results_dir) as store:
-        cells = store.cells(outcome.run_id)
-        opened = [r for r in store.regressions() if r.opened_run == outcome.run_id]
-        out = store.results_dir / "runs" / str(outcome.run_id)
+        cells = store.cells(nightly_run.run_id)
+        opened = [r for r in store.regressions() if r.opened_run == nightly_run.run_id]
+        out = store.results_dir / "runs" / str(nightly_run.run_id)
     return {
-        "run": outcome.run_id,
+        "run": nightly_run.run_id,
         "pipeline": pipeline,
         "summary": str(out / "summary.txt"),
-        "junit": outcome.junit,
+        "junit": nightly_run.junit,
         "cells": [cell_document(c) for c in cells],
         "new_regressions": [
             {

@@ -8,7 +8,7 @@ from invoke.context import Context
 
 from kbisect.build.builder import store_for
 from kbisect.cli.arguments import positive_int
-from kbisect.cli.common import Outcome, choose_profile, project, say
+from kbisect.cli.common import TaskResult, project, say
 from kbisect.cli.common import task as kb_task
 from kbisect.config import Job, Project
 from kbisect.errors import ExitCode, UserError
@@ -26,7 +26,7 @@ def _job(p: Project, name: str) -> Job:
     return p.jobs[name]
 
 
-def _finish(store: ResultsStore, run_id: int, cells: list[CellRecord]) -> Outcome:
+def _finish(store: ResultsStore, run_id: int, cells: list[CellRecord]) -> TaskResult:
     """Record the run's end, write its JUnit, print the summary; exit by the worst status."""
     junit = store.results_dir / "runs" / str(run_id) / "junit.xml"
     write_junit(cells, junit)
@@ -45,10 +45,10 @@ def _finish(store: ResultsStore, run_id: int, cells: list[CellRecord]) -> Outcom
     statuses = {c.status for c in cells}
     if ResultStatus.ERROR in statuses:
         message = "kbisect: infrastructure errors (ERROR): see the reasons above"
-        return Outcome(document, ExitCode.INFRA, message)
+        return TaskResult(document, ExitCode.INFRA, message)
     if ResultStatus.FAIL in statuses:
-        return Outcome(document, ExitCode.FAILED, "kbisect: the kernel failed (FAIL)")
-    return Outcome(document)
+        return TaskResult(document, ExitCode.FAILED, "kbisect: the kernel failed (FAIL)")
+    return TaskResult(document)
 
 
 def cell_document(cell: CellRecord) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def stress(
     repeat: int = 0,
     root: str | None = None,
     json: bool = False,
-) -> Outcome:
+) -> TaskResult:
     """Run a job on what a host runs now (after `deploy` or `lab.up`); record it as a run.
 
     The run is recorded in the results store like any other. Prints the subtests and the
@@ -161,7 +161,7 @@ def stress(
         "variant": "EXPERIMENT/VARIANT or VARIANT; default: the tree as it is.",
         "job": "Job name (configs/).",
         "host": "Host (default: the first embedded host).",
-        "profile": "Build profile (default: the only one, or xen-dom0).",
+        "profile": "Build profile (default: settings.default_profile, else the only one).",
         "repeat": "Runs (default: the job's repeat).",
         "keep_up": "Leave the embedded host running afterwards (for `stress` or ssh).",
     },
@@ -179,7 +179,7 @@ def run(
     keep_up: bool = False,
     root: str | None = None,
     json: bool = False,
-) -> Outcome:
+) -> TaskResult:
     """One cell end to end: check out, build, deploy, run the job, collect, record.
 
     Checks out, builds (or reuses the build), deploys, runs the job, collects its output,
@@ -192,9 +192,7 @@ def run(
     chosen_job = _job(p, job)
     with Lab(p, keep_up=keep_up, say=say) as lab, ResultsStore(p.results_dir) as store:
         target = lab.host(host)
-        spec = CellSpec(
-            tree, rev, variant, choose_profile(p.profiles, profile), target.name, chosen_job
-        )
+        spec = CellSpec(tree, rev, variant, p.profile(profile), target.name, chosen_job)
         run_record = store.start_run(
             "run", meta={"tree": tree, "rev": rev, "variant": variant or "", "job": job}
         )

@@ -16,13 +16,13 @@ from kbisect.tree.variants import find_variant
 @task(
     name="import",
     help={
-        "tree": "Debian source tree to import (default: debian-6.1).",
+        "tree": "Debian source tree to import (default: settings.default_tree).",
         "version": "Only this Debian version (repeatable); default: every available one.",
     },
     iterable=["version"],
 )
 def import_(
-    c: Context, tree: str = "debian-6.1", version: list[str] | None = None, root: str | None = None
+    c: Context, tree: str | None = None, version: list[str] | None = None, root: str | None = None
 ) -> None:
     """Import Debian's point releases into the tree's git repository (incremental).
 
@@ -34,17 +34,17 @@ def import_(
     archive; once imported they stay.
     """
     p = project(root)
-    handle = repos.open_tree(p, tree)
+    handle = repos.open_tree(p, p.tree_name(tree))
     added = repos.import_debian(p, handle, version or None, say)
     tags = ", ".join(added) if added else "nothing new"
     say(f"{handle.name}: {tags}; {handle.path}")
 
 
-@task(help={"tree": "Tree name or path of a git repository."})
-def revs(c: Context, tree: str = "debian-6.1", root: str | None = None) -> None:
+@task(help={"tree": "Tree name or path of a git repository (default: settings.default_tree)."})
+def revs(c: Context, tree: str | None = None, root: str | None = None) -> None:
     """List the tree's release tags with their commit ids, oldest first."""
     p = project(root, required=False)
-    handle = repos.open_tree(p, tree)
+    handle = repos.open_tree(p, p.tree_name(tree))
     for tag in repos.newest_tags(handle, 10_000):
         say(f"{tag}  {repos.resolve(handle, tag)}")
 

@@ -15,7 +15,7 @@ from kbisect.config.schema import Model, doc
 from kbisect.config.text import shown
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-Outcome = Literal["pass", "fail", "skip", "flaky"]
+Expectation = Literal["pass", "fail", "skip", "flaky"]
 DAY = 86_400
 WEEK = 7 * DAY
 
@@ -44,6 +44,14 @@ class Settings(Model):
     )
     artifact_limit_gb: float = doc(
         "Size limit of the build artifact store (LRU pruning).", 40.0, bounds=(0.01, 100_000)
+    )
+    default_tree: str | None = doc(
+        "Tree (a name under `trees`) for tasks given no `--tree`; default: the only tree.", None
+    )
+    default_profile: str | None = doc(
+        "Build profile (a name under `profiles`) for tasks given no `--profile`; default: the "
+        "only profile.",
+        None,
     )
 
 
@@ -237,7 +245,7 @@ class Variant(Model):
     name: str = doc("Name used by pipelines and `--variant`.")
     description: str = doc("One line: what this variant does.")
     patches: list[str] = doc("Patch files in this directory, applied in order.", factory=list)
-    expect: dict[str, Outcome] = doc(
+    expect: dict[str, Expectation] = doc(
         "Expected outcome per stress subtest (pass, fail, skip, or flaky: either pass or fail); "
         "key 'default' covers the others.",
         factory=dict,

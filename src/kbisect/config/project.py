@@ -68,6 +68,34 @@ class Project:
             return self.cache_dir / "results"
         return self.root / self.settings.results_dir
 
+    def tree_name(self, given: str | None) -> str:
+        """The tree a task works on: the one given (`--tree`: a name, or any git repository's
+        path), else settings.default_tree, else the only configured tree."""
+        if given:
+            return given
+        if self.settings.default_tree:
+            return self.settings.default_tree
+        if len(self.trees) == 1:
+            return next(iter(self.trees))
+        raise UserError(
+            "no tree given: pass --tree NAME (or a git repository's path), or set "
+            f"settings.default_tree ({_known(self.trees)})"
+        )
+
+    def profile(self, name: str | None) -> BuildProfile:
+        """A build profile by name; without one, settings.default_profile, else the only one."""
+        name = name or self.settings.default_profile
+        if name is None and len(self.profiles) == 1:
+            return next(iter(self.profiles.values()))
+        if name is None:
+            raise UserError(
+                "no build profile given: pass --profile NAME or set settings.default_profile "
+                f"({_known(self.profiles)})"
+            )
+        if name not in self.profiles:
+            raise UserError(f"unknown build profile {name!r} ({_known(self.profiles)})")
+        return self.profiles[name]
+
     def get(self, kind: str, name: str) -> Model:
         """A named object, or a user error that lists the names that exist."""
         table: dict[str, Model] = getattr(self, kind)
@@ -275,6 +303,11 @@ class _Loader:
 
     def _cross_check(self, p: Project) -> None:
         self._check_cache(p.settings)
+        if p.settings.default_tree is not None:
+            self._ref(p.settings, "default_tree", p.settings.default_tree, p.trees, "tree")
+        if p.settings.default_profile is not None:
+            chosen = p.settings.default_profile
+            self._ref(p.settings, "default_profile", chosen, p.profiles, "profile")
         for profile in p.profiles.values():
             if profile.base not in BuildProfile.MAKE_BASES:
                 self._file_exists(profile, "base", self.root / "configs" / profile.base)

@@ -5,41 +5,25 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from kbisect.config.model import (
-    AutoBisect,
-    BuildProfile,
-    ConfigFile,
-    Experiment,
-    Host,
-    Job,
-    Pipeline,
-    QemuOptions,
-    RackCommands,
-    RevisionSet,
-    Settings,
-    SshOptions,
-    Tree,
-    Variant,
-    VariantSet,
-)
+from kbisect.config import model
 from kbisect.config.schema import describe, model_fields
 
 SECTIONS = [
-    ("configs/*.yaml", ConfigFile),
-    ("settings", Settings),
-    ("trees[]", Tree),
-    ("profiles[]", BuildProfile),
-    ("hosts[]", Host),
-    ("hosts[].qemu", QemuOptions),
-    ("hosts[].ssh", SshOptions),
-    ("hosts[].ssh.commands", RackCommands),
-    ("jobs[]", Job),
-    ("seeds/NAME/experiment.yaml", Experiment),
-    ("variants[]", Variant),
-    ("pipelines/NAME.yaml", Pipeline),
-    ("revisions[]", RevisionSet),
-    ("experiments[]", VariantSet),
-    ("auto_bisect", AutoBisect),
+    ("configs/*.yaml", model.ConfigFile),
+    ("settings", model.Settings),
+    ("trees[]", model.Tree),
+    ("profiles[]", model.BuildProfile),
+    ("hosts[]", model.Host),
+    ("hosts[].qemu", model.QemuOptions),
+    ("hosts[].ssh", model.SshOptions),
+    ("hosts[].ssh.commands", model.RackCommands),
+    ("jobs[]", model.Job),
+    ("seeds/NAME/experiment.yaml", model.Experiment),
+    ("variants[]", model.Variant),
+    ("pipelines/NAME.yaml", model.Pipeline),
+    ("revisions[]", model.RevisionSet),
+    ("experiments[]", model.VariantSet),
+    ("auto_bisect", model.AutoBisect),
 ]
 
 

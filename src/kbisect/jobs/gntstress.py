@@ -1,4 +1,5 @@
-"""gntstress: the grant-map stress program shipped to Xen hosts, its build and its output parser.
+"""gntstress: the grant-map stress program shipped to Xen hosts, its build, its output parser,
+and `GntstressProgram`, what a job that names it runs (kbisect.jobs.program).
 
 gntstress.c (beside this file) is built static so that it runs on a bare dom0 initramfs. Each
 subtest runs in its own forked child under its own deadline and prints exactly one line:
@@ -355,3 +356,24 @@ def build_gntstress(out_dir: Path, *, cc: str = "gcc", timeout: float = 120.0) -
             raise CommandExited(argv, done.returncode, last_lines(done.stdout, 5), what=what)
         (work / "gntstress").replace(binary)
     return binary
+
+
+class GntstressProgram:
+    """gntstress as a job's program (kbisect.jobs.program): built here, static, and told with
+    `--only` which subtests to run."""
+
+    def binary(self, cache_dir: Path) -> Path:
+        return build_gntstress(cache_dir / "jobs")
+
+    def command(self, remote: str, args: Sequence[str], only: Sequence[str]) -> list[str]:
+        return [remote, *_with_only(args, only)]
+
+    def expected(self, args: Sequence[str], only: Sequence[str]) -> tuple[str, ...] | None:
+        return expected_subtests(_with_only(args, only))
+
+    def parse(self, stdout: str, expected: Sequence[str] | None) -> GntstressReport:
+        return parse_output(stdout, SUBTESTS if expected is None else expected)
+
+
+def _with_only(args: Sequence[str], only: Sequence[str]) -> list[str]:
+    return [*args, "--only", ",".join(only)] if only else list(args)

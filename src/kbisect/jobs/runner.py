@@ -11,7 +11,7 @@ FAIL (a panic), none makes it ERROR.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,14 +20,11 @@ from kbisect.config.model import Job
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
 from kbisect.jobs.classify import Verdict, judge
-from kbisect.jobs.gntstress import (
-    GntstressReport,
-    build_gntstress,
-    expected_subtests,
-    parse_output,
-)
-from kbisect.lab.hosts import HostDown, LabHost
+from kbisect.jobs.gntstress import GntstressReport
+from kbisect.jobs.program import program_of
+from kbisect.lab.protocol import HostDown, LabHost
 from kbisect.lab.ssh import JobHandle, JobState, SshSession
+from kbisect.progress import Say
 from kbisect.results.model import LogKind
 
 REMOTE_DIR = "/tmp/kbisect"  # noqa: S108 (on the test host, which only root uses)
@@ -41,8 +38,6 @@ LOG_NAMES = {
     LogKind.DMESG: "dmesg.log",
     LogKind.CONSOLE: "console.log",
 }
-
-Say = Callable[[str], None]
 
 
 @dataclass
@@ -59,16 +54,6 @@ class JobRun:
     report: GntstressReport | None
     verdict: Verdict
     logs: dict[LogKind, Path]
-
-
-def program_for(job: Job, cache_dir: Path) -> Path:
-    """The local binary of the job's program: gntstress is built (once per source/compiler)."""
-    if job.program == "gntstress":
-        return build_gntstress(cache_dir / "jobs")
-    path = Path(job.program).expanduser()
-    if not path.is_file():
-        raise InfraError(f"job {job.name}: program {path} does not exist here")
-    return path
 
 
 def setup_script(job: Job) -> list[str]:
@@ -90,21 +75,28 @@ def run_job(
     host: LabHost,
     job: Job,
     repeat: int,
-    program: Path,
+    binary: Path,
     out_dir: Path,
     say: Say = print,
+    *,
+    only: Sequence[str] = (),
 ) -> JobRun:
-    """Run `job` once on `host` (which must be deployed) and write its logs into out_dir."""
+    """Run `job` once on `host` (which must be deployed) and write its logs into out_dir.
+
+    `binary` is the job's program as `program_of(job).binary(...)` gives it; `only` names the
+    subtests to run alone, where the program can (empty: all)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
-    remote = f"{REMOTE_DIR}/{program.name}"
+    program = program_of(job)
+    remote = f"{REMOTE_DIR}/{binary.name}"
     console = host.console_log()
     console_from = console.stat().st_size if console and console.exists() else 0
     session = host.connect(Deadline(_RECONNECT_SECONDS))
     try:
-        _prepare(host, session, job, program, remote)
+        _prepare(host, session, job, binary, remote)
         name = f"{job.name}-{host.name}-r{repeat}"  # unique even where hosts share a /tmp
-        handle = session.start_job([remote, *job.args], name, Deadline(_SETUP_SECONDS))
+        argv = program.command(remote, job.args, only)
+        handle = session.start_job(argv, name, Deadline(_SETUP_SECONDS))
         say(f"{host.name}: {job.name} (repeat {repeat}) running, time limit {job.timeout} s")
         session, state, died = _wait(host, session, handle, Deadline(job.timeout))
         stdout = stderr = dmesg = ""
@@ -128,7 +120,8 @@ def run_job(
     finally:
         session.close()
     console_text = _read_from(console, console_from)
-    report = parse_output(stdout, _expected(job, stdout)) if stdout.strip() else None
+    expected = program.expected(job.args, only)
+    report = program.parse(stdout, expected) if stdout.strip() else None
     exit_status = None if died or timed_out else state.status
     verdict = judge(report, exit_status, dmesg, console_text, host_died=died)
     logs = {
@@ -151,22 +144,14 @@ def run_job(
     )
 
 
-def _expected(job: Job, stdout: str) -> tuple[str, ...]:
-    """The subtests the run should report: gntstress's (or those --only names); another program
-    speaking the same line format is expected to report what it reports."""
-    if job.program == "gntstress":
-        return expected_subtests(job.args)
-    return tuple(r.name for r in parse_output(stdout, ()).results)
-
-
-def _prepare(host: LabHost, session: SshSession, job: Job, program: Path, remote: str) -> None:
+def _prepare(host: LabHost, session: SshSession, job: Job, binary: Path, remote: str) -> None:
     result = session.run(setup_script(job), Deadline(_SETUP_SECONDS))
     if not result.ok:
         raise InfraError(
             f"{host.name}: preparing job {job.name} failed: "
             f"{result.stderr.decode(errors='replace').strip()[-300:]}"
         )
-    session.upload(program, remote, Deadline(_SETUP_SECONDS), mode=0o755)
+    session.upload(binary, remote, Deadline(_SETUP_SECONDS), mode=0o755)
 
 
 def _wait(

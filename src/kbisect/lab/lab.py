@@ -17,9 +17,11 @@ from types import FrameType
 from kbisect.config import Project
 from kbisect.deadline import Deadline
 from kbisect.errors import UserError
-from kbisect.lab.hosts import LabHost, LabPaths, Say, make_host
+from kbisect.lab.kinds import make_host
 from kbisect.lab.lease import Lease
+from kbisect.lab.protocol import LabHost, LabPaths
 from kbisect.lab.ssh import generate_keypair, load_private_key
+from kbisect.progress import Say
 
 KEY_NAME = "id_ed25519"
 RACK_KNOWN_HOSTS = "known_hosts"

@@ -20,7 +20,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from kbisect import processes
@@ -33,6 +33,17 @@ from kbisect.processes import STDOUT, Child, end_pid
 
 QEMU = "qemu-system-x86_64"
 PROC_MARKER = "kbisect-lab."  # in QEMU's -name, so a recycled PID is never mistaken for ours
+
+
+@dataclass(frozen=True)
+class BootInputs:
+    """What a boot takes besides the build: the key authorized to log in, files for the
+    initramfs (path in the image -> file here), and words appended to the dom0 command line
+    (kbisect puts the build key there)."""
+
+    authorized_key: str
+    extra_files: dict[str, Path] = field(default_factory=dict)
+    cmdline_extra: str = ""
 
 
 @dataclass
@@ -136,29 +147,14 @@ class QemuHost:
             return None
         return state
 
-    def start(
-        self,
-        artifact: Artifact,
-        authorized_key: str,
-        extra: dict[str, Path],
-        cmdline_extra: str = "",
-    ) -> QemuState:
-        """(Re)start QEMU with this build; returns once the console says SSH is up.
-
-        `extra` are files for the initramfs (path in the image -> file here); `cmdline_extra` is
-        appended to the dom0 command line (kbisect puts the build key there)."""
-        state = self.launch(artifact, authorized_key, extra, cmdline_extra)
+    def start(self, artifact: Artifact, inputs: BootInputs) -> QemuState:
+        """(Re)start QEMU with this build; returns once the console says SSH is up."""
+        state = self.launch(artifact, inputs)
         self.wait_ready(state, Deadline(self.host.boot_timeout))
         return state
 
     def launch(
-        self,
-        artifact: Artifact,
-        authorized_key: str,
-        extra: dict[str, Path],
-        cmdline_extra: str = "",
-        *,
-        background: bool = False,
+        self, artifact: Artifact, inputs: BootInputs, *, background: bool = False
     ) -> QemuState:
         """(Re)start QEMU with this build and return at once; `wait_ready` waits for the boot.
 
@@ -173,9 +169,9 @@ class QemuHost:
             InitramfsInputs(
                 modules=artifact.modules,
                 host_key=host_key,
-                authorized_key=authorized_key,
+                authorized_key=inputs.authorized_key,
                 build_identity=artifact.key,
-                extra_files=extra,
+                extra_files=inputs.extra_files,
             ),
             initrd,
             self.dir,
@@ -183,7 +179,7 @@ class QemuHost:
         xen = xen_image(self.opts, self.lab_dir)
         port = free_port()
         self.console_log.unlink(missing_ok=True)
-        modules = f"{artifact.bzimage} {dom0_cmdline(self.opts, cmdline_extra)},{initrd}"
+        modules = f"{artifact.bzimage} {dom0_cmdline(self.opts, inputs.cmdline_extra)},{initrd}"
         argv = [
             *(["chrt", "--idle", "0"] if background else []),
             QEMU,

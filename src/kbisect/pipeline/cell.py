@@ -21,9 +21,11 @@ from kbisect.build.builder import build as build_kernel
 from kbisect.build.store import Artifact
 from kbisect.config import BuildProfile, Job, Project
 from kbisect.errors import InfraError
-from kbisect.jobs.runner import program_for, run_job
-from kbisect.lab.hosts import Deployment, LabHost
+from kbisect.jobs.program import program_of
+from kbisect.jobs.runner import run_job
 from kbisect.lab.lab import Lab
+from kbisect.lab.protocol import Deployment, LabHost
+from kbisect.progress import Say
 from kbisect.results.model import (
     BuildRecord,
     CellRecord,
@@ -38,7 +40,6 @@ from kbisect.tree import repos
 from kbisect.tree.checkout import Checkout, checkout, slot
 from kbisect.tree.variants import find_variant
 
-Say = Callable[[str], None]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
@@ -82,17 +83,15 @@ class Provenance:
     build_logs: tuple[LogRef, ...] = ()
 
 
+@dataclass(eq=False)
 class CellRunner:
     """Runs cells of one run against one lab and one results store."""
 
-    def __init__(
-        self, project: Project, lab: Lab, store: ResultsStore, run_id: int, say: Say = print
-    ) -> None:
-        self.project = project
-        self.lab = lab
-        self.store = store
-        self.run_id = run_id
-        self.say = say
+    project: Project
+    lab: Lab
+    store: ResultsStore
+    run_id: int
+    say: Say = print
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -200,9 +199,9 @@ class CellRunner:
     ) -> CellRecord:
         out = cell_dir(self.store.results_dir, self.run_id, spec, repeat)
         shutil.rmtree(out, ignore_errors=True)  # a resumed cell starts clean
-        program = program_for(spec.job, self.project.cache_dir)
+        binary = program_of(spec.job).binary(self.project.cache_dir)
         try:
-            result = run_job(host, spec.job, repeat, program, out, self.say)
+            result = run_job(host, spec.job, repeat, binary, out, self.say)
         except InfraError as exc:
             return self.record(
                 spec, repeat, prov, ResultStatus.ERROR, f"job could not run: {exc}",

@@ -16,7 +16,6 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,15 +23,14 @@ from kbisect.build.builder import BuildOutcome
 from kbisect.build.store import Artifact
 from kbisect.config import Pipeline, Project
 from kbisect.errors import ExitCode, InfraError, KbisectError, UserError
-from kbisect.lab.hosts import HostBroken
 from kbisect.lab.lab import Lab
+from kbisect.lab.protocol import HostBroken
 from kbisect.pipeline.cell import CellRunner, CellSpec, Provenance
+from kbisect.progress import Say
 from kbisect.results.model import CellIdentity, CellRecord, ResultStatus
 from kbisect.results.store import ResultsStore
 from kbisect.tree import debian, repos
 from kbisect.tree.checkout import Checkout
-
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -352,7 +350,9 @@ def interrupted(lab: Lab) -> None:
 
 
 @dataclass
-class NightlyOutcome:
+class NightlyResult:
+    """What one nightly did: its run, how it exits, its summary and its merged JUnit file."""
+
     run_id: int
     exit_code: ExitCode
     summary: str
@@ -361,7 +361,7 @@ class NightlyOutcome:
 
 def run_nightly(
     project: Project, pipeline_name: str, resume: int | None, say: Say
-) -> NightlyOutcome:
+) -> NightlyResult:
     """Plan (or resume), execute, classify, auto-bisect, and write the outputs of one nightly."""
     from kbisect.pipeline import outputs
     from kbisect.pipeline.regressions import classify_run
@@ -405,6 +405,6 @@ def run_nightly(
             code = ExitCode.INFRA
         else:
             code = ExitCode.OK
-        return NightlyOutcome(run.id, code, summary, str(junit))
+        return NightlyResult(run.id, code, summary, str(junit))
     finally:
         store.close()

@@ -4,18 +4,17 @@ a mailing list (regressions first, then the variant comparison), and the auto-bi
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 from kbisect.config import Pipeline, Project
 from kbisect.errors import KbisectError
 from kbisect.lab.lab import Lab
 from kbisect.pipeline.regressions import CELL, variant_table
+from kbisect.progress import Say
 from kbisect.results.junit import write_junit as write_cells_junit
 from kbisect.results.model import CellRecord, Change, ChangeRecord, ResultStatus
 from kbisect.results.store import ResultsStore
 
-Say = Callable[[str], None]
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
@@ -47,7 +46,7 @@ def summary(
     ]
     regressions = {r.id: r for r in store.regressions()}
     new = [r for r in regressions.values() if r.opened_run == run_id]
-    by_class: dict[str, list[ChangeRecord]] = {}
+    by_class: dict[Change, list[ChangeRecord]] = {}
     for c in changes:
         by_class.setdefault(c.change, []).append(c)
     lines += ["", f"NEW REGRESSIONS: {len(new)}"]
@@ -71,7 +70,7 @@ def summary(
         for r in fixed:
             lines.append(f"  {' '.join(r.line)} (open since run {r.opened_run}) at {r.fixed_rev}")
     for change in (Change.FLAKY, Change.STILL_FAILING, Change.NEVER_PASSED, Change.INFRA):
-        items = by_class.get(change.value, [])
+        items = by_class.get(change, [])
         if items:
             lines += ["", f"{change.value}: {len(items)}"]
             for c in items[:30]:
@@ -133,7 +132,8 @@ def auto_bisect(
 ) -> dict[int, int]:
     """Start bisections for this run's new regressions that have a passing baseline revision
     (at most `max_bisections`); returns regression id -> bisection id."""
-    from kbisect.bisect.session import BisectRequest, prepare, run_bisection
+    from kbisect.bisect.request import BisectRequest
+    from kbisect.bisect.session import prepare, run_bisection
 
     policy = pipeline.auto_bisect
     started: dict[int, int] = {}

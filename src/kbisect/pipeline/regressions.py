@@ -135,7 +135,7 @@ def classify_run(
         records.append(
             ChangeRecord(
                 key=key,
-                change=change.value,
+                change=change,
                 passes=now.passes,
                 fails=now.fails,
                 errors=now.errors,
@@ -163,11 +163,11 @@ def _track(
     open_by_line = {r.line: r for r in store.regressions("open")}
     for c in records:
         line = c.key.line
-        if c.change == Change.REGRESSION.value and line not in open_by_line:
+        if c.change is Change.REGRESSION and line not in open_by_line:
             base = baseline.get(c.key) or newest.get(line)
             good_rev = base.key.rev if base else None
             open_by_line[line] = _opened(store, line, run_id, c.key.rev, good_rev)
-        elif c.change in (Change.FIXED.value, Change.PASS.value) and line in open_by_line:
+        elif c.change in (Change.FIXED, Change.PASS) and line in open_by_line:
             store.fix_regression(open_by_line.pop(line).id, run_id, c.key.rev)
 
 

@@ -31,11 +31,11 @@ class StoreConnection(Closeable):
         try:
             results_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise InfraError(f"cannot create the results directory {results_dir}: {e}") from None
+            raise InfraError(f"cannot create the results directory {results_dir}: {e}") from e
         try:
             self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
         except sqlite3.Error as e:
-            raise InfraError(f"cannot open the results store {self.path}: {e}") from None
+            raise InfraError(f"cannot open the results store {self.path}: {e}") from e
         try:
             with self._errors():
                 mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -64,7 +64,7 @@ class StoreConnection(Closeable):
             # Not its subclasses IntegrityError or ProgrammingError: those are kbisect's bugs.
             if type(e) not in (sqlite3.DatabaseError, sqlite3.OperationalError):
                 raise
-            raise InfraError(f"results store {self.path}: {e}") from None
+            raise InfraError(f"results store {self.path}: {e}") from e
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[None]:

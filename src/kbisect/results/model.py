@@ -257,7 +257,7 @@ class ChangeRecord(NamedTuple):
     """
 
     key: SubtestKey
-    change: str
+    change: Change
     passes: int
     fails: int
     errors: int

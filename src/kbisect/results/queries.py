@@ -21,6 +21,7 @@ from kbisect.results.model import (
     BuildRecord,
     CellIdentity,
     CellRecord,
+    Change,
     ChangeRecord,
     Evidence,
     LogKind,
@@ -36,6 +37,7 @@ from kbisect.results.model import (
 from kbisect.results.schema import decode_time, encode_json
 
 _STATUSES = {s.value: s for s in ResultStatus}
+_CHANGES = {c.value: c for c in Change}
 _KINDS = {k.value: k for k in LogKind}
 
 _CELL_COLUMNS = (
@@ -225,7 +227,7 @@ class StoreQueries(StoreConnection):
                 "ORDER BY tree, rev, variant, profile, host, job, subtest",
                 (run_id,),
             ).fetchall()
-        return [ChangeRecord(SubtestKey(*row[:7]), *row[7:]) for row in rows]
+        return [ChangeRecord(SubtestKey(*row[:7]), _CHANGES[row[7]], *row[8:]) for row in rows]
 
     def changes_of_runs(self, run_ids: Sequence[int]) -> dict[int, list[ChangeRecord]]:
         """The changes of several runs, each run's as ``changes`` gives them, in one query.
@@ -273,7 +275,14 @@ class StoreQueries(StoreConnection):
                     key = of_line[subtest] = SubtestKey._make((*line_key, subtest))
                 mine.append(
                     ChangeRecord(
-                        key, change, passes, fails, errors, base_run, base_status, pass_run
+                        key,
+                        _CHANGES[change],
+                        passes,
+                        fails,
+                        errors,
+                        base_run,
+                        base_status,
+                        pass_run,
                     )
                 )
         return out

@@ -23,7 +23,7 @@ from kbisect.tree.git import Git
 from kbisect.tree.repos import TreeRepo, ensure_mirror, resolve
 from kbisect.tree.variants import VariantRef
 
-Outcome = Literal["unpatched", "applied", "already-present", "does-not-apply"]
+PatchOutcome = Literal["unpatched", "applied", "already-present", "does-not-apply"]
 CHECKOUT_TIMEOUT = 900.0
 _FAILED_PATH = re.compile(
     r"^error: (?:patch failed: (?P<a>.+?):\d+|(?P<b>.+?): (?:patch does not apply"
@@ -41,7 +41,7 @@ class Checkout:
     commit: str
     variant: str
     slot: Path
-    outcome: Outcome
+    outcome: PatchOutcome
     tree_id: str | None  # git tree object after the patches; None when they do not apply
     patch_hash: str
     conflicts: list[str] = field(default_factory=list)

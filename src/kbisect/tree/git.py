@@ -60,7 +60,7 @@ class Git:
         try:
             self.repo = git.Repo(path)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
-            raise InfraError(f"{path}: not a git repository ({exc.__class__.__name__})") from None
+            raise InfraError(f"{path}: not a git repository ({exc.__class__.__name__})") from exc
 
     @staticmethod
     def init_bare(path: Path) -> None:
@@ -68,7 +68,7 @@ class Git:
         try:
             git.Repo.init(path, bare=True, quiet=True).close()
         except git.GitCommandError as exc:
-            raise InfraError(f"git init {path} failed: {exc.stderr.strip()}") from None
+            raise InfraError(f"git init {path} failed: {exc.stderr.strip()}") from exc
 
     def __enter__(self) -> Git:
         return self
@@ -125,5 +125,5 @@ class Git:
         """A blob's content, byte for byte."""
         try:
             return self.repo.git.get_object_data(blob)[3]
-        except ValueError:
-            raise InfraError(f"{self.path}: no object {blob}") from None
+        except ValueError as exc:
+            raise InfraError(f"{self.path}: no object {blob}") from exc

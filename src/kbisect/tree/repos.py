@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from kbisect import processes
 from kbisect.config import Project, Tree
 from kbisect.errors import UserError
+from kbisect.progress import Say
 from kbisect.tree import debian
 from kbisect.tree.git import GIT_HINT, Git
 
@@ -104,7 +104,7 @@ def newest_tags(tree: TreeRepo, count: int) -> list[str]:
 
 
 def import_debian(
-    project: Project, tree: TreeRepo, versions: list[str] | None, say: Callable[[str], None]
+    project: Project, tree: TreeRepo, versions: list[str] | None, say: Say
 ) -> list[str]:
     """Import the tree's Debian releases that are not in it yet; returns the new tags."""
     package = tree.config.debian_package

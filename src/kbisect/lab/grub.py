@@ -1,0 +1,224 @@
+"""Boot through grub2, over SSH: how a machine with a disk and a bootloader boots a build.
+
+The build's kernel, modules and initrd are installed on the host, a grub.d script adds one menu
+entry (multiboot2 Xen + module2 dom0), `grub-reboot` arms that entry for the next boot only, and
+the host reboots. A build that hangs is power-cycled into the saved default entry (the known-good
+kernel), so a bad build never locks the machine out. Used by rack machines; any host kind that
+boots Xen through grub from its own disk can use it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shlex
+import tarfile
+from pathlib import Path
+
+from kbisect.build.store import Artifact
+from kbisect.config.model import SshOptions
+from kbisect.deadline import Deadline
+from kbisect.errors import InfraError
+from kbisect.lab.probe import BUILD_PARAM, Probe
+from kbisect.lab.ssh import SshSession
+from kbisect.lab.ssh.commands import sh_script
+
+_SHORT = 60.0
+_SLOW = 300.0  # building an initrd, update-grub
+_REBOOT_ANSWER = 30.0
+# The uploads of one install: their own bound, not the boot timeout (which bounds a boot).
+TRANSFER_SECONDS = 600.0
+
+
+class GrubBoot:
+    """Installs builds on one host and boots them once through a grub2 entry.
+
+    `options` says where the host keeps kernels, modules and its grub.d script and which
+    commands it has; `scratch` is a local directory for the modules tarball."""
+
+    def __init__(self, host: str, options: SshOptions, scratch: Path) -> None:
+        self.host = host
+        self.options = options
+        self.scratch = scratch
+
+    @staticmethod
+    def entry_id(artifact: Artifact) -> str:
+        return f"kbisect-{artifact.key}"
+
+    def install(self, session: SshSession, artifact: Artifact, running: Probe) -> None:
+        """Install the build and arm its entry for the next boot. `running` is what the host
+        runs now: its dom0 command line is the default for the build's."""
+        release = str(artifact.meta.get("kernel_release", ""))
+        if not release:
+            raise InfraError(f"build {artifact.key} has no kernel_release in its meta.json")
+        transfers = Deadline(TRANSFER_SECONDS)
+        kernel, initrd = self._install_files(session, artifact, release, transfers)
+        script = grub_script(
+            self.entry_id(artifact),
+            artifact.key,
+            release,
+            xen=self.options.xen_image,
+            xen_cmdline=self.options.xen_cmdline,
+            kernel=kernel,
+            initrd=initrd,
+            dom0_cmdline=self._dom0_cmdline(running, artifact),
+            boot_mount=self._mount_point(session, self._boot_dir),
+        )
+        session.upload_bytes(script.encode(), self.options.grub_script, transfers, mode=0o755)
+        self._run(session, self.options.commands.update_grub, "updating grub", Deadline(_SLOW))
+        self._arm(session, artifact)
+
+    @property
+    def _boot_dir(self) -> str:
+        return self.options.boot_dir.rstrip("/") or "/"
+
+    def _install_files(
+        self, session: SshSession, artifact: Artifact, release: str, transfers: Deadline
+    ) -> tuple[str, str | None]:
+        """Kernel, modules and (where the host builds one) initrd; returns their paths."""
+        boot, modules_dir = self._boot_dir, self.options.modules_dir
+        kernel = f"{boot}/vmlinuz-kbisect-{artifact.key}"
+        initrd = f"{boot}/initrd.img-kbisect-{artifact.key}"
+        self._run(session, ["mkdir", "-p", boot, modules_dir], "preparing directories")
+        # Only the build being deployed stays installed: /boot is small on most machines.
+        self._run_sh(
+            session,
+            'for f in "$1"/vmlinuz-kbisect-* "$1"/initrd.img-kbisect-*; do '
+            'case "$f" in *"$2") ;; *) rm -f "$f" ;; esac; done',
+            [boot, artifact.key],
+            "removing older kbisect kernels",
+        )
+        session.upload(artifact.bzimage, kernel, transfers, mode=0o644)
+        tarball = self.scratch / "modules.tar.gz"
+        _pack_modules(artifact, release, tarball)
+        token = secrets.token_hex(4)
+        remote_tar = f"/tmp/kbisect-modules-{artifact.key}-{token}.tar.gz"  # noqa: S108
+        session.upload(tarball, remote_tar, transfers)
+        tarball.unlink(missing_ok=True)
+        self._run_sh(
+            session,
+            'rm -rf "$2/$3" && tar -xzf "$1" -C "$2" && rm -f "$1"',
+            [remote_tar, modules_dir, release],
+            "installing modules",
+        )
+        make_initrd = self.options.commands.initrd
+        if make_initrd is None:
+            return kernel, None
+        argv = [w.replace("{release}", release).replace("{output}", initrd) for w in make_initrd]
+        self._run(session, argv, "building the initrd", Deadline(_SLOW))
+        return kernel, initrd
+
+    def _arm(self, session: SshSession, artifact: Artifact) -> None:
+        """The build's entry for the next boot only; the fallback entry for every boot after."""
+        commands = self.options.commands
+        if self.options.grub_fallback_entry:
+            self._run(
+                session,
+                [*commands.grub_set_default, self.options.grub_fallback_entry],
+                "setting the fallback grub entry",
+            )
+        self._run(
+            session,
+            [*commands.grub_reboot, self.entry_id(artifact)],
+            "arming the one-time grub entry",
+        )
+
+    def _dom0_cmdline(self, running: Probe, artifact: Artifact) -> str:
+        """The configured dom0 command line, else the running one; plus the build's key."""
+        if self.options.dom0_cmdline is not None:
+            words = self.options.dom0_cmdline.split()
+        else:
+            words = [
+                w
+                for w in running.get("dom0_cmdline").split()
+                if not w.startswith(("BOOT_IMAGE=", f"{BUILD_PARAM}=", "initrd="))
+            ]
+        return " ".join([*words, f"{BUILD_PARAM}={artifact.key}"])
+
+    def _mount_point(self, session: SshSession, path: str) -> str:
+        """Where the partition holding `path` is mounted ("/" when df cannot tell)."""
+        result = session.run(["df", "-P", path], Deadline(_SHORT))
+        lines = result.text().splitlines()
+        if not result.ok or len(lines) < 2:
+            return "/"
+        return lines[-1].split()[-1]
+
+    def reboot(self, session: SshSession) -> None:
+        """Reboot the host into the armed entry."""
+        # The connection may drop before the command answers: that is the reboot working.
+        with contextlib.suppress(InfraError):
+            result = session.run(self.options.commands.reboot, Deadline(_REBOOT_ANSWER))
+            if not result.ok:
+                raise InfraError(
+                    f"{self.host}: {shlex.join(self.options.commands.reboot)} failed "
+                    f"({result.status}): {result.stderr.decode(errors='replace').strip()[-200:]}"
+                )
+
+    def _run(
+        self, session: SshSession, argv: list[str], what: str, deadline: Deadline | None = None
+    ) -> None:
+        result = session.run(argv, deadline or Deadline(_SHORT))
+        if not result.ok:
+            raise InfraError(
+                f"{self.host}: {what} failed: `{shlex.join(argv)}` exited {result.status}: "
+                f"{result.stderr.decode(errors='replace').strip()[-300:]}"
+            )
+
+    def _run_sh(self, session: SshSession, script: str, args: list[str], what: str) -> None:
+        self._run(session, sh_script(script, *args), what)
+
+
+def _pack_modules(artifact: Artifact, release: str, out: Path) -> None:
+    """lib/modules/RELEASE of the build as RELEASE/... in a gzip'd tarball."""
+    tree = artifact.modules / "lib" / "modules" / release
+    if not tree.is_dir():
+        raise InfraError(f"build {artifact.key} has no modules for {release} ({tree})")
+    with tarfile.open(out, "w:gz", compresslevel=1) as tar:
+        tar.add(tree, arcname=release)
+
+
+def _grub_path(path: str, mount: str) -> str:
+    """A path as grub sees it: relative to the root of the partition holding it."""
+    if mount in ("", "/"):
+        return path
+    return "/" + path[len(mount) :].lstrip("/") if path.startswith(mount + "/") else path
+
+
+def grub_script(
+    entry_id: str,
+    build_key: str,
+    release: str,
+    *,
+    xen: str,
+    xen_cmdline: str,
+    kernel: str,
+    initrd: str | None,
+    dom0_cmdline: str,
+    boot_mount: str,
+) -> str:
+    """The grub.d script: one menu entry booting Xen with the build as dom0 (update-grub runs
+    it and copies its output into grub.cfg)."""
+    k = _grub_path(kernel, boot_mount)
+    lines = [
+        f"menuentry 'kbisect {build_key}: Xen, dom0 {release}' --id {entry_id} {{",
+        "\tinsmod part_gpt",
+        "\tinsmod part_msdos",
+        "\tinsmod ext2",
+        "\tinsmod multiboot2",
+        f"\tsearch --no-floppy --file --set=root {k}",
+        f"\techo 'kbisect: loading Xen and dom0 {release}'",
+        f"\tmultiboot2 {_grub_path(xen, boot_mount)} {xen_cmdline}".rstrip(),
+        f"\tmodule2 {k} {dom0_cmdline}".rstrip(),
+    ]
+    if initrd:
+        lines.append(f"\tmodule2 --nounzip {_grub_path(initrd, boot_mount)}")
+    lines.append("}")
+    body = "\n".join(lines)
+    return (
+        "#!/bin/sh\n"
+        f"# Written by kbisect for build {build_key}; replaced by the next deploy.\n"
+        "# Booted once with grub-reboot, so a hang falls back to the default entry.\n"
+        "cat <<'KBISECT_ENTRY'\n"
+        f"{body}\n"
+        "KBISECT_ENTRY\n"
+    )
