@@ -103,3 +103,22 @@ def test_no_circles_between_modules() -> None:
         if a < b and a in modules.get(b, set())
     )  # fmt: skip
     assert pairs == []
+
+
+MODULE_LINES = 650  # "about 600": a module one can hold
+FUNCTION_LINES = 80
+
+
+def test_rooms_are_of_a_size_one_can_hold() -> None:
+    too_big = []
+    for path in sorted(SRC.rglob("*.py")):
+        text = path.read_text()
+        rel = path.relative_to(SRC)
+        if len(text.splitlines()) > MODULE_LINES:
+            too_big.append(f"{rel}: {len(text.splitlines())} lines (split it by concern)")
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > FUNCTION_LINES:
+                    too_big.append(f"{rel}:{node.lineno}: {node.name} is {length} lines")
+    assert too_big == []

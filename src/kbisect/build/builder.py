@@ -115,15 +115,7 @@ def build(
                 return BuildOutcome(key, "failed", None, log_path, errors=configured)
             runner.run([*make, *profile.targets], cwd=src)
             if "modules" in profile.targets:
-                mods = staging / "modules"
-                runner.run(
-                    [*make, f"INSTALL_MOD_PATH={mods}", "INSTALL_MOD_STRIP=1", "modules_install"],
-                    cwd=src,
-                )
-                for link in mods.glob("lib/modules/*/build"):
-                    link.unlink()  # points into the build tree, which moves on
-                for link in mods.glob("lib/modules/*/source"):
-                    link.unlink()
+                _install_modules(make, staging / "modules", runner, src)
             release = _kernel_release(out, make, runner, src)
         except CommandFailed:
             store.discard(staging)
@@ -132,14 +124,7 @@ def build(
         except BaseException:
             store.discard(staging)
             raise
-    for name, rel in (
-        ("bzImage", f"arch/{_kernel_arch(profile.arch)}/boot/bzImage"),
-        ("config", ".config"),
-        ("System.map", "System.map"),
-    ):
-        if (out / rel).exists():
-            shutil.copyfile(out / rel, staging / name)
-    shutil.copyfile(log_path, staging / "build.log")
+    _stage_outputs(out, staging, profile, log_path)
     rebuilt = _rebuilt_objects(out, started)
     after = _ccache_stats(env)
     meta = {
@@ -163,6 +148,29 @@ def build(
     }
     artifact = store.publish(key, staging, meta)
     return BuildOutcome(key, "built", artifact, artifact.path / "build.log", meta=meta)
+
+
+def _install_modules(make: list[str], mods: Path, runner: Runner, src: Path) -> None:
+    """modules_install into the staging directory, without the links back into the build tree."""
+    runner.run(
+        [*make, f"INSTALL_MOD_PATH={mods}", "INSTALL_MOD_STRIP=1", "modules_install"], cwd=src
+    )
+    for link in mods.glob("lib/modules/*/build"):
+        link.unlink()  # points into the build tree, which moves on
+    for link in mods.glob("lib/modules/*/source"):
+        link.unlink()
+
+
+def _stage_outputs(out: Path, staging: Path, profile: BuildProfile, log_path: Path) -> None:
+    """The kernel image, its .config, System.map and the build log, into the staging directory."""
+    for name, rel in (
+        ("bzImage", f"arch/{_kernel_arch(profile.arch)}/boot/bzImage"),
+        ("config", ".config"),
+        ("System.map", "System.map"),
+    ):
+        if (out / rel).exists():
+            shutil.copyfile(out / rel, staging / name)
+    shutil.copyfile(log_path, staging / "build.log")
 
 
 def _configure_if_needed(
