@@ -152,7 +152,7 @@ def _cell(text: str) -> str:
 def _task_section(name: str, task: Task[Any]) -> list[str]:
     arguments = task.get_arguments()
     out = [f"### `{name}`", "", "```", _usage(name, arguments), "```", ""]
-    # the page is in docs/ itself: a docstring's "docs/X.md" becomes a link to X.md
+    # the page is in docs/ itself: a docstring naming a page under docs/ links to it directly
     doc = re.sub(r"\bdocs/([\w/-]+\.md)\b", r"[\1](\1)", inspect.cleandoc(task.__doc__ or ""))
     out += [doc, ""]
     if arguments:
