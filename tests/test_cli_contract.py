@@ -338,9 +338,9 @@ def test_debug_variable_shows_the_cause_of_a_translated_error(tmp_path: Path) ->
 # -- exit statuses -------------------------------------------------------------------------------
 
 
-def test_readme_exit_table_is_the_exit_code_enum() -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("### Exit status and errors") :]
+def test_documented_exit_table_is_the_exit_code_enum() -> None:
+    doc = (REPO / "docs/tasks.md").read_text()
+    section = doc[doc.index("## Exit status\n") :]
     table = section[section.index("| exit | meaning |") :].split("\n\n")[0]
     rows = [line.strip("|").split("|") for line in table.splitlines()[2:]]
     assert [(int(code), meaning.strip()) for code, meaning in rows] == [

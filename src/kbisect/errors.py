@@ -11,8 +11,9 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Every exit status kbisect uses, with its meaning; README.md shows the same table (a test
-    compares them). Tasks exit with these, never with literal numbers."""
+    """Every exit status kbisect uses, with its meaning; docs/tasks.md shows the same table
+    (generated from this; a test compares them). Tasks exit with these, never with literal
+    numbers."""
 
     meaning: str
 

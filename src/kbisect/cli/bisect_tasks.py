@@ -152,10 +152,18 @@ def bisect(
 ) -> TaskResult:
     """Find the commit between --good and --bad that made the predicate fail.
 
+    Give one predicate: `--job J` (build, deploy and run a job; `--test NAME` lets one subtest
+    decide), `--build-only` (bad when the kernel does not build) or `--run CMD` (a command run
+    in the checked-out tree, with git bisect run's exit codes). `--tree` may be the path of any
+    git repository; then no configuration is needed.
+
     The ends are confirmed first, git chooses the steps, flaky results get more runs, and the
     culprit is validated (it fails, its parent passes, the bad end with it reverted passes).
-    Exit 0 confirmed, 1 found but not confirmed, 2 user error, 3 infrastructure failure or
-    aborted, 4 the ends did not reproduce.
+    Exit 0 confirmed, 1 found but not confirmed (or only suspects), 2 user error, 3
+    infrastructure failure or aborted, 4 the ends did not reproduce.
+
+    `bisect --resume ID` continues a bisection after a crash or `kill -9`: the recorded runs
+    are replayed, not redone. See docs/bisection.md.
     """
     p = project(root, required=False)
     with ResultsStore(p.results_dir) as store:
@@ -223,7 +231,11 @@ def bisect_replay(
     json: bool = False,
 ) -> TaskResult:
     """Continue from a bisect log: its good marks and its last bad mark become the ends of a new
-    bisection (confirmed like any ends), so the finished part is not redone."""
+    bisection (confirmed like any ends), so the finished part is not redone.
+
+    The log may be git's own `git bisect log` or kbisect's (`bisect.log`). The predicate and
+    its options are those of `bisect`.
+    """
     p = project(root, required=False)
     good, bad = read_bisect_log(Path(log_file))
     request = _new_request(

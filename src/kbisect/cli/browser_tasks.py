@@ -48,8 +48,11 @@ def results_render(
 ) -> None:
     """Render the results store as a static site (works from file:// and from a web server).
 
-    Incremental: only runs, lines, builds and bisections whose inputs changed are rendered, and a
-    page is written only when its content changed.
+    The site (default: results/site/, open index.html) has runs and bisections, run matrices
+    with a filter, variants by subtest, cells, histories, builds and diffs. Incremental: only
+    runs, lines, builds and bisections whose inputs changed are rendered, and a page is written
+    only when its content changed. Prints the pages written, unchanged and not rendered, and
+    the largest page. `--full` reads and renders everything again. See docs/browser.md.
     """
     results = _results_dir(root)
     with ResultsStore(results) as store:
@@ -70,7 +73,10 @@ def results_diff(
     c: Context, a: int, b: int, out: str | None = None, root: str | None = None
 ) -> None:
     """Compare two runs subtest by subtest (repeats pooled): print what broke, was fixed or
-    changed, and what only one of them has; write the same as diff/A-B.html in the site."""
+    changed, and what only one of them has; write the same as diff/A-B.html in the site.
+
+    A line tested at another revision in each run is paired. Exit 2 when a run does not exist.
+    """
     results = _results_dir(root)
     with ResultsStore(results) as store:
         d, page = render_diff(store, a, b, _out(results, out))
@@ -97,8 +103,9 @@ def browse(
 ) -> None:
     """Render the site (incrementally) and serve it on 127.0.0.1 until Ctrl-C; prints the URL.
 
-    Only the site and the files of the results directory it links are served (never the store's
-    database, nothing a symbolic link leads out of the results directory to, no listings).
+    The port is a free one unless `--port`. Only the site and the files of the results
+    directory it links are served: raw files as plain text, never the store's database, nothing
+    a symbolic link leads out of the results directory to, no directory listings.
     """
     results = _results_dir(root)
     site = _out(results, out)

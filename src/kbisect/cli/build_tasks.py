@@ -39,7 +39,9 @@ def build(
     """Check out and build (revision, variant, profile); print the build key and artifact path.
 
     A key already in the store compiles nothing. Exit 1 when the kernel does not build (the
-    first compiler errors are printed), 125 when the variant does not apply (SKIP).
+    first `file:line: error` lines are printed), 125 when the variant does not apply (SKIP),
+    3 for infrastructure trouble (a tool missing, the disk full, the build's deadline passed).
+    docs/builds.md says what goes into a key and what a build leaves in the store.
     """
     p = project(root)
     chosen = p.profile(profile)
@@ -72,7 +74,7 @@ def build(
 
 @task(help={})
 def builds(c: Context, root: str | None = None) -> None:
-    """List the artifact store, most recently used first."""
+    """List the artifact store, most recently used first, with sizes and the store's limit."""
     p = project(root)
     store = store_for(p)
     artifacts = store.artifacts()

@@ -10,7 +10,12 @@ from kbisect.config.reference import reference_markdown
 
 @task(help={"root": "Project directory (default: $KBISECT_ROOT or the nearest with configs/)."})
 def check(c: Context, root: str | None = None) -> None:
-    """Validate every configuration file; list every problem found (exit 2 if any)."""
+    """Validate every configuration file; list every problem found (exit 2 if any).
+
+    Each problem is one line, `file:line: key.path: what was expected`, and all of them are
+    listed, not only the first. Exit 0 when the configuration is clean, 2 otherwise. Every task
+    that reads the project checks the same; docs/configuration.md says what is accepted.
+    """
     p = project(root)
     say(
         f"{p.root}: configuration OK: {len(p.trees)} trees, {len(p.profiles)} build profiles, "
@@ -21,5 +26,9 @@ def check(c: Context, root: str | None = None) -> None:
 
 @task(help={}, name="reference")
 def reference(c: Context) -> None:
-    """Print the configuration reference (Markdown, as in README.md)."""
+    """Print the configuration reference (Markdown, as in docs/configuration.md).
+
+    It is generated from the configuration model, so it cannot drift from what the loader
+    accepts; `python -m kbisect.cli.docs` writes it into docs/configuration.md.
+    """
     say(reference_markdown())

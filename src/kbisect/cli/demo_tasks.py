@@ -34,7 +34,10 @@ def history(
     """Write a branch of small harmless commits on a release, one of which makes gntdev map
     grants VM_IO instead of VM_MIXEDMAP; print the bisect command that should find it.
 
-    Rerunning with the same arguments gives the same commit ids.
+    The culprit is about two thirds of the way up; every other commit fixes a typo or the
+    spacing in a comment or a documentation paragraph, so every commit builds the same code.
+    It takes about a second, and rerunning with the same arguments gives the same commit ids.
+    See docs/bisection.md.
     """
     p = project(root, required=False)
     tree = p.tree_name(tree)

@@ -90,7 +90,12 @@ def _how_to_reach(lab: Lab, host: LabHost) -> None:
 def lab_up(
     c: Context, host: str | None = None, build: str | None = None, root: str | None = None
 ) -> None:
-    """Boot the embedded Xen host with a build and print how to reach it (it stays up)."""
+    """Boot the embedded Xen host with a build and print how to reach it (it stays up).
+
+    The embedded host is Xen 4.17 under QEMU; the build is `--build`'s (see its default). The
+    boot is verified like any deploy; then the host's fingerprint and the `ssh` command that
+    reaches it are printed. Stop it with `lab.down`.
+    """
     p = project(root)
     with Lab(p, keep_up=True, say=say) as lab:
         chosen = lab.host(host)
@@ -117,7 +122,11 @@ def lab_down(c: Context, host: str | None = None, root: str | None = None) -> No
 
 @kb_task(help={}, name="status")
 def lab_status(c: Context, root: str | None = None) -> None:
-    """Every host: kind, running or not, what is deployed, and who holds its lease."""
+    """Every host: kind, running or not, what is deployed, and who holds its lease.
+
+    For an embedded host: up or down, with the QEMU PID and SSH port, a standby QEMU booting
+    the next build, and the console log. For a rack machine: its address.
+    """
     p = project(root)
     with Lab(p, keep_up=True, say=say) as lab:
         for h in lab.all_hosts():
@@ -153,7 +162,12 @@ def lab_status(c: Context, root: str | None = None) -> None:
     name="trust",
 )
 def lab_trust(c: Context, host: str, yes: bool = False, root: str | None = None) -> None:
-    """Fetch a rack host's SSH key, show its fingerprint and pin it in configs/known_hosts."""
+    """Fetch a rack host's SSH key, show its fingerprint and pin it in configs/known_hosts.
+
+    The key is recorded once you confirm it (or with `--yes`). Compare the fingerprint with
+    `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host first. Embedded hosts need
+    none of this: kbisect generated their keys and pins them itself.
+    """
     p = project(root)
     with Lab(p, keep_up=True, say=say) as lab:
         h = lab.host(host)
@@ -181,8 +195,10 @@ def lab_trust(c: Context, host: str, yes: bool = False, root: str | None = None)
 def deploy(c: Context, build: str, host: str | None = None, root: str | None = None) -> None:
     """Boot a build on a host and verify it (boot id, uname -r, build identity, Xen).
 
-    The host stays up for `kbisect stress`. A host that does not come back is power-cycled
-    (max_power_cycles) and then reported broken: exit 3, with its console log kept.
+    Verified means: the boot id changed, `uname -r` is the build's release,
+    `kbisect.build=KEY` is on the dom0 command line, and the kernel runs on Xen. The host stays
+    up for `kbisect stress`. A host that does not come back is power-cycled `max_power_cycles`
+    times and then reported broken: exit 3, with its console log kept. See docs/lab.md.
     """
     p = project(root)
     with Lab(p, keep_up=True, say=say) as lab:

@@ -36,10 +36,12 @@ def nightly(
 ) -> TaskResult:
     """Run a pipeline: revisions x variants x profiles x hosts x jobs x repeats.
 
-    Builds are shared between cells, hosts run while the next revision compiles, results are
-    classified against the previous nightly (REGRESSION, FIXED, ...), new regressions are
-    bisected (auto_bisect), and JUnit and a summary are written. Exit 0 no new regressions,
-    1 new regressions, 3 infrastructure failure.
+    Each (revision, variant, profile) is built once, and its cells run on the hosts while the
+    next build compiles. Results are classified against the previous nightly (REGRESSION,
+    FIXED, ...), new regressions are bisected (auto_bisect), and JUnit (one file per cell and
+    one merged) and summary.txt are written under results/runs/RUN/. Exit 0 no new
+    regressions, 1 new regressions, 3 infrastructure failure. `--resume RUN` finishes a run
+    after a crash or kill; `--dry-run` prints the cells. See docs/nightly.md.
     """
     p = project(root)
     if pipeline not in p.pipelines:

@@ -118,8 +118,9 @@ def stress(
 ) -> TaskResult:
     """Run a job on what a host runs now (after `deploy` or `lab.up`); record it as a run.
 
-    Prints the subtests and the JUnit path. Exit 0 all passed or skipped, 1 the kernel failed,
-    3 an infrastructure error.
+    The run is recorded in the results store like any other. Prints the subtests and the
+    JUnit path. Exit 0 all passed or skipped, 1 the kernel failed (FAIL), 3 an infrastructure
+    error (ERROR).
     """
     p = project(root)
     chosen_job = _job(p, job)
@@ -181,8 +182,11 @@ def run(
 ) -> TaskResult:
     """One cell end to end: check out, build, deploy, run the job, collect, record.
 
-    Prints a summary table (cells and subtests) and the JUnit path. Exit 0 all passed or
-    skipped, 1 the kernel failed (a job FAIL or a build failure), 3 an infrastructure error.
+    Checks out, builds (or reuses the build), deploys, runs the job, collects its output,
+    dmesg and the console, judges and records. Prints a summary table (cells and subtests) and
+    the JUnit path. Exit 0 all passed or skipped, 1 the kernel failed (a job FAIL or a build
+    failure), 3 an infrastructure error; a variant that does not apply is a SKIP. The embedded
+    host is shut down afterwards unless `--keep-up`.
     """
     p = project(root)
     chosen_job = _job(p, job)

@@ -24,7 +24,15 @@ from kbisect.tree.variants import find_variant
 def import_(
     c: Context, tree: str | None = None, version: list[str] | None = None, root: str | None = None
 ) -> None:
-    """Import Debian's point releases into the tree's git repository (incremental)."""
+    """Import Debian's point releases into the tree's git repository (incremental).
+
+    The tree is a Debian source package (`debian_package`, e.g. linux-source-6.1). Every
+    version `apt-cache madison` offers is imported, or the ones named, into a git repository in
+    the cache: one commit per release in Debian version order, dated and tagged (`v6.1.170-3`
+    and so on). Importing again adds only what is new; an interrupted import leaves the
+    repository as it was after the last complete release. Debian retires old releases from its
+    archive; once imported they stay.
+    """
     p = project(root)
     handle = repos.open_tree(p, p.tree_name(tree))
     added = repos.import_debian(p, handle, version or None, say)
@@ -34,7 +42,7 @@ def import_(
 
 @task(help={"tree": "Tree name or path of a git repository (default: settings.default_tree)."})
 def revs(c: Context, tree: str | None = None, root: str | None = None) -> None:
-    """List the tree's release tags, oldest first."""
+    """List the tree's release tags with their commit ids, oldest first."""
     p = project(root, required=False)
     handle = repos.open_tree(p, p.tree_name(tree))
     for tag in repos.newest_tags(handle, 10_000):
@@ -53,7 +61,11 @@ def checkout(
 ) -> None:
     """Check out a revision with a variant's patches into a worktree slot; print path and outcome.
 
-    Exits 125 (git bisect's "skip") when the variant's patches do not apply to the revision.
+    Prints the slot's path, the commit, the outcome and the git tree id after the patches. The
+    outcome is `unpatched`, `applied`, `already-present` or `does-not-apply`. A variant that
+    does not apply is a SKIP that names the conflicting files: the slot is left at the plain
+    revision and the task exits 125 (git bisect's "skip"). The slot is reused by the next
+    checkout of the tree (docs/builds.md says how).
     """
     p = project(root, required=False)
     handle = repos.open_tree(p, tree)
@@ -74,7 +86,7 @@ def checkout(
 
 @task(help={})
 def variants(c: Context, root: str | None = None) -> None:
-    """List experiments and their variants, one line each."""
+    """List the experiments under seeds/ and their variants, one line each."""
     p = project(root)
     if not p.experiments:
         raise UserError(f"no experiments under {p.root / 'seeds'}")

@@ -1,7 +1,8 @@
 """The configuration model: what each YAML file may say, as typed objects.
 
-Field docs here are the single source of the configuration reference in README.md
-(`invoke config.reference` prints it). Rules that span files live in `kbisect.config.project`.
+Field docs here are the single source of the configuration reference in docs/configuration.md
+(`kbisect config.reference` prints it; `python -m kbisect.cli.docs` writes it there). Rules that
+span files live in `kbisect.config.project`.
 """
 
 from __future__ import annotations

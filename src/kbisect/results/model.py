@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 
 class ResultStatus(StrEnum):
-    """KCIDB-like test status of a cell or a subtest (README.md, "Jobs, verdicts and results")."""
+    """KCIDB-like test status of a cell or a subtest (docs/jobs.md, "Words")."""
 
     PASS = "PASS"  # noqa: S105 (a test status, not a password)
     FAIL = "FAIL"

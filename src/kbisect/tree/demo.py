@@ -4,10 +4,10 @@ The imported Debian releases are one commit each, thousands of changes apart: no
 This writes a branch of small commits on a release: cleanups of one C comment or one
 reStructuredText paragraph each (typos, repeated words, punctuation, whitespace) that change nothing
 the compiler sees and never add or remove a line, so even __LINE__ and ccache's preprocessed output
-stay the same; and, at a point chosen from a seed, the seed case's regression (README.md, "The
-seed experiment"): gntdev_mmap() marking grant maps VM_IO instead of VM_MIXEDMAP (as
-seeds/gntdev-numa/vm-io.patch does). Authors, dates and every choice derive from the base commit
-and the seed, so the same inputs give the same commit ids.
+stay the same; and, at a point chosen from a seed, the regression of the seed case
+(docs/findings/gntdev-numa.md): gntdev_mmap() marking grant maps VM_IO instead of VM_MIXEDMAP
+(as seeds/gntdev-numa/vm-io.patch does). Authors, dates and every choice derive from the base
+commit and the seed, so the same inputs give the same commit ids.
 
 The kernel is never checked out: the few files involved are read from the bare repository and the
 commits are written by one `git fast-import`, which also moves the branch.
