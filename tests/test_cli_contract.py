@@ -301,6 +301,7 @@ def test_nightly_resume_of_a_run_that_does_not_exist_is_a_usage_error(tmp_path: 
     assert done.returncode == ExitCode.USAGE
     assert done.stderr.startswith("kbisect: no nightly run 999999 in ")
     assert len(done.stderr.splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # nothing written: not even an empty store
 
 
 def test_debug_variable_shows_the_traceback_behind_the_line(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from kbisect.lab.protocol import HostBroken
 from kbisect.pipeline.cell import CellRunner, CellSpec, Provenance
 from kbisect.progress import Say
 from kbisect.results.model import CellIdentity, CellRecord, ResultStatus
+from kbisect.results.schema import DB_NAME
 from kbisect.results.store import ResultsStore
 from kbisect.tree import debian, repos
 from kbisect.tree.checkout import Checkout
@@ -368,6 +369,10 @@ def run_nightly(
     from kbisect.results.model import RunStatus
 
     pipeline = project.pipelines[pipeline_name]
+    if resume and not (project.results_dir / DB_NAME).is_file():  # refused before writing
+        raise UserError(
+            f"no nightly run {resume} in {project.results_dir} (no results store there)"
+        )
     store = ResultsStore(project.results_dir)
     try:
         if resume:
