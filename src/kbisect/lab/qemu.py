@@ -92,6 +92,15 @@ def dom0_cmdline(opts: QemuOptions, extra: str = "") -> str:
     return " ".join(parts)
 
 
+def multiboot_modules(*modules: tuple[Path, str]) -> str:
+    """QEMU's -initrd for a multiboot kernel (Xen): the modules, each a file and its command
+    line, separated by commas. A comma inside one (`console=ttyS0,115200` in
+    `extra_dom0_cmdline`) is doubled: QEMU reads `,,` as a comma, a single one as the start of
+    the next module."""
+    parts = [f"{path} {cmdline}".rstrip() for path, cmdline in modules]
+    return ",".join(part.replace(",", ",,") for part in parts)
+
+
 def standby_wanted(opts: QemuOptions) -> bool:
     """Whether an embedded host boots the next build on a standby QEMU (`qemu.standby`)."""
     if opts.standby == "auto":
@@ -179,7 +188,9 @@ class QemuHost:
         xen = xen_image(self.opts, self.lab_dir)
         port = free_port()
         self.console_log.unlink(missing_ok=True)
-        modules = f"{artifact.bzimage} {dom0_cmdline(self.opts, inputs.cmdline_extra)},{initrd}"
+        modules = multiboot_modules(
+            (artifact.bzimage, dom0_cmdline(self.opts, inputs.cmdline_extra)), (initrd, "")
+        )
         argv = [
             *(["chrt", "--idle", "0"] if background else []),
             QEMU,
