@@ -29,7 +29,7 @@ from kbisect.config.model import Host, QemuOptions
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
 from kbisect.lab.initramfs import READY_MARKER, InitramfsInputs, build_initramfs
-from kbisect.processes import STDOUT, Child, end_pid
+from kbisect.processes import STDOUT, Child, command_line, end_pid
 
 QEMU = "qemu-system-x86_64"
 PROC_MARKER = "kbisect-lab."  # in QEMU's -name, so a recycled PID is never mistaken for ours
@@ -331,14 +331,6 @@ def _foreground(pid: int) -> None:
 
 
 def _is_our_qemu(pid: int, name: str) -> bool:
-    # A process in the middle of execve (chrt becoming QEMU) shows an empty command line for a
-    # moment: read again rather than take a booting standby for a dead one.
-    for _ in range(20):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        if cmdline:
-            return f"{PROC_MARKER}{name}".encode() in cmdline.split(b"\0")
-        time.sleep(0.01)
-    return False
+    # command_line reads again while chrt becomes QEMU, so a booting standby is not taken for
+    # a dead one.
+    return f"{PROC_MARKER}{name}" in (command_line(pid) or [])
