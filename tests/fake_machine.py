@@ -9,9 +9,12 @@ The machine's state is a directory: `boot_id`, `cmdline` and `sys/` are bind-mou
 command appends its argv to `calls.jsonl`, so tests can say what kbisect asked for.
 
 Modes (file `mode`): `ok` reboots into the armed grub entry (or the default one); `hang` never
-comes back from `reboot`; `fallback` comes back in the default entry (the deployed kernel
-"hung" and grub's one-time entry was used up). File `power`: `ok` makes the fake IPMI power cycle
-boot the machine, `dead` makes it do nothing.
+comes back from `reboot` (the kernel panics); `fallback` comes back in the default entry (the
+deployed kernel "hung" and grub's one-time entry was used up). File `power`: `ok` makes the fake
+IPMI power cycle boot the machine, `dead` makes it do nothing.
+
+The machine's serial console is the file `console`: every boot (and a panic) appends its
+messages there, so a real console command (`tail -F`) can capture it as a BMC's would.
 
 Run as a program: `python3 fake_machine.py MACHINE_DIR COMMAND ARGS...`.
 """
@@ -51,6 +54,7 @@ class FakeMachine:
         (r / "boot_id").write_text(str(uuid.uuid4()) + "\n")
         (r / "cmdline").write_text(DEFAULT_CMDLINE + "\n")
         (r / "release").write_text(DEFAULT_RELEASE + "\n")
+        self.console_file.touch()
         self.set_mode("ok")
         self.set_power("ok")
         for command in FAKE_COMMANDS:
@@ -66,6 +70,14 @@ class FakeMachine:
     def power_command(self) -> list[str]:
         """The host's `power_cycle` argv: a fake IPMI, run on this machine."""
         return [sys.executable, str(Path(__file__).resolve()), str(self.root), "power-cycle"]
+
+    @property
+    def console_file(self) -> Path:
+        return self.root / "console"
+
+    def console_command(self) -> list[str]:
+        """The host's `console` argv: follows the console file from its end (real `tail`)."""
+        return ["tail", "-F", "-n", "0", str(self.console_file)]
 
     def set_mode(self, mode: str) -> None:
         (self.root / "mode").write_text(mode)
@@ -97,15 +109,41 @@ class FakeMachine:
         armed = self.root / "next_entry"
         entry = armed.read_text().strip() if armed.exists() else ""
         armed.unlink(missing_ok=True)
-        cmdline, release = DEFAULT_CMDLINE, DEFAULT_RELEASE
-        if entry:
-            found = self._entry(entry)
-            if found is not None:
-                cmdline, release = found
+        cmdline, release = self._booted(entry)
+        self.console(entry, cmdline, release, "Debian GNU/Linux 12 rack1 ttyS0", "rack1 login:")
         # write in place: the files are bind-mounted, a rename would not show through
         (self.root / "cmdline").write_text(cmdline + "\n")
         (self.root / "release").write_text(release + "\n")
         (self.root / "boot_id").write_text(str(uuid.uuid4()) + "\n")
+
+    def hang(self) -> None:
+        """A reboot into the armed entry whose kernel panics: only the console tells."""
+        armed = self.root / "next_entry"
+        entry = armed.read_text().strip() if armed.exists() else ""
+        cmdline, release = self._booted(entry)
+        self.console(
+            entry,
+            cmdline,
+            release,
+            "Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
+        )
+
+    def console(self, entry: str, cmdline: str, release: str, *last: str) -> None:
+        """What the serial console shows of a boot of `entry` (empty: the default one)."""
+        lines = [
+            f"GRUB: booting '{entry or 'default'}'",
+            "(XEN) Xen version 4.17.2 (Debian 4.17.2+76-ge1f9cb16e2-1~deb12u1)",
+            f"[    0.000000] Linux version {release} (fake) #1 SMP",
+            f"[    0.000000] Command line: {cmdline}",
+            *last,
+        ]
+        with self.console_file.open("a") as f:
+            f.write("".join(line + "\n" for line in lines))
+
+    def _booted(self, entry: str) -> tuple[str, str]:
+        """The command line and release that an entry boots (the default for an unknown one)."""
+        found = self._entry(entry) if entry else None
+        return found if found is not None else (DEFAULT_CMDLINE, DEFAULT_RELEASE)
 
     def _entry(self, entry_id: str) -> tuple[str, str] | None:
         cfg = self.root / "grub.cfg"
@@ -149,9 +187,10 @@ def main(args: list[str]) -> int:
         (machine.root / "next_entry").write_text(rest[0])
     elif command == "grub-set-default":
         (machine.root / "default_entry").write_text(rest[0])
-    elif command == "update-grub":
+    elif command == "update-grub":  # runs the grub.d scripts there are (kbisect's, if any)
+        script = machine.root / "grub.d/42_kbisect"
         out = subprocess.run(
-            ["sh", str(machine.root / "grub.d/42_kbisect")],
+            ["sh", str(script)] if script.exists() else ["true"],
             capture_output=True,
             text=True,
             check=True,
@@ -163,6 +202,7 @@ def main(args: list[str]) -> int:
         Path(output).write_text(f"fake initramfs for {rest[-1]}\n")
     elif command == "reboot":
         if mode == "hang":
+            machine.hang()
             return 0
         if mode == "fallback":
             (machine.root / "next_entry").unlink(missing_ok=True)

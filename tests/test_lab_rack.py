@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +18,16 @@ import pytest
 
 from fake_machine import DEFAULT_CMDLINE, DEFAULT_RELEASE, FakeMachine
 from kbisect.build.store import Artifact
-from kbisect.config.model import Host, RackCommands, SshOptions
+from kbisect.config.model import Host, Job, RackCommands, SshOptions
+from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
+from kbisect.jobs.runner import run_job
+from kbisect.lab.housekeeping import Installed, kept_builds, removal
 from kbisect.lab.protocol import BootMismatch, HostBroken, LabPaths
 from kbisect.lab.rack import RackHost
 from kbisect.lab.ssh import HostKeyUnknown, KnownHosts
+from kbisect.processes import pid_alive
+from kbisect.results.model import LogKind, ResultStatus
 from netns import NetnsLab, SshHost
 
 pytestmark = pytest.mark.needs_root  # network namespaces and sshd in them
@@ -65,16 +72,30 @@ def machine(rack: tuple[SshHost, FakeMachine]) -> FakeMachine:
     return m
 
 
-def make_artifact(root: Path, key: str, payload: bytes) -> Artifact:
+@pytest.fixture(autouse=True)
+def consoles_ended() -> Iterator[None]:
+    """Every host a test made has its console capture ended by PID afterwards."""
+    yield
+    while _HOSTS:
+        host = _HOSTS.pop()
+        pid = host.console.pid if host.console else None
+        host.close_console()
+        assert pid is None or not pid_alive(pid), f"console capture {pid} still runs"
+
+
+_HOSTS: list[RackHost] = []
+
+
+def make_artifact(root: Path, key: str, payload: bytes, release: str = RELEASE) -> Artifact:
     path = root / key
-    ko = path / "modules/lib/modules" / RELEASE / "kernel/drivers/xen/xen-gntdev.ko"
+    ko = path / "modules/lib/modules" / release / "kernel/drivers/xen/xen-gntdev.ko"
     ko.parent.mkdir(parents=True)
     ko.write_bytes(b"\x7fELF fake module " + payload)
-    (path / "modules/lib/modules" / RELEASE / "modules.dep").write_text(
+    (path / "modules/lib/modules" / release / "modules.dep").write_text(
         "kernel/drivers/xen/xen-gntdev.ko:\n"
     )
     (path / "bzImage").write_bytes(b"fake bzImage " + payload * 1000)
-    (path / "meta.json").write_text(json.dumps({"kernel_release": RELEASE, "profile": "xen-dom0"}))
+    (path / "meta.json").write_text(json.dumps({"kernel_release": release, "profile": "xen-dom0"}))
     return Artifact(key, path)
 
 
@@ -85,6 +106,7 @@ def rack_host(
     *,
     pin: bool = True,
     boot_timeout: int = BOOT_TIMEOUT,
+    keep_kernels: int = 3,
 ) -> RackHost:
     server, machine = rack
     m = machine.root
@@ -102,6 +124,8 @@ def rack_host(
             modules_dir=str(m / "lib/modules"),
             grub_script=str(m / "grub.d/42_kbisect"),
             commands=RackCommands(),
+            console=machine.console_command(),
+            keep_kernels=keep_kernels,
         ),
         boot_timeout=boot_timeout,
         max_power_cycles=2,
@@ -113,6 +137,7 @@ def rack_host(
         rack_known_hosts=tmp_path / "known_hosts",
     )
     host = RackHost(config, paths)
+    _HOSTS.append(host)
     if pin:
         KnownHosts(paths.rack_known_hosts).add(server.address, server.port, server.host_key)
     return host
@@ -166,15 +191,18 @@ def test_deploy_installs_arms_grub_once_reboots_and_verifies(
     assert "kbisect.build=aaaa1111" in fp["dom0_cmdline"]
     assert host.deployment() == done
 
-    # the next build replaces the previous one in /boot
+    # the next build of the same release replaces its modules; its kernel joins the previous
     second = make_artifact(tmp_path, "bbbb2222", b"B")
     again = host.deploy(second)
     assert again.boot_id != done.boot_id
-    assert sorted(p.name for p in boot.iterdir()) == [
+    assert sorted(p.name for p in boot.glob("*kbisect*")) == [
+        "initrd.img-kbisect-aaaa1111",
         "initrd.img-kbisect-bbbb2222",
+        "vmlinuz-kbisect-aaaa1111",
         "vmlinuz-kbisect-bbbb2222",
     ]
     assert installed.read_bytes().endswith(b"B")
+    assert (installed.parents[3] / "kbisect.build").read_text() == "bbbb2222\n"
 
 
 @pytest.mark.slow  # reboots the machine (waits its boot)
@@ -203,6 +231,14 @@ def test_host_that_never_returns_is_broken_for_the_run(
         host.deploy(artifact)
     assert isinstance(broken.value, InfraError) and broken.value.exit_code == 3
     assert "after 2 power cycle(s)" in str(broken.value)
+    # the kernel that did not boot left its console: in the error and in the kept log
+    assert "Kernel panic - not syncing" in str(broken.value)
+    kept = re.search(r"console log kept: (\S+)", str(broken.value))
+    assert kept is not None
+    console = Path(kept[1]).read_text()
+    assert "GRUB: booting 'kbisect-dddd4444'" in console
+    assert "Command line: root=/dev/sda1 ro quiet kbisect.build=dddd4444" in console
+    assert "Kernel panic - not syncing: VFS: Unable to mount root fs" in console
     assert len(machine.called("power-cycle")) == 2
     assert host.deployment() is None
     machine.clear_calls()
@@ -260,3 +296,213 @@ def test_lab_trust_pins_the_key_and_lab_status_shows_the_host(
     assert status.returncode == 0, status.stderr
     assert f"root@{server.address} port 22" in status.stdout
     assert "lease     free" in status.stdout
+
+
+def console_shows(log: Path, text: str) -> str:
+    """The console log once it shows `text`: the capture copies what the machine writes a
+    moment later, as a BMC's would."""
+    deadline = Deadline(30)
+    while True:
+        shown = log.read_text(errors="replace") if log.exists() else ""
+        if text in shown or deadline.expired:
+            return shown
+        time.sleep(0.1)
+
+
+def cmdline_of(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+@pytest.mark.slow  # reboots the machine (waits its boot)
+def test_a_deploy_captures_the_console_and_its_command_is_ended_by_pid(
+    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
+) -> None:
+    host = rack_host(rack, ssh_client_key, tmp_path)
+    done = host.deploy(make_artifact(tmp_path, "abab1212", b"G"))
+    log = host.console_log()
+    assert log is not None and done.console == str(log)
+    text = console_shows(log, "rack1 login:")
+    assert "GRUB: booting 'kbisect-abab1212'" in text
+    assert "Command line: root=/dev/sda1 ro quiet kbisect.build=abab1212" in text
+    assert "rack1 login:" in text
+    assert host.console is not None
+    pid = host.console.pid
+    assert pid is not None and cmdline_of(pid) == machine.console_command()
+
+    # the next deploy starts the log anew; the same capture goes on
+    host.deploy(make_artifact(tmp_path, "cdcd3434", b"H"))
+    text = console_shows(log, "rack1 login:")
+    assert "kbisect.build=cdcd3434" in text and "abab1212" not in text
+    assert host.console.pid == pid
+
+    assert host.shutdown() is True
+    assert not pid_alive(pid)
+    assert not (host.dir / "console.json").exists()
+    assert host.shutdown() is False
+
+
+def test_a_job_on_a_rack_host_keeps_the_console_it_printed(
+    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
+) -> None:
+    # The job makes the machine's console show an oops, as a kernel bug under a job would; the
+    # runner starts the capture itself (the host was deployed by an earlier command).
+    program = tmp_path / "oops.sh"
+    program.write_text(
+        "#!/bin/sh\n"
+        "sleep 1\n"  # the capture follows from the job's start
+        'echo "[  42.000000] BUG: unable to handle page fault for address: 0000000000000008" '
+        '>> "$1"\n'
+        'echo "[  42.000001] Oops: 0000 [#1] PREEMPT SMP NOPTI" >> "$1"\n'
+        "sleep 1\n"
+        "echo ok\n"
+    )
+    program.chmod(0o755)
+    host = rack_host(rack, ssh_client_key, tmp_path)
+    job = Job(name="oops", program=str(program), args=[str(machine.console_file)], timeout=60)
+    result = run_job(host, job, 1, program, tmp_path / "cell", print)
+    console = result.logs[LogKind.CONSOLE].read_text()
+    assert "BUG: unable to handle page fault" in console
+    assert result.verdict.status is ResultStatus.FAIL
+    assert any(e.source is LogKind.CONSOLE for e in result.verdict.evidence)
+
+
+def test_a_console_capture_left_by_a_killed_kbisect_is_ended(
+    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
+) -> None:
+    host = rack_host(rack, ssh_client_key, tmp_path)
+    assert host.console is not None
+    dead_owner = subprocess.Popen(["true"])
+    dead_owner.wait(timeout=10)
+    left = subprocess.Popen(machine.console_command(), stdout=subprocess.DEVNULL)
+    try:
+        host.console.state.write_text(
+            json.dumps(
+                {"pid": left.pid, "owner": dead_owner.pid, "argv": machine.console_command()}
+            )
+        )
+        host.open_console()
+        assert left.wait(timeout=30) is not None, "the left-behind capture was ended"
+        assert host.console.pid not in (None, left.pid)
+    finally:
+        if left.poll() is None:
+            left.kill()
+            left.wait(timeout=10)
+
+
+def test_housekeeping_keeps_the_newest_and_the_running_build() -> None:
+    installed = Installed(
+        builds=("e5", "d4", "c3", "b2", "a1"),
+        module_trees={"6.1.9+": "e5", "6.1.8+": "a1", "6.1.7+": "b2"},
+    )
+    kept = kept_builds(installed, keep=3, installing="f6", booted="a1")
+    assert kept == {"f6", "e5", "d4", "a1"}
+    gone = removal(
+        installed, kept, boot_dir="/boot", modules_dir="/lib/modules", running_release="6.1.7+"
+    )
+    assert gone.files == (
+        "/boot/vmlinuz-kbisect-c3",
+        "/boot/initrd.img-kbisect-c3",
+        "/boot/vmlinuz-kbisect-b2",
+        "/boot/initrd.img-kbisect-b2",
+    )
+    assert gone.trees == (), "a1's tree is kept (it runs), 6.1.7+ is the running release"
+    # lab.clean --kernels: nothing kept but what runs
+    assert kept_builds(installed, keep=0, installing=None, booted=None) == set()
+    assert kept_builds(installed, keep=0, installing=None, booted="c3") == {"c3"}
+
+
+def test_housekeeping_reads_only_kbisect_names() -> None:
+    listing = (
+        "boot vmlinuz-kbisect-bb22\n"
+        "boot initrd.img-kbisect-bb22\n"
+        "boot initrd.img-kbisect-aa11\n"
+        "boot vmlinuz-kbisect-../etc\n"
+        "boot vmlinuz-6.1.0-13-amd64\n"
+        "modules 6.1.5+ aa11\n"
+        "modules ../x aa11\n"
+    )
+    installed = Installed.parse(listing)
+    assert installed.builds == ("bb22", "aa11")
+    assert installed.module_trees == {"6.1.5+": "aa11"}
+
+
+@pytest.mark.slow  # reboots the machine (waits its boot) three times
+def test_deploys_remove_old_kbisect_builds_but_the_running_one_and_foreign_files(
+    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
+) -> None:
+    boot, modules = machine.root / "boot", machine.root / "lib/modules"
+    for stale in boot.glob("*kbisect*"):
+        stale.unlink()
+    for release in (RELEASE, "6.1.190+", "6.1.191+"):
+        shutil.rmtree(modules / release, ignore_errors=True)
+    foreign = [boot / f"vmlinuz-{DEFAULT_RELEASE}", boot / f"initrd.img-{DEFAULT_RELEASE}"]
+    for path in foreign:
+        path.write_text("the distribution's\n")
+    (modules / DEFAULT_RELEASE / "kernel").mkdir(parents=True, exist_ok=True)
+    (modules / "6.1.5+").mkdir(exist_ok=True)  # same kind of name as kbisect's, but unmarked
+    # keep 1: after N + 2 = 3 deploys, the newest and the one running when it was installed
+    host = rack_host(rack, ssh_client_key, tmp_path, keep_kernels=1)
+    for key, release in (("a1a1", "6.1.190+"), ("b2b2", "6.1.191+"), ("c3c3", RELEASE)):
+        host.deploy(make_artifact(tmp_path, key, key.encode(), release))
+    assert sorted(p.name for p in boot.glob("*kbisect*")) == [
+        "initrd.img-kbisect-b2b2",
+        "initrd.img-kbisect-c3c3",
+        "vmlinuz-kbisect-b2b2",
+        "vmlinuz-kbisect-c3c3",
+    ]
+    assert all(path.read_text() == "the distribution's\n" for path in foreign)
+    assert (modules / DEFAULT_RELEASE / "kernel").is_dir() and (modules / "6.1.5+").is_dir()
+    assert not (modules / "6.1.190+").exists(), "the module tree of the removed build"
+    assert (modules / "6.1.191+" / "kbisect.build").read_text() == "b2b2\n"
+    assert (modules / RELEASE / "kbisect.build").read_text() == "c3c3\n"
+
+
+def test_lab_clean_removes_the_grub_entry_and_kbisect_builds_but_the_running_one(
+    rack: tuple[SshHost, FakeMachine], machine: FakeMachine, ssh_client_key: Path, tmp_path: Path
+) -> None:
+    server, _ = rack
+    m = machine.root
+    boot, modules, script = m / "boot", m / "lib/modules", m / "grub.d/42_kbisect"
+    # what earlier deploys left: an entry, an old build, and the build the machine runs now
+    script.write_text("#!/bin/sh\necho \"menuentry 'kbisect run2' --id kbisect-run2 {\"\necho }\n")
+    for key, release in (("old1", "6.1.180+"), ("run2", "6.1.181+")):
+        for name in (f"vmlinuz-kbisect-{key}", f"initrd.img-kbisect-{key}"):
+            (boot / name).write_text(key)
+        (modules / release).mkdir(exist_ok=True)
+        (modules / release / "kbisect.build").write_text(key + "\n")
+    foreign = boot / f"vmlinuz-{DEFAULT_RELEASE}"
+    foreign.write_text("the distribution's\n")
+    (m / "cmdline").write_text("root=/dev/sda1 ro kbisect.build=run2\n")
+    (m / "release").write_text("6.1.181+\n")
+    root = tmp_path / "project"
+    (root / "configs").mkdir(parents=True)
+    (root / "configs/lab.yaml").write_text(
+        "hosts:\n  - name: rack1\n    kind: ssh\n    ssh:\n"
+        f"      address: {server.address}\n      key: {ssh_client_key}\n"
+        f"      boot_dir: {boot}\n      modules_dir: {modules}\n      grub_script: {script}\n"
+    )
+    KnownHosts(root / "configs/known_hosts").add(server.address, 22, server.host_key)
+    env = {**os.environ, "KBISECT_ROOT": str(root), "KBISECT_CACHE": str(tmp_path / "cache")}
+    clean = [sys.executable, "-m", "kbisect", "lab.clean", "rack1"]
+    try:
+        first = subprocess.run(
+            [*clean, "--kernels"], capture_output=True, text=True, env=env, timeout=120, check=False
+        )
+        assert first.returncode == 0, first.stderr
+        assert f"rack1: removed grub entry ({script})" in first.stdout
+        assert not script.exists() and machine.called("update-grub") == [[]]
+        assert "kbisect-run2" not in (m / "grub.cfg").read_text()
+        assert sorted(p.name for p in boot.glob("*kbisect*")) == [
+            "initrd.img-kbisect-run2",
+            "vmlinuz-kbisect-run2",
+        ]
+        assert not (modules / "6.1.180+").exists() and (modules / "6.1.181+").is_dir()
+        assert foreign.read_text() == "the distribution's\n"
+        assert f"removed {boot}/vmlinuz-kbisect-old1" in first.stdout
+
+        again = subprocess.run(clean, capture_output=True, text=True, env=env, timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert "rack1: no grub entry" in again.stdout
+        assert machine.called("update-grub") == [[]], "nothing to regenerate"
+    finally:
+        machine.boot()  # back on its own kernel for the tests after this one

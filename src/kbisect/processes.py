@@ -39,6 +39,20 @@ TAIL_LINES = 3  # lines of stderr an error shows
 _SHOWN_COMMAND = 120  # characters of a command line an error shows
 
 
+def command_line(pid: int) -> list[str] | None:
+    """A process's argv, from /proc (None when it is gone). A process in the middle of execve
+    shows an empty command line for a moment: it is read again rather than taken for gone."""
+    for _ in range(50):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if raw:
+            return [word.decode(errors="replace") for word in raw.split(b"\0")[:-1]]
+        time.sleep(0.01)
+    return None
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this PID exists (zombies included)."""
     try:

@@ -38,7 +38,12 @@ bisect_collection.add_task(bisect_tasks.bisect, default=True)
 ns.add_collection(bisect_collection)
 ns.add_collection(
     Collection(
-        "lab", lab_tasks.lab_up, lab_tasks.lab_down, lab_tasks.lab_status, lab_tasks.lab_trust
+        "lab",
+        lab_tasks.lab_up,
+        lab_tasks.lab_down,
+        lab_tasks.lab_status,
+        lab_tasks.lab_trust,
+        lab_tasks.lab_clean,
     )
 )
 ns.add_collection(Collection("config", config_tasks.reference))

@@ -19,6 +19,7 @@ from kbisect.lab.embedded import EmbeddedHost
 from kbisect.lab.lab import Lab
 from kbisect.lab.lease import Lease
 from kbisect.lab.protocol import Deployment, LabHost
+from kbisect.lab.rack import RackHost
 from kbisect.lab.ssh import fetch_host_key, fingerprint
 
 TRUST_SECONDS = 30.0
@@ -184,6 +185,32 @@ def lab_trust(c: Context, host: str, yes: bool = False, root: str | None = None)
                 raise UserError("not recorded")
         h.known_hosts.add(t.address, t.port, key)
         say(f"pinned in {h.known_hosts.writable}")
+
+
+@kb_task(
+    help={
+        "host": "Rack host to clean up.",
+        "kernels": "Also remove every kbisect kernel, initrd and module tree but the one it runs.",
+    },
+    name="clean",
+)
+def lab_clean(c: Context, host: str, kernels: bool = False, root: str | None = None) -> None:
+    """Remove kbisect's grub entry from a rack host, so that it boots its own default again.
+
+    Deploys keep only the newest builds (`keep_kernels`); --kernels removes kbisect's others
+    too. Only what kbisect installed is removed, never the distribution's kernels.
+    """
+    p = project(root)
+    with Lab(p, keep_up=True, say=say) as lab:
+        chosen = lab.host(host)
+        if not isinstance(chosen, RackHost):
+            raise UserError(f"{chosen.name} is an embedded host: kbisect installs nothing on it")
+        with lab.lease(chosen, "lab.clean"):
+            entry, gone = chosen.clean(kernels=kernels)
+        script = chosen.ssh.grub_script
+        say(f"{chosen.name}: {'removed' if entry else 'no'} grub entry ({script})")
+        for path in (*gone.files, *gone.trees) if gone else ():
+            say(f"{chosen.name}: removed {path}")
 
 
 @kb_task(

@@ -175,11 +175,29 @@ class SshOptions(Model):
         "The grub.d script kbisect writes its one entry into.", "/etc/grub.d/42_kbisect"
     )
     commands: RackCommands = doc("Boot and power commands.", factory=RackCommands)
+    console: list[str] | None = doc(
+        "Command (argv) run on this machine whose output is the host's serial console, e.g. "
+        "[ipmitool, -I, lanplus, -H, bmc1, -U, admin, -f, /etc/kbisect/bmc1.pw, sol, activate], "
+        "a conserver client, or [tail, -F, -n, '0', /var/log/rack1.console]. kbisect runs it "
+        "while it deploys to the host and runs jobs on it, and keeps what it printed with the "
+        "results (a kernel that does not boot leaves its console there). null: no console.",
+        None,
+    )
+    keep_kernels: int = doc(
+        "kbisect builds kept installed on the host, the one being deployed included: each "
+        "deploy removes older kbisect kernels, initrds and module trees (never the build the "
+        "host runs, nor files kbisect did not install), so that /boot does not fill up.",
+        3,
+        bounds=(1, 1000),
+    )
 
     def check(self) -> list[tuple[str, str]]:
         paths = ("boot_dir", "modules_dir", "grub_script", "xen_image")
         absolute = "expected an absolute path on the host"
-        return [(key, absolute) for key in paths if not str(getattr(self, key)).startswith("/")]
+        problems = [(key, absolute) for key in paths if not str(getattr(self, key)).startswith("/")]
+        if self.console is not None and not self.console:
+            problems.append(("console", "expected a command (a list of words), or null"))
+        return problems
 
 
 @dataclass(kw_only=True)

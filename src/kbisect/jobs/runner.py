@@ -89,6 +89,7 @@ def run_job(
     started = datetime.now(UTC)
     program = program_of(job)
     remote = f"{REMOTE_DIR}/{binary.name}"
+    host.open_console()  # where kbisect captures it (a rack host), it runs from now on
     console = host.console_log()
     console_from = console.stat().st_size if console and console.exists() else 0
     session = host.connect(Deadline(_RECONNECT_SECONDS))

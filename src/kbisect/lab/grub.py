@@ -3,8 +3,9 @@
 The build's kernel, modules and initrd are installed on the host, a grub.d script adds one menu
 entry (multiboot2 Xen + module2 dom0), `grub-reboot` arms that entry for the next boot only, and
 the host reboots. A build that hangs is power-cycled into the saved default entry (the known-good
-kernel), so a bad build never locks the machine out. Used by rack machines; any host kind that
-boots Xen through grub from its own disk can use it too.
+kernel), so a bad build never locks the machine out. Each install removes old kbisect builds
+(kbisect.lab.housekeeping); `remove_entry` takes kbisect's entry out of grub on request. Used by
+rack machines; any host kind that boots Xen through grub from its own disk can use it too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,16 @@ from kbisect.build.store import Artifact
 from kbisect.config.model import SshOptions
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
+from kbisect.lab.housekeeping import (
+    INITRD_PREFIX,
+    KERNEL_PREFIX,
+    MODULES_MARK,
+    Removal,
+    kept_builds,
+    list_installed,
+    removal,
+    remove,
+)
 from kbisect.lab.probe import BUILD_PARAM, Probe
 from kbisect.lab.ssh import SshSession
 from kbisect.lab.ssh.commands import sh_script
@@ -52,6 +63,7 @@ class GrubBoot:
         if not release:
             raise InfraError(f"build {artifact.key} has no kernel_release in its meta.json")
         transfers = Deadline(TRANSFER_SECONDS)
+        self.tidy(session, running, installing=artifact.key, keep=self.options.keep_kernels)
         kernel, initrd = self._install_files(session, artifact, release, transfers)
         script = grub_script(
             self.entry_id(artifact),
@@ -77,17 +89,9 @@ class GrubBoot:
     ) -> tuple[str, str | None]:
         """Kernel, modules and (where the host builds one) initrd; returns their paths."""
         boot, modules_dir = self._boot_dir, self.options.modules_dir
-        kernel = f"{boot}/vmlinuz-kbisect-{artifact.key}"
-        initrd = f"{boot}/initrd.img-kbisect-{artifact.key}"
+        kernel = f"{boot}/{KERNEL_PREFIX}{artifact.key}"
+        initrd = f"{boot}/{INITRD_PREFIX}{artifact.key}"
         self._run(session, ["mkdir", "-p", boot, modules_dir], "preparing directories")
-        # Only the build being deployed stays installed: /boot is small on most machines.
-        self._run_sh(
-            session,
-            'for f in "$1"/vmlinuz-kbisect-* "$1"/initrd.img-kbisect-*; do '
-            'case "$f" in *"$2") ;; *) rm -f "$f" ;; esac; done',
-            [boot, artifact.key],
-            "removing older kbisect kernels",
-        )
         session.upload(artifact.bzimage, kernel, transfers, mode=0o644)
         tarball = self.scratch / "modules.tar.gz"
         _pack_modules(artifact, release, tarball)
@@ -95,10 +99,11 @@ class GrubBoot:
         remote_tar = f"/tmp/kbisect-modules-{artifact.key}-{token}.tar.gz"  # noqa: S108
         session.upload(tarball, remote_tar, transfers)
         tarball.unlink(missing_ok=True)
-        self._run_sh(
+        self._run_sh(  # marked as kbisect's, so that a later deploy may remove it
             session,
-            'rm -rf "$2/$3" && tar -xzf "$1" -C "$2" && rm -f "$1"',
-            [remote_tar, modules_dir, release],
+            'rm -rf "$2/$3" && tar -xzf "$1" -C "$2" && rm -f "$1" && '
+            'printf "%s\\n" "$4" > "$2/$3/$5"',
+            [remote_tar, modules_dir, release, artifact.key, MODULES_MARK],
             "installing modules",
         )
         make_initrd = self.options.commands.initrd
@@ -107,6 +112,34 @@ class GrubBoot:
         argv = [w.replace("{release}", release).replace("{output}", initrd) for w in make_initrd]
         self._run(session, argv, "building the initrd", Deadline(_SLOW))
         return kernel, initrd
+
+    def tidy(
+        self, session: SshSession, running: Probe, *, installing: str | None, keep: int
+    ) -> Removal:
+        """Remove kbisect's builds but the `keep` newest (counting `installing`, the build
+        about to be installed) and the one running; returns what was removed."""
+        boot, modules_dir = self._boot_dir, self.options.modules_dir.rstrip("/") or "/"
+        installed = list_installed(session, boot, modules_dir)
+        kept = kept_builds(installed, keep=keep, installing=installing, booted=running.build)
+        gone = removal(
+            installed,
+            kept,
+            boot_dir=boot,
+            modules_dir=modules_dir,
+            running_release=running.get("release"),
+        )
+        remove(session, self.host, gone)
+        return gone
+
+    def remove_entry(self, session: SshSession) -> bool:
+        """Take kbisect's entry out of grub (its grub.d script, then update-grub); False if
+        there was none. The host's default entry is left as it is."""
+        script = self.options.grub_script
+        if not session.run(["test", "-e", script], Deadline(_SHORT)).ok:
+            return False
+        self._run(session, ["rm", "-f", "--", script], "removing kbisect's grub.d script")
+        self._run(session, self.options.commands.update_grub, "updating grub", Deadline(_SLOW))
+        return True
 
     def _arm(self, session: SshSession, artifact: Artifact) -> None:
         """The build's entry for the next boot only; the fallback entry for every boot after."""

@@ -49,7 +49,8 @@ def lab_paths(project: Project) -> LabPaths:
 class Lab:
     """Hosts of one kbisect command. Used as a context manager: on leaving it (normally, by an
     exception, by Ctrl-C or SIGTERM) every embedded host this command booted is shut down,
-    unless `keep_up` (lab.up and deploy leave the host running on purpose)."""
+    unless `keep_up` (lab.up and deploy leave the host running on purpose), and every console
+    capture it started is ended."""
 
     def __init__(self, project: Project, *, keep_up: bool = False, say: Say = print) -> None:
         self.project = project
@@ -87,8 +88,10 @@ class Lab:
         return self.paths.lab_dir / "leases"
 
     def close(self) -> None:
-        if not self.keep_up:
-            for host in self._hosts.values():
+        for host in self._hosts.values():
+            with contextlib.suppress(Exception):
+                host.close_console()  # a console capture ends with the command, kept up or not
+            if not self.keep_up:
                 with contextlib.suppress(Exception):
                     host.shutdown()
         for lease in self._leases:

@@ -7,7 +7,8 @@ host (kbisect.lab.kinds) implements four small protocols, the way labgrid's driv
 - boot: get a build running (`_boot`), optionally ahead of time (`stage`)
 - power: restart a host that does not answer (`_power_cycle`), tell a host known to be gone
   (`check_alive`), end what kbisect started (`shutdown`)
-- console: the host's console log, where there is one (`console_log`)
+- console: the host's console log, where there is one (`console_log`), and the capture kbisect
+  runs for it where the host's own emulator does not write it (`open_console`, `close_console`)
 
 `deploy` is shared: it boots a build and proves it: the boot id changed, `uname -r` is the build's
 release, the dom0 command line carries `kbisect.build=KEY`, and /sys/hypervisor/type says xen. A
@@ -157,6 +158,14 @@ class LabHost(ABC):
     def console_log(self) -> Path | None:
         """The host's console log, where the kind has one."""
 
+    def open_console(self, *, fresh: bool = False) -> None:  # noqa: B027 (most capture alone)
+        """Capture the console from now on, where kbisect runs the capture (a rack machine's
+        console command); `fresh` starts the log anew, so that a deploy's log is its boot."""
+
+    def close_console(self) -> bool:
+        """End the console capture kbisect runs, by its PID; True if one was running."""
+        return False
+
     # -- shared behaviour -----------------------------------------------------------------
 
     @property
@@ -207,6 +216,7 @@ class LabHost(ABC):
             raise HostBroken(f"{self.name} is marked broken for this run: {self.broken}")
         started = time.monotonic()
         self.deployment_file.unlink(missing_ok=True)
+        self.open_console(fresh=True)
         cycles, armed, cycle_next = 0, False, False
         previous: str | None = None
         while True:

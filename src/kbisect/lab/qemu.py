@@ -29,7 +29,7 @@ from kbisect.config.model import Host, QemuOptions
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
 from kbisect.lab.initramfs import READY_MARKER, InitramfsInputs, build_initramfs
-from kbisect.processes import STDOUT, Child, end_pid
+from kbisect.processes import STDOUT, Child, command_line, end_pid
 
 QEMU = "qemu-system-x86_64"
 PROC_MARKER = "kbisect-lab."  # in QEMU's -name, so a recycled PID is never mistaken for ours
@@ -90,6 +90,15 @@ def dom0_cmdline(opts: QemuOptions, extra: str = "") -> str:
     if extra:
         parts.append(extra)
     return " ".join(parts)
+
+
+def multiboot_modules(*modules: tuple[Path, str]) -> str:
+    """QEMU's -initrd for a multiboot kernel (Xen): the modules, each a file and its command
+    line, separated by commas. A comma inside one (`console=ttyS0,115200` in
+    `extra_dom0_cmdline`) is doubled: QEMU reads `,,` as a comma, a single one as the start of
+    the next module."""
+    parts = [f"{path} {cmdline}".rstrip() for path, cmdline in modules]
+    return ",".join(part.replace(",", ",,") for part in parts)
 
 
 def standby_wanted(opts: QemuOptions) -> bool:
@@ -179,7 +188,9 @@ class QemuHost:
         xen = xen_image(self.opts, self.lab_dir)
         port = free_port()
         self.console_log.unlink(missing_ok=True)
-        modules = f"{artifact.bzimage} {dom0_cmdline(self.opts, inputs.cmdline_extra)},{initrd}"
+        modules = multiboot_modules(
+            (artifact.bzimage, dom0_cmdline(self.opts, inputs.cmdline_extra)), (initrd, "")
+        )
         argv = [
             *(["chrt", "--idle", "0"] if background else []),
             QEMU,
@@ -320,14 +331,6 @@ def _foreground(pid: int) -> None:
 
 
 def _is_our_qemu(pid: int, name: str) -> bool:
-    # A process in the middle of execve (chrt becoming QEMU) shows an empty command line for a
-    # moment: read again rather than take a booting standby for a dead one.
-    for _ in range(20):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        if cmdline:
-            return f"{PROC_MARKER}{name}".encode() in cmdline.split(b"\0")
-        time.sleep(0.01)
-    return False
+    # command_line reads again while chrt becomes QEMU, so a booting standby is not taken for
+    # a dead one.
+    return f"{PROC_MARKER}{name}" in (command_line(pid) or [])
