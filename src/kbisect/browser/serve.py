@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from kbisect.progress import Say
 from kbisect.results.schema import DB_NAME
 
 HOST = "127.0.0.1"
@@ -131,7 +132,7 @@ def serve(
     site: Path,
     results_dir: Path,
     port: int = 0,
-    say: Callable[[str], None] = print,
+    say: Say = print,
     quiet: bool = True,
 ) -> None:
     """Serve until Ctrl-C (or SIGTERM, as KeyboardInterrupt or SystemExit), then close cleanly."""
