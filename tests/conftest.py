@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 MakeProject = Callable[[dict[str, str]], Path]
 
 # Markers a test gets from the fixtures it uses, so that a new test is marked without anyone
-# remembering to: `pytest -m "not slow"` is the quick inner loop (about a minute).
+# remembering to: `pytest -m "not slow"` is the quick inner loop (about a minute and a half on
+# 2 cores).
 _MARKS_BY_FIXTURE = {
     "dom0_builds": ("slow", "kernel_build"),
     "debian_tree": ("slow",),

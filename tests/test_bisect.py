@@ -84,6 +84,7 @@ def report(tmp: Path, bisection: int = 1) -> dict[str, object]:
 # -- the command ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a whole real bisection
 def test_run_predicate_finds_and_confirms_the_culprit(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     commits = linear_repo(repo, 40, bug_at=23)
@@ -127,6 +128,7 @@ def test_command_past_its_timeout_is_ended_with_its_children(tmp_path: Path) -> 
     assert predicates._run_command("exit 3", tmp_path, timeout=30) == 3
 
 
+@pytest.mark.slow  # a whole real bisection
 def test_skipped_commits_next_to_the_culprit_leave_suspects(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     commits = linear_repo(repo, 32)
@@ -193,6 +195,7 @@ def test_bad_requests_are_one_line_user_errors(
     assert not (tmp_path / "results/bisect").exists(), "nothing half-written"
 
 
+@pytest.mark.slow  # a whole real bisection
 def test_resume_after_kill_9_redoes_no_finished_run(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     commits = linear_repo(repo, 64)
@@ -250,6 +253,7 @@ def test_resume_after_kill_9_redoes_no_finished_run(tmp_path: Path) -> None:
     assert after[0] == "48", "the resume starts with the run that was cut off"
 
 
+@pytest.mark.slow  # a whole real bisection
 def test_empty_culprit_and_merge_culprit_are_flagged(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     commits = linear_repo(repo, 4)
@@ -287,6 +291,7 @@ def test_empty_culprit_and_merge_culprit_are_flagged(tmp_path: Path) -> None:
     assert any("merge of 2 parents" in f for f in data["flags"])  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow  # a whole real bisection
 def test_replay_continues_from_a_bisect_log(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     commits = linear_repo(repo, 64)
@@ -351,6 +356,7 @@ def repo128(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     return path, linear_repo(path, 128)
 
 
+@pytest.mark.slow  # three 30%-flaky bisections of 128 commits
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_flaky_predicate_is_bisected_right(
     repo128: tuple[Path, list[str]], tmp_path: Path, seed: int

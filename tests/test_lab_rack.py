@@ -30,7 +30,8 @@ from kbisect.processes import pid_alive
 from kbisect.results.model import LogKind, ResultStatus
 from netns import NetnsLab, SshHost
 
-pytestmark = pytest.mark.needs_root  # network namespaces and sshd in them
+# Real sshd in network namespaces: seconds a test, so out of the quick loop.
+pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
 
 RELEASE = "6.1.192+"
 # A host that comes back ends the wait for it at once, so where it does, the boot timeout is

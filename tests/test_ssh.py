@@ -38,7 +38,8 @@ from kbisect.lab.ssh import (
 )
 from netns import NetnsLab, SshHost
 
-pytestmark = pytest.mark.needs_root  # network namespaces and sshd in them
+# Real sshd in network namespaces: seconds a test, so out of the quick loop.
+pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
 
 if (
     shutil.which("ip") is None
