@@ -13,6 +13,7 @@ from kbisect.cli import (
     config_tasks,
     demo_tasks,
     lab_tasks,
+    machine_tasks,
     pipeline_tasks,
     run_tasks,
     tree_tasks,
@@ -44,6 +45,9 @@ ns.add_collection(
         lab_tasks.lab_status,
         lab_tasks.lab_trust,
         lab_tasks.lab_clean,
+        machine_tasks.lab_power,
+        machine_tasks.lab_image,
+        machine_tasks.lab_console,
     )
 )
 ns.add_collection(Collection("config", config_tasks.reference))

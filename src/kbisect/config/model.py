@@ -16,6 +16,7 @@ from kbisect.config.text import shown
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 Expectation = Literal["pass", "fail", "skip", "flaky"]
+LOOPBACK = ("127.0.0.1", "localhost")
 DAY = 86_400
 WEEK = 7 * DAY
 
@@ -172,7 +173,14 @@ class SshOptions(Model):
     boot_dir: str = doc("Where kernels and initrds are installed on the host.", "/boot")
     modules_dir: str = doc("Where module trees are installed on the host.", "/lib/modules")
     grub_script: str = doc(
-        "The grub.d script kbisect writes its one entry into.", "/etc/grub.d/42_kbisect"
+        "The grub.d script kbisect installs once (then update-grub), which makes grub.cfg "
+        "read kbisect's entry from `grub_dir`/kbisect.cfg at boot: a deploy rewrites that "
+        "file and needs no update-grub.",
+        "/etc/grub.d/42_kbisect",
+    )
+    grub_dir: str = doc(
+        "grub's directory on the host (/boot/grub on Debian, /boot/grub2 on Fedora).",
+        "/boot/grub",
     )
     commands: RackCommands = doc("Boot and power commands.", factory=RackCommands)
     console: list[str] | None = doc(
@@ -192,12 +200,39 @@ class SshOptions(Model):
     )
 
     def check(self) -> list[tuple[str, str]]:
-        paths = ("boot_dir", "modules_dir", "grub_script", "xen_image")
+        paths = ("boot_dir", "modules_dir", "grub_script", "grub_dir", "xen_image")
         absolute = "expected an absolute path on the host"
         problems = [(key, absolute) for key in paths if not str(getattr(self, key)).startswith("/")]
         if self.console is not None and not self.console:
             problems.append(("console", "expected a command (a list of words), or null"))
         return problems
+
+
+@dataclass(kw_only=True)
+class EmulatedMachine(Model):
+    """A rack machine that kbisect itself emulates: a QEMU virtual machine booting Debian 12,
+    Xen and GRUB2 from its own disk. It is reached, deployed to and power-cycled exactly like
+    hardware (through its `ssh` section); only this section says that kbisect starts it."""
+
+    suite: str = doc("Debian suite the disk image is built from (mmdebstrap).", "bookworm")
+    mirror: str = doc("Debian mirror for the image.", "http://deb.debian.org/debian")
+    extra_packages: list[str] = doc("Packages added to the image's standard set.", factory=list)
+    disk_gb: int = doc("Size of the machine's disk (sparse).", 4, bounds=(2, 1024))
+    memory_mb: int = doc("Machine memory (-m).", 2048, bounds=(512, 1_048_576))
+    cpus: int = doc("Machine CPUs (-smp).", 2, bounds=(1, 255))
+    dom0_memory_mb: int = doc(
+        "dom0_mem on the image's Xen command line.", 1024, bounds=(256, 1_048_576)
+    )
+    dom0_cmdline: str = doc(
+        "Added to the dom0 command line of the image's Xen entries (the known-good kernel's); "
+        "a PV dom0 sees one NUMA node unless told to fake two.",
+        "numa=fake=2 numa_balancing=enable",
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.dom0_memory_mb >= self.memory_mb:
+            return [("dom0_memory_mb", "expected less than memory_mb")]
+        return []
 
 
 @dataclass(kw_only=True)
@@ -208,6 +243,11 @@ class Host(Model):
     kind: Literal["qemu", "ssh"] = doc("qemu: the embedded host; ssh: a rack machine.")
     qemu: QemuOptions | None = doc("Options for kind qemu.", None)
     ssh: SshOptions | None = doc("Options for kind ssh (required there).", None)
+    machine: EmulatedMachine | None = doc(
+        "Kind ssh only: the host is a virtual machine that kbisect builds and starts on this "
+        "machine (`kbisect lab.power`); its ssh address must be loopback.",
+        None,
+    )
     boot_timeout: int = doc(
         "Seconds from power-on or reboot to a working SSH login.", 300, bounds=(1, DAY)
     )
@@ -223,6 +263,10 @@ class Host(Model):
             problems.append(("ssh", "only for kind 'ssh'"))
         if self.kind == "ssh" and self.qemu is not None:
             problems.append(("qemu", "only for kind 'qemu'"))
+        if self.machine is not None and self.kind != "ssh":
+            problems.append(("machine", "only for kind 'ssh'"))
+        elif self.machine is not None and self.ssh and self.ssh.address not in LOOPBACK:
+            problems.append(("ssh.address", "expected a loopback address for an emulated machine"))
         return problems
 
     def qemu_options(self) -> QemuOptions:

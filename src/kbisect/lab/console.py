@@ -25,9 +25,17 @@ _END_GRACE = 5.0  # a console client ends at once on TERM; KILL after this
 class ConsoleCapture:
     """The console command of one host, writing into `log`; its PIDs are kept in `state`."""
 
-    def __init__(self, host: str, argv: list[str], log: Path, state: Path) -> None:
+    def __init__(
+        self,
+        host: str,
+        argv: list[str],
+        log: Path,
+        state: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.host = host
         self.argv = argv
+        self.env = env
         self.log = log
         self.state = state
         self._child: Child | None = None
@@ -54,7 +62,11 @@ class ConsoleCapture:
             self._end_left_behind()
             with self.log.open("ab") as log:
                 self._child = processes.start(
-                    self.argv, stdout=log, stderr=STDOUT, what=f"console of {self.host}"
+                    self.argv,
+                    stdout=log,
+                    stderr=STDOUT,
+                    env=self.env,
+                    what=f"console of {self.host}",
                 )
             self._write_state(self._child.pid)
             return True

@@ -19,6 +19,7 @@ from kbisect.deadline import Deadline
 from kbisect.errors import UserError
 from kbisect.lab.kinds import make_host
 from kbisect.lab.lease import Lease
+from kbisect.lab.machine.vm import VirtualMachine
 from kbisect.lab.protocol import LabHost, LabPaths
 from kbisect.lab.ssh import generate_keypair, load_private_key
 from kbisect.progress import Say
@@ -43,6 +44,7 @@ def lab_paths(project: Project) -> LabPaths:
         key_path=key_path,
         public_key=f"{key.get_name()} {key.get_base64()} kbisect-lab",
         rack_known_hosts=project.configs_dir / RACK_KNOWN_HOSTS,
+        project_root=project.root,
     )
 
 
@@ -59,6 +61,7 @@ class Lab:
         self.say = say
         self._hosts: dict[str, LabHost] = {}
         self._leases: list[Lease] = []
+        self._switched_on: list[VirtualMachine] = []
 
     def host(self, name: str | None) -> LabHost:
         """A host by name; without a name, the only host or the first embedded one."""
@@ -75,6 +78,14 @@ class Lab:
             self._hosts[name] = make_host(hosts[name], self.paths, self.say)
         return self._hosts[name]
 
+    def machine(self, name: str) -> VirtualMachine:
+        """The emulated machine behind a host (UserError if the host is not one)."""
+        config = self.host(name).config
+        if config.machine is None:
+            raise UserError(f"{name} is not an emulated machine (it has no `machine` section)")
+        paths = self.paths
+        return VirtualMachine(config, paths.lab_dir, self.project.cache_dir, paths.public_key)
+
     def all_hosts(self) -> list[LabHost]:
         return [self.host(name) for name in sorted(self.project.hosts)]
 
@@ -82,7 +93,16 @@ class Lab:
         """Take the host for this process (released when the Lab closes, or by the caller)."""
         lease = Lease.acquire(self.paths.lab_dir / "leases", host.name, purpose, Deadline(wait))
         self._leases.append(lease)
+        if host.config.machine is not None:
+            self._switch_on(host)
         return lease
+
+    def _switch_on(self, host: LabHost) -> None:
+        """An emulated machine that is off is switched on for the work it is leased for (and
+        off again when the Lab closes, unless kept up); the deploy then waits for its boot."""
+        vm = self.machine(host.name)
+        if vm.on(self.say):
+            self._switched_on.append(vm)
 
     def leases_dir(self) -> Path:
         return self.paths.lab_dir / "leases"
@@ -94,6 +114,9 @@ class Lab:
             if not self.keep_up:
                 with contextlib.suppress(Exception):
                     host.shutdown()
+        while self._switched_on and not self.keep_up:
+            with contextlib.suppress(Exception):
+                self._switched_on.pop().off()
         for lease in self._leases:
             with contextlib.suppress(Exception):
                 lease.release()
