@@ -150,6 +150,9 @@ class FakeMachine:
         if not cfg.exists():
             return None
         text = cfg.read_text()
+        entries = self.root / "grub/kbisect.cfg"  # as grub sources it at boot, when told to
+        if "source ${config_directory}/kbisect.cfg" in text and entries.exists():
+            text += entries.read_text()
         block = re.search(
             rf"menuentry '[^']*dom0 (?P<rel>\S+)' --id {re.escape(entry_id)} \{{(?P<body>.*?)\n\}}",
             text,

@@ -22,6 +22,7 @@ from kbisect.config.model import Host, Job, RackCommands, SshOptions
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
 from kbisect.jobs.runner import run_job
+from kbisect.lab.grub import GRUB_SCRIPT
 from kbisect.lab.housekeeping import Installed, kept_builds, removal
 from kbisect.lab.protocol import BootMismatch, HostBroken, LabPaths
 from kbisect.lab.rack import RackHost
@@ -124,6 +125,7 @@ def rack_host(
             boot_dir=str(m / "boot"),
             modules_dir=str(m / "lib/modules"),
             grub_script=str(m / "grub.d/42_kbisect"),
+            grub_dir=str(m / "grub"),
             commands=RackCommands(),
             console=machine.console_command(),
             keep_kernels=keep_kernels,
@@ -172,8 +174,9 @@ def test_deploy_installs_arms_grub_once_reboots_and_verifies(
     ]
     assert machine.called("grub-set-default") == [["debian-known-good"]]
     assert machine.called("grub-reboot") == [["kbisect-aaaa1111"]]
-    # the entry update-grub produced from kbisect's grub.d script
-    cfg = (machine.root / "grub.cfg").read_text()
+    # update-grub ran kbisect's grub.d script, which makes grub.cfg read kbisect's entry file
+    assert "source ${config_directory}/kbisect.cfg" in (machine.root / "grub.cfg").read_text()
+    cfg = (machine.root / "grub/kbisect.cfg").read_text()
     assert "--id kbisect-aaaa1111 {" in cfg
     assert "\tmultiboot2 /boot/xen-4.17-amd64.gz loglvl=all guest_loglvl=all\n" in cfg
     kernel_line = next(
@@ -204,6 +207,8 @@ def test_deploy_installs_arms_grub_once_reboots_and_verifies(
     ]
     assert installed.read_bytes().endswith(b"B")
     assert (installed.parents[3] / "kbisect.build").read_text() == "bbbb2222\n"
+    assert "--id kbisect-bbbb2222 {" in (machine.root / "grub/kbisect.cfg").read_text()
+    assert len(machine.called("update-grub")) == 1, "the grub.d script is installed once"
 
 
 @pytest.mark.slow  # reboots the machine (waits its boot)
@@ -464,8 +469,11 @@ def test_lab_clean_removes_the_grub_entry_and_kbisect_builds_but_the_running_one
     server, _ = rack
     m = machine.root
     boot, modules, script = m / "boot", m / "lib/modules", m / "grub.d/42_kbisect"
+    entries = m / "grub/kbisect.cfg"
     # what earlier deploys left: an entry, an old build, and the build the machine runs now
-    script.write_text("#!/bin/sh\necho \"menuentry 'kbisect run2' --id kbisect-run2 {\"\necho }\n")
+    script.write_text(GRUB_SCRIPT)
+    entries.parent.mkdir(exist_ok=True)
+    entries.write_text("menuentry 'kbisect run2' --id kbisect-run2 {\n}\n")
     for key, release in (("old1", "6.1.180+"), ("run2", "6.1.181+")):
         for name in (f"vmlinuz-kbisect-{key}", f"initrd.img-kbisect-{key}"):
             (boot / name).write_text(key)
@@ -481,6 +489,7 @@ def test_lab_clean_removes_the_grub_entry_and_kbisect_builds_but_the_running_one
         "hosts:\n  - name: rack1\n    kind: ssh\n    ssh:\n"
         f"      address: {server.address}\n      key: {ssh_client_key}\n"
         f"      boot_dir: {boot}\n      modules_dir: {modules}\n      grub_script: {script}\n"
+        f"      grub_dir: {entries.parent}\n"
     )
     KnownHosts(root / "configs/known_hosts").add(server.address, 22, server.host_key)
     env = {**os.environ, "KBISECT_ROOT": str(root), "KBISECT_CACHE": str(tmp_path / "cache")}
@@ -491,8 +500,9 @@ def test_lab_clean_removes_the_grub_entry_and_kbisect_builds_but_the_running_one
         )
         assert first.returncode == 0, first.stderr
         assert f"rack1: removed grub entry ({script})" in first.stdout
-        assert not script.exists() and machine.called("update-grub") == [[]]
-        assert "kbisect-run2" not in (m / "grub.cfg").read_text()
+        assert not script.exists() and not entries.exists()
+        assert machine.called("update-grub") == [[]]
+        assert "kbisect" not in (m / "grub.cfg").read_text()
         assert sorted(p.name for p in boot.glob("*kbisect*")) == [
             "initrd.img-kbisect-run2",
             "vmlinuz-kbisect-run2",

@@ -94,6 +94,7 @@ def make_project(work: Path, hosts: list[SshHost], tmp: Path) -> Path:
             f"      boot_dir: {m / 'boot'}",
             f"      modules_dir: {m / 'lib/modules'}",
             f"      grub_script: {m / 'grub.d/42_kbisect'}",
+            f"      grub_dir: {m / 'grub'}",
         ]
         KnownHosts(root / "configs/known_hosts").add(host.address, host.port, host.host_key)
     (root / "configs/lab.yaml").write_text("\n".join(lines) + "\n")

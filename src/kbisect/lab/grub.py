@@ -1,9 +1,10 @@
 """Boot through grub2, over SSH: how a machine with a disk and a bootloader boots a build.
 
-The build's kernel, modules and initrd are installed on the host, a grub.d script adds one menu
-entry (multiboot2 Xen + module2 dom0), `grub-reboot` arms that entry for the next boot only, and
-the host reboots. A build that hangs is power-cycled into the saved default entry (the known-good
-kernel), so a bad build never locks the machine out. Each install removes old kbisect builds
+The build's kernel, modules and initrd are installed on the host, one menu entry (multiboot2 Xen
++ module2 dom0) is written to a file that grub.cfg reads at boot (through a grub.d script
+installed once), `grub-reboot` arms that entry for the next boot only, and the host reboots. A
+build that hangs is power-cycled into the saved default entry (the known-good kernel), so a bad
+build never locks the machine out. Each install removes old kbisect builds
 (kbisect.lab.housekeeping); `remove_entry` takes kbisect's entry out of grub on request. Used by
 rack machines; any host kind that boots Xen through grub from its own disk can use it too.
 """
@@ -30,7 +31,7 @@ from kbisect.lab.housekeeping import (
     removal,
     remove,
 )
-from kbisect.lab.probe import BUILD_PARAM, Probe
+from kbisect.lab.probe import BUILD_PARAM, LOADING_MARK, Probe
 from kbisect.lab.ssh import SshSession
 from kbisect.lab.ssh.commands import sh_script
 
@@ -65,7 +66,7 @@ class GrubBoot:
         transfers = Deadline(TRANSFER_SECONDS)
         self.tidy(session, running, installing=artifact.key, keep=self.options.keep_kernels)
         kernel, initrd = self._install_files(session, artifact, release, transfers)
-        script = grub_script(
+        entry = grub_entry(
             self.entry_id(artifact),
             artifact.key,
             release,
@@ -76,9 +77,24 @@ class GrubBoot:
             dom0_cmdline=self._dom0_cmdline(running, artifact),
             boot_mount=self._mount_point(session, self._boot_dir),
         )
-        session.upload_bytes(script.encode(), self.options.grub_script, transfers, mode=0o755)
-        self._run(session, self.options.commands.update_grub, "updating grub", Deadline(_SLOW))
+        session.upload_bytes(entry.encode(), self.entries_file, transfers, mode=0o644)
+        self._ensure_script(session, transfers)
         self._arm(session, artifact)
+
+    @property
+    def entries_file(self) -> str:
+        """The file holding kbisect's menu entry, read by grub at boot (see GRUB_SCRIPT)."""
+        return f"{self.options.grub_dir.rstrip('/')}/{ENTRIES_FILE}"
+
+    def _ensure_script(self, session: SshSession, transfers: Deadline) -> None:
+        """Install the grub.d script that makes grub.cfg read kbisect's entries file, and run
+        update-grub, unless the host has it already: then a deploy needs no update-grub."""
+        current = session.run(["cat", self.options.grub_script], Deadline(_SHORT))
+        if current.ok and current.stdout == GRUB_SCRIPT.encode():
+            return
+        path = self.options.grub_script
+        session.upload_bytes(GRUB_SCRIPT.encode(), path, transfers, mode=0o755)
+        self._run(session, self.options.commands.update_grub, "updating grub", Deadline(_SLOW))
 
     @property
     def _boot_dir(self) -> str:
@@ -91,7 +107,8 @@ class GrubBoot:
         boot, modules_dir = self._boot_dir, self.options.modules_dir
         kernel = f"{boot}/{KERNEL_PREFIX}{artifact.key}"
         initrd = f"{boot}/{INITRD_PREFIX}{artifact.key}"
-        self._run(session, ["mkdir", "-p", boot, modules_dir], "preparing directories")
+        grub_dir = self.options.grub_dir
+        self._run(session, ["mkdir", "-p", boot, modules_dir, grub_dir], "preparing directories")
         session.upload(artifact.bzimage, kernel, transfers, mode=0o644)
         tarball = self.scratch / "modules.tar.gz"
         _pack_modules(artifact, release, tarball)
@@ -134,12 +151,14 @@ class GrubBoot:
     def remove_entry(self, session: SshSession) -> bool:
         """Take kbisect's entry out of grub (its grub.d script, then update-grub); False if
         there was none. The host's default entry is left as it is."""
-        script = self.options.grub_script
-        if not session.run(["test", "-e", script], Deadline(_SHORT)).ok:
-            return False
-        self._run(session, ["rm", "-f", "--", script], "removing kbisect's grub.d script")
-        self._run(session, self.options.commands.update_grub, "updating grub", Deadline(_SLOW))
-        return True
+        script, entries = self.options.grub_script, self.entries_file
+        had_entry = session.run(["test", "-e", entries], Deadline(_SHORT)).ok
+        self._run(session, ["rm", "-f", "--", entries], "removing kbisect's grub entry")
+        if session.run(["test", "-e", script], Deadline(_SHORT)).ok:
+            self._run(session, ["rm", "-f", "--", script], "removing kbisect's grub.d script")
+            self._run(session, self.options.commands.update_grub, "updating grub", Deadline(_SLOW))
+            return True
+        return had_entry
 
     def _arm(self, session: SshSession, artifact: Artifact) -> None:
         """The build's entry for the next boot only; the fallback entry for every boot after."""
@@ -217,7 +236,23 @@ def _grub_path(path: str, mount: str) -> str:
     return "/" + path[len(mount) :].lstrip("/") if path.startswith(mount + "/") else path
 
 
-def grub_script(
+# The grub.d script kbisect installs once: grub.cfg then reads kbisect's entries file at boot
+# (as Debian's 41_custom reads custom.cfg), so a deploy rewrites that file and needs no
+# update-grub (53 s under TCG, seconds on hardware, and one more thing that can fail).
+ENTRIES_FILE = "kbisect.cfg"
+GRUB_SCRIPT = (
+    "#!/bin/sh\n"
+    "# Written by kbisect: grub reads the entry of the build kbisect deployed last from\n"
+    f"# {ENTRIES_FILE} in its own directory. `kbisect lab.clean HOST` removes both.\n"
+    "cat <<'KBISECT_EOF'\n"
+    f"if [ -f ${{config_directory}}/{ENTRIES_FILE} ]; then\n"
+    f"\tsource ${{config_directory}}/{ENTRIES_FILE}\n"
+    "fi\n"
+    "KBISECT_EOF\n"
+)
+
+
+def grub_entry(
     entry_id: str,
     build_key: str,
     release: str,
@@ -229,29 +264,22 @@ def grub_script(
     dom0_cmdline: str,
     boot_mount: str,
 ) -> str:
-    """The grub.d script: one menu entry booting Xen with the build as dom0 (update-grub runs
-    it and copies its output into grub.cfg)."""
+    """One menu entry booting Xen with the build as dom0. It says `kbisect: loading build KEY`
+    on the console, the evidence that grub picked it when the kernel then does not boot."""
     k = _grub_path(kernel, boot_mount)
     lines = [
+        f"# Written by kbisect for build {build_key}; replaced by the next deploy.",
         f"menuentry 'kbisect {build_key}: Xen, dom0 {release}' --id {entry_id} {{",
         "\tinsmod part_gpt",
         "\tinsmod part_msdos",
         "\tinsmod ext2",
         "\tinsmod multiboot2",
         f"\tsearch --no-floppy --file --set=root {k}",
-        f"\techo 'kbisect: loading Xen and dom0 {release}'",
+        f"\techo '{LOADING_MARK} {build_key}'",
         f"\tmultiboot2 {_grub_path(xen, boot_mount)} {xen_cmdline}".rstrip(),
         f"\tmodule2 {k} {dom0_cmdline}".rstrip(),
     ]
     if initrd:
         lines.append(f"\tmodule2 --nounzip {_grub_path(initrd, boot_mount)}")
     lines.append("}")
-    body = "\n".join(lines)
-    return (
-        "#!/bin/sh\n"
-        f"# Written by kbisect for build {build_key}; replaced by the next deploy.\n"
-        "# Booted once with grub-reboot, so a hang falls back to the default entry.\n"
-        "cat <<'KBISECT_ENTRY'\n"
-        f"{body}\n"
-        "KBISECT_ENTRY\n"
-    )
+    return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ from kbisect.deadline import Deadline
 from kbisect.lab.console import ConsoleCapture
 from kbisect.lab.grub import GrubBoot
 from kbisect.lab.housekeeping import Removal
-from kbisect.lab.power import CommandPower
+from kbisect.lab.power import CommandPower, command_env, local_command
 from kbisect.lab.protocol import HostDown, LabHost, LabPaths, quiet
 from kbisect.lab.ssh import KnownHosts, SshTarget
 from kbisect.processes import CommandError
@@ -38,11 +38,15 @@ class RackHost(LabHost):
         assert config.ssh is not None  # the config loader guarantees it for kind ssh
         self.ssh = config.ssh
         self.grub = GrubBoot(self.name, config.ssh, self.dir)
-        self.power = CommandPower(self.name, config.ssh.power_cycle)
+        self.power = CommandPower(self.name, config.ssh.power_cycle, paths.project_root)
         self._known = KnownHosts(paths.rack_known_hosts)
         self.console = (
             ConsoleCapture(
-                self.name, config.ssh.console, self.dir / "console.log", self.dir / "console.json"
+                self.name,
+                local_command(config.ssh.console),
+                self.dir / "console.log",
+                self.dir / "console.json",
+                command_env(paths.project_root),
             )
             if config.ssh.console
             else None
@@ -72,6 +76,9 @@ class RackHost(LabHost):
             self.say(f"{self.name}: rebooting into {self.grub.entry_id(artifact)}")
             self.grub.reboot(session)
         return before.get("boot_id") or None
+
+    def boot_method(self, artifact: Artifact) -> str:
+        return f"grub2 one-shot '{self.grub.entry_id(artifact)}'"
 
     # -- power ----------------------------------------------------------------------------
 
