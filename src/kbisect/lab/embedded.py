@@ -88,6 +88,9 @@ class EmbeddedHost(LabHost):
     def _boot_inputs(self, artifact: Artifact) -> BootInputs:
         return BootInputs(self.paths.public_key, self.extra_files, f"{BUILD_PARAM}={artifact.key}")
 
+    def boot_method(self, artifact: Artifact) -> str:
+        return "QEMU -kernel (Xen multiboot, direct)"
+
     def _known_facts(self) -> dict[str, str]:
         return {"xen_cmdline": xen_cmdline(self.qemu.opts)}
 

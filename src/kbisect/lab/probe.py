@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# What a boot loader entry written by kbisect prints before it loads the build: the console's
+# evidence that the build was chosen (so a build that then does not come up is the kernel's
+# failure, not the boot loader's).
+LOADING_MARK = "kbisect: loading build"
 BUILD_PARAM = "kbisect.build"  # on the dom0 command line: kbisect.build=KEY names the build
 
 # One round trip that answers both "did it boot what we deployed?" and the host fingerprint.
@@ -42,6 +46,7 @@ exit 0
 """
 
 FINGERPRINT_KEYS = (
+    "boot",
     "hypervisor",
     "xen_version",
     "xen_cmdline",

@@ -13,7 +13,9 @@ host (kbisect.lab.kinds) implements four small protocols, the way labgrid's driv
 `deploy` is shared: it boots a build and proves it: the boot id changed, `uname -r` is the build's
 release, the dom0 command line carries `kbisect.build=KEY`, and /sys/hypervisor/type says xen. A
 host that does not come back is power-cycled up to `max_power_cycles` times and then marked broken
-for the run; the console log is kept. All of that is InfraError (ERROR), never a kernel FAIL.
+for the run; the console log is kept. All of that is InfraError (ERROR), never a kernel FAIL,
+with one exception that has evidence: the console shows the boot loader loading the build, and
+the host came back on another kernel (KernelDidNotBoot: the kernel's FAIL; the host is fine).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from pathlib import Path
 from kbisect.build.store import Artifact
 from kbisect.config.model import Host
 from kbisect.deadline import Deadline
-from kbisect.errors import InfraError
-from kbisect.lab.probe import BUILD_PARAM, PROBE, Probe
+from kbisect.errors import ExitCode, InfraError, KbisectError
+from kbisect.lab.probe import BUILD_PARAM, LOADING_MARK, PROBE, Probe
 from kbisect.lab.ssh import (
     HostKeyChanged,
     HostKeyUnknown,
@@ -53,7 +55,20 @@ class HostBroken(InfraError):
 
 
 class BootMismatch(InfraError):
-    """The host came back, but not running what was deployed (e.g. grub fell back)."""
+    """The host came back, but not running what was deployed, with no evidence that the boot
+    loader ever chose the build (grub not armed, an entry that does not load)."""
+
+
+class KernelDidNotBoot(KbisectError):
+    """The boot loader chose the build (its console says so), but the build never came up: the
+    host came back on its fallback kernel after power cycles. The kernel's failure (a FAIL),
+    not the lab's; the host is healthy for the next build."""
+
+    exit_code = ExitCode.FAILED
+
+    def __init__(self, message: str, console: Path | None) -> None:
+        super().__init__(message)
+        self.console = console
 
 
 @dataclass
@@ -89,6 +104,7 @@ class LabPaths:
     key_path: Path  # the lab's ed25519 private key
     public_key: str  # its OpenSSH public line (authorized on embedded hosts)
     rack_known_hosts: Path  # configs/known_hosts: pins for rack machines (lab.trust)
+    project_root: Path | None = None  # given to commands kbisect runs (KBISECT_ROOT)
 
 
 def quiet(_: str) -> None:
@@ -138,6 +154,10 @@ class LabHost(ABC):
         """Fingerprint facts the host kind knows better than the host (e.g. Xen's command
         line, which a Xen without `xl` does not tell)."""
         return {}
+
+    @abstractmethod
+    def boot_method(self, artifact: Artifact) -> str:
+        """How this kind boots a build, for the fingerprint (`boot`) and the JUnit."""
 
     # -- power ----------------------------------------------------------------------------
 
@@ -248,7 +268,9 @@ class LabHost(ABC):
             booted_at=time.time(),
             boot_seconds=round(time.monotonic() - started, 1),
             power_cycles=cycles,
-            fingerprint=probe.fingerprint(self._known_facts()),
+            fingerprint=probe.fingerprint(
+                {**self._known_facts(), "boot": self.boot_method(artifact)}
+            ),
             console=str(console) if console else None,
         )
         tmp = self.deployment_file.with_suffix(".tmp")
@@ -279,12 +301,27 @@ class LabHost(ABC):
             problems.append(f"uname -r {probe.get('release')!r} instead of {wanted_release!r}")
         if probe.get("hypervisor") != "xen":
             problems.append(f"hypervisor {probe.get('hypervisor') or '(none)'!r}, not xen")
+        if problems and probe.build != artifact.key and self._console_shows_loading(artifact):
+            raise KernelDidNotBoot(
+                f"kernel did not boot: grub loaded build {artifact.key} on {self.name}, which "
+                f"came back on {probe.get('release') or 'another kernel'} instead ("
+                + "; ".join(problems)
+                + ")"
+                + self._console_note(),
+                self._keep_console(),
+            )
         if problems:
             raise BootMismatch(
                 f"{self.name} came back but not running build {artifact.key}: "
                 + "; ".join(problems)
                 + self._console_note()
             )
+
+    def _console_shows_loading(self, artifact: Artifact) -> bool:
+        console = self.console_log()
+        if console is None or not console.exists():
+            return False
+        return f"{LOADING_MARK} {artifact.key}" in console.read_text(errors="replace")
 
     def _mark_broken(self, exc: InfraError, cycles: int) -> HostBroken:
         kept = self._keep_console()

@@ -24,7 +24,7 @@ from kbisect.errors import InfraError
 from kbisect.jobs.program import program_of
 from kbisect.jobs.runner import run_job
 from kbisect.lab.lab import Lab
-from kbisect.lab.protocol import Deployment, LabHost
+from kbisect.lab.protocol import Deployment, KernelDidNotBoot, LabHost
 from kbisect.progress import Say
 from kbisect.results.model import (
     BuildRecord,
@@ -154,6 +154,13 @@ class CellRunner:
         with held:
             try:
                 deployed = self.ensure_deployed(host, outcome.artifact)
+            except KernelDidNotBoot as exc:  # the kernel's failure: FAIL, with its console
+                reason = str(exc).splitlines()[0]
+                sub = SubtestRecord("boot", ResultStatus.FAIL, detail=reason)
+                return self.record_each(
+                    spec, repeat_numbers, prov, ResultStatus.FAIL, reason, (sub,),
+                    logs=self._keep_console(spec, host),
+                )  # fmt: skip
             except InfraError as exc:
                 return self.record_each(
                     spec, repeat_numbers, prov, ResultStatus.ERROR, f"deploy failed: {exc}",
