@@ -70,12 +70,13 @@ def make_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MakeProject
 def real_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     """The repository's own configuration with a cache for this test run.
 
-    Downloads (.deb files) and ccache are shared with the machine's kbisect cache, so a second
-    run neither downloads nor compiles from scratch; everything else starts empty.
+    Downloads (.deb files), ccache and the emulated rack machine's disk images are shared with
+    the machine's kbisect cache, so a second run neither downloads nor compiles nor builds an
+    image from scratch; everything else starts empty.
     """
     persistent = cache_dir(Settings(), REPO)
     cache = tmp_path_factory.mktemp("kbisect-cache")
-    for shared in ("debian/debs", "ccache"):
+    for shared in ("debian/debs", "ccache", "machines"):
         (persistent / shared).mkdir(parents=True, exist_ok=True)
         (cache / shared).parent.mkdir(parents=True, exist_ok=True)
         (cache / shared).symlink_to(persistent / shared)
