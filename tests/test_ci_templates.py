@@ -21,7 +21,7 @@ import yaml
 from junitparser import Failure, JUnitXml
 
 from fake_kernel import git
-from fake_machine import FakeMachine
+from fake_machine import fake_rack_host
 from helpers import require_program
 from kbisect.lab.ssh import generate_keypair
 from kbisect.results.model import Change
@@ -134,15 +134,7 @@ def rack_host(tmp_path: Path) -> Iterator[tuple[Path, SshHost]]:
     generate_keypair(key)
     netns = NetnsLab(work / "netns", key.with_name("id_ed25519.pub"))
     try:
-        machine_dir = work / "machine-rack1"
-        machine_dir.mkdir()
-        staging = work / "shim-rack1"
-        staging.mkdir()
-        FakeMachine(machine_dir).create(staging)
-        host = netns.add_openssh("rack1", machine=machine_dir)
-        for item in staging.iterdir():
-            shutil.copy2(item, host.shim_dir / item.name)
-        yield work, host
+        yield work, fake_rack_host(netns, "rack1", work)[0]
     finally:
         netns.close()
 
