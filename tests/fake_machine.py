@@ -24,17 +24,36 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # not at run time: this file also runs as a program on the fake hosts
+    from netns import NetnsLab, SshHost
 
 FAKE_COMMANDS = (
     "grub-reboot", "grub-set-default", "update-grub", "reboot", "mkinitramfs", "uname", "dmesg",
 )  # fmt: skip
 DEFAULT_RELEASE = "6.1.0-13-amd64"
 DEFAULT_CMDLINE = f"BOOT_IMAGE=/vmlinuz-{DEFAULT_RELEASE} root=/dev/sda1 ro quiet"
+
+
+def fake_rack_host(netns: NetnsLab, name: str, workdir: Path) -> tuple[SshHost, FakeMachine]:
+    """A namespace sshd host playing a rack machine: its state in workdir/machine-NAME, the
+    fake commands on its PATH."""
+    machine_dir = workdir / f"machine-{name}"
+    machine_dir.mkdir()
+    staging = workdir / f"shim-{name}"
+    staging.mkdir()
+    machine = FakeMachine(machine_dir).create(staging)
+    host = netns.add_openssh(name, machine=machine_dir)
+    for item in staging.iterdir():
+        shutil.copy2(item, host.shim_dir / item.name)
+    return host, machine
 
 
 class FakeMachine:

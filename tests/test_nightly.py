@@ -5,7 +5,6 @@ with scripted results over several runs."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 from junitparser import JUnitXml
 
 from fake_kernel import commit_file, git, make_buildable_repo, make_patch
-from fake_machine import FakeMachine
+from fake_machine import fake_rack_host
 from kbisect.lab.lease import Lease
 from kbisect.lab.ssh import KnownHosts, generate_keypair
 from kbisect.pipeline.regressions import classify_run
@@ -46,15 +45,7 @@ def rack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[
     hosts = []
     try:
         for name in ("rack1", "rack2"):
-            machine_dir = work / f"machine-{name}"
-            machine_dir.mkdir()
-            staging = work / f"shim-{name}"
-            staging.mkdir()
-            FakeMachine(machine_dir).create(staging)
-            host = netns.add_openssh(name, machine=machine_dir)
-            for item in staging.iterdir():
-                shutil.copy2(item, host.shim_dir / item.name)
-            hosts.append(host)
+            hosts.append(fake_rack_host(netns, name, work)[0])
         yield work, hosts
     finally:
         netns.close()

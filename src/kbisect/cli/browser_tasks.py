@@ -103,9 +103,11 @@ def browse(
 ) -> None:
     """Render the site (incrementally) and serve it on 127.0.0.1 until Ctrl-C; prints the URL.
 
-    The port is a free one unless `--port`. Only the site and the files of the results
-    directory it links are served: raw files as plain text, never the store's database, nothing
-    a symbolic link leads out of the results directory to, no directory listings.
+    The port is a free one unless `--port`. Only the pages the renderer wrote and the files of
+    the results directory the store refers to are served (raw files as plain text), and only to
+    requests whose Host is 127.0.0.1 or localhost: never the database under any name, nor the
+    manifest, nor a symbolic link out of the results directory; no directory listings; every
+    bad request a 4xx. See docs/browser.md.
     """
     results = _results_dir(root)
     site = _out(results, out)

@@ -29,7 +29,7 @@ def _job(p: Project, name: str) -> Job:
 def _finish(store: ResultsStore, run_id: int, cells: list[CellRecord]) -> TaskResult:
     """Record the run's end, write its JUnit, print the summary; exit by the worst status."""
     junit = store.results_dir / "runs" / str(run_id) / "junit.xml"
-    write_junit(cells, junit)
+    write_junit(cells, junit, results_dir=store.results_dir)
     store.finish_run(run_id)
     say("")
     say(summary_table(cells))

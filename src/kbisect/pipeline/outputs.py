@@ -19,16 +19,29 @@ _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
 def write_junit(store: ResultsStore, run_id: int) -> Path:
-    """junit/<cell>.xml for every cell, and junit.xml with all of them (for CI systems)."""
+    """junit/<cell>.xml for every cell, and junit.xml with all of them (for CI systems). The
+    revisions are named in the pipeline's order (the run's matrix), so the newest keeps the
+    plain test names night after night (kbisect.results.junit)."""
     cells = store.cells(run_id)
+    run = store.get_run(run_id)
+    planned = run.meta.get("cells", []) if run is not None else []
+    revisions = [(c["tree"], c["rev"]) for c in planned]
     base = store.results_dir / "runs" / str(run_id)
     for cell in cells:
         name = "-".join(
             _SAFE.sub("_", part)
             for part in (cell.tree, cell.rev, cell.variant, cell.profile, cell.host, cell.job)
         )
-        write_cells_junit([cell], base / "junit" / f"{name}-r{cell.repeat}.xml")
-    return write_cells_junit(cells, base / "junit.xml", name=f"kbisect nightly {run_id}")
+        write_cells_junit(
+            [cell], base / "junit" / f"{name}-r{cell.repeat}.xml", results_dir=store.results_dir
+        )
+    return write_cells_junit(
+        cells,
+        base / "junit.xml",
+        name=f"kbisect nightly {run_id}",
+        revisions=revisions,
+        results_dir=store.results_dir,
+    )
 
 
 def summary(

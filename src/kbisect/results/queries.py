@@ -101,6 +101,16 @@ class StoreQueries(StoreConnection):
         rows = self._read(sql, (value, value, kind, kind, -1 if limit is None else limit))
         return [_run(row) for row in rows]
 
+    def referenced_files(self) -> list[str]:
+        """Every file the store refers to, relative to the results directory: the cells' logs,
+        the builds' logs, each run's junit.xml and summary.txt (what the browser may link)."""
+        rows = self._read(
+            "SELECT path FROM logs UNION SELECT log FROM builds WHERE log IS NOT NULL "
+            "UNION SELECT 'runs/' || id || '/junit.xml' FROM runs "
+            "UNION SELECT 'runs/' || id || '/summary.txt' FROM runs"
+        )
+        return [str(row[0]) for row in rows]
+
     # -- cells -----------------------------------------------------------------------------------
 
     def cells(self, run_id: int) -> list[CellRecord]:
