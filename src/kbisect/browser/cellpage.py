@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kbisect.browser.fragments import cls, css, errname, kv_rows, st, text
+from kbisect.browser.expect import failure_tag
+from kbisect.browser.fragments import cls, css, errname, kv_rows, st, subtest_anchor, text
 from kbisect.browser.history import History
 from kbisect.browser.pages import HISTORY_RUNS, cell_page, line_page, when
 from kbisect.browser.safety import visible
@@ -61,12 +62,13 @@ class CellParts:
             status = s.status.value
             detail = text(s.detail)
             if s.signal:
-                detail += f' <span class="muted">(signal {int(s.signal)})</span>'
+                name = text(failure_tag(0, s.signal, False))
+                detail += f' <span class="muted">(signal {int(s.signal)}, {name})</span>'
             if s.timed_out:
                 detail += ' <span class="muted">(timed out)</span>'
             label = f'<span class="cls cls-{css(change)}">{text(change)}</span>' if change else ""
             found = (
-                f"<tr><td>{text(s.name)}</td>"
+                f'<tr id="{subtest_anchor(s.name)}"><td>{text(s.name)}</td>'
                 f'<td><span class="st st-{css(status)}">{text(status)}</span></td>'
                 f'<td class="mono">{errname(int(s.errno))}</td><td>{detail}</td>'
                 f"<td>{label}</td></tr>\n"
