@@ -22,7 +22,14 @@ from kbisect.browser.history import History
 from kbisect.browser.pages import HISTORY_RUNS, cell_page, line_page, when
 from kbisect.browser.safety import visible
 from kbisect.browser.site import LogView, Site
-from kbisect.results.model import CellRecord, Evidence, LogKind, RunRecord, SubtestRecord
+from kbisect.results.model import (
+    CellRecord,
+    Evidence,
+    LogKind,
+    ResultStatus,
+    RunRecord,
+    SubtestRecord,
+)
 
 
 def page_html(
@@ -177,7 +184,23 @@ def cell_html(
         f'<span class="sep">/</span><a href="index.html">run {int(run.id)}</a>'
         f'<span class="sep">/</span>cell {int(c.id or 0)}'
     )
-    return page_html("../../", csp_script, f"cell {int(c.id or 0)}", crumbs, "".join(out))
+    return page_html("../../", csp_script, cell_title(run, c), crumbs, "".join(out))
+
+
+def cell_title(run: RunRecord, c: CellRecord) -> str:
+    """What a cell page shows, as its title: "v6.1.192-3 · none · numa-soak FAIL · run 12 ·
+    qemu/gntstress #1" (the failing subtests, else the cell's status)."""
+    failing = [
+        s.name
+        for s in c.subtests
+        if s.status is not ResultStatus.PASS and s.status is not ResultStatus.SKIP
+    ]
+    what = c.status.value
+    if failing:
+        more = f" +{len(failing) - 2}" if len(failing) > 2 else ""
+        what = f"{', '.join(failing[:2])}{more} {c.status.value}"
+    variant = c.variant.rsplit("/", 1)[-1] if c.variant else "(as is)"
+    return f"{c.rev} · {variant} · {what} · run {run.id} · {c.host}/{c.job} #{c.repeat}"
 
 
 def _variant(c: CellRecord) -> str:

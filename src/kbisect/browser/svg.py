@@ -205,7 +205,7 @@ def step_chart(steps: Sequence[Step], label: str) -> Markup:
     the culprit's bar outlined; a posterior, where given, as a line on a 0 to 1 axis."""
     n = max(1, len(steps))
     left, top, height = 40, 10, 120
-    step = max(26.0, min(70.0, 720 / n))
+    step = max(56.0, min(80.0, 900 / n))
     most = max((s.passes + s.fails + s.skips + s.errors for s in steps), default=1) or 1
     y_top = _ceiling(most)
     unit = height / y_top
