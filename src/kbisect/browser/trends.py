@@ -85,10 +85,13 @@ def _onset(
             return f"failing in every run shown, since {where} or earlier", start
         if len(blocks) == 1:
             return f"failing since {where}", start
-        if len(last) >= 3:
-            return f"failing since {where} (and in {bad - len(last)} runs before)", start
+        if len(last) >= 2:  # twice in a row, now: not a one-off
+            before = bad - len(last)
+            runs_before = f"{before} run{'s' if before > 1 else ''}"
+            return f"failing since {where} (and in {runs_before} before)", start
     elif len(blocks) == 1:
-        return f"failed from {where} to run {ids[last[-1]]}, passing since", start
+        span = f"to run {ids[last[-1]]}" if len(last) > 1 else "only"
+        return f"failed from {where} {span}, passing since", start
     return f"flaky: failed in {bad} of {len(runs)} runs, last in run {ids[last[-1]]}", None
 
 

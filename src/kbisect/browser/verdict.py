@@ -36,6 +36,8 @@ class RunVerdict:
     fixed: list[Finding] = field(default_factory=list)
     unexpected: list[Finding] = field(default_factory=list)
     infra: list[Finding] = field(default_factory=list)
+    judged: bool = False
+    """Whether results were held against expectations."""
 
     def headline(self) -> str:
         parts = [
@@ -45,7 +47,9 @@ class RunVerdict:
             (len(self.infra), "infrastructure error", "infrastructure errors"),
         ]
         said = [f"{n} {one if n == 1 else many}" for n, one, many in parts if n]
-        return ", ".join(said) if said else "nothing new: no regression, nothing unexpected"
+        if said:
+            return ", ".join(said)
+        return "nothing new: no regression" + (", nothing unexpected" if self.judged else "")
 
 
 _FAILED = (ResultStatus.FAIL, ResultStatus.ERROR, ResultStatus.MISS)
@@ -100,6 +104,7 @@ def run_verdict(
                 how += f"; {ch.baseline_status} in run {ch.baseline_run}"
             verdict.fixed.append(Finding(k.subtest, where, how, "", None))
     if expectations:
+        verdict.judged = True
         verdict.unexpected = _unexpected(pools, expectations, failed)
     for c in cells:
         if c.status in (ResultStatus.ERROR, ResultStatus.MISS):
