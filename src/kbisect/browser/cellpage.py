@@ -187,14 +187,15 @@ def cell_html(
     return page_html("../../", csp_script, cell_title(run, c), crumbs, "".join(out))
 
 
+_PASSED = (ResultStatus.PASS, ResultStatus.SKIP)
+
+
 def cell_title(run: RunRecord, c: CellRecord) -> str:
     """What a cell page shows, as its title: "v6.1.192-3 · none · numa-soak FAIL · run 12 ·
     qemu/gntstress #1" (the failing subtests, else the cell's status)."""
-    failing = [
-        s.name
-        for s in c.subtests
-        if s.status is not ResultStatus.PASS and s.status is not ResultStatus.SKIP
-    ]
+    failing = []
+    if c.status is not ResultStatus.PASS:  # a passing cell has no failing subtest
+        failing = [s.name for s in c.subtests if s.status not in _PASSED]
     what = c.status.value
     if failing:
         more = f" +{len(failing) - 2}" if len(failing) > 2 else ""
