@@ -451,7 +451,7 @@ def test_a_cell_page_shows_every_part_of_an_unusual_cell(tmp_path: Path) -> None
     assert "no subtests" in page and "no logs" in page and "none recorded" in page
     page = got[f"run/{run.id}/cell-{full}.html"]
     assert "patch ph&lt;1&gt;" in page and 'href="../../build/bk.html"' in page
-    assert "<td>s&lt;1&gt;</td>" in page and "(signal 9)" in page and "(timed out)" in page
+    assert "<td>s&lt;1&gt;</td>" in page and "(signal 9, SIGKILL)" in page and "(timed out)" in page
     assert "EIO (5)" in page and '<td class="mono">99999</td>' in page  # a number without a name
     # two logs of one kind get anchors of their own; the evidence links to its line
     assert 'id="console-L1"' in page and 'id="console-2-L1"' in page

@@ -236,3 +236,38 @@ def test_markup_from_kernels_and_hosts_is_text(driver: object, site: Built, base
         if entry["level"] == "SEVERE" and "favicon" not in entry["message"]
     ]
     assert severe == []  # no script error, no Content-Security-Policy violation
+
+
+def test_verdict_leads_and_charts_are_drawn(driver: object, site: Built, base: str) -> None:
+    """The run page leads with its verdict, whose regression links to the subtest on its cell;
+    the trends page's SVG is drawn with the stylesheet's colours, the Content-Security-Policy
+    allowing it (no inline style, no script), and the bisection's steps as bars."""
+    from selenium.webdriver.common.by import By
+
+    d = driver
+    d.get(f"{base}run/{site.runs[1]}/index.html")  # type: ignore[attr-defined]
+    headings = [h.text for h in d.find_elements(By.TAG_NAME, "h2")]  # type: ignore[attr-defined]
+    assert headings[0] == "Verdict" and headings.index("Matrix") > 0
+    verdict = d.find_element(By.CSS_SELECTOR, "p.verdict")  # type: ignore[attr-defined]
+    assert verdict.text.startswith("1 new regression")
+    d.find_element(By.CSS_SELECTOR, "ul.findings a").click()  # type: ignore[attr-defined]
+    assert d.current_url.endswith(f"cell-{site.regressed_cell}.html#t-odirect-read")  # type: ignore[attr-defined]
+    assert d.title.startswith("v6.1.192-2 · vm-io · odirect-read FAIL · run")  # type: ignore[attr-defined]
+
+    d.get(f"{base}index.html")  # type: ignore[attr-defined]
+    d.find_element(By.PARTIAL_LINK_TEXT, "nightly (nightly)").click()  # type: ignore[attr-defined]
+    svg = d.find_element(By.CSS_SELECTOR, "svg.chart")  # type: ignore[attr-defined]
+    assert svg.size["width"] > 300 and svg.size["height"] > 20
+    failed = d.find_elements(By.CSS_SELECTOR, "svg.chart rect.r0")  # type: ignore[attr-defined]
+    assert failed and failed[0].value_of_css_property("fill") == "rgb(207, 34, 46)"
+    assert "failing since run" in svg.text
+    d.get(f"{base}bisect/{site.bisection}.html")  # type: ignore[attr-defined]
+    bars = d.find_elements(By.CSS_SELECTOR, "svg.chart rect.fail")  # type: ignore[attr-defined]
+    assert len(bars) == 2 and bars[0].size["height"] > 10
+    _no_script_ran(d)
+    severe = [
+        entry
+        for entry in d.get_log("browser")  # type: ignore[attr-defined]
+        if entry["level"] == "SEVERE" and "favicon" not in entry["message"]
+    ]
+    assert severe == []

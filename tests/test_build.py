@@ -93,6 +93,11 @@ def test_build_publishes_a_complete_artifact(project: Project) -> None:
     }
     assert meta["ccache"]["hits"] + meta["ccache"]["misses"] >= 2
     assert "gcc" in meta["toolchain"]
+    assert meta["sizes"]["bzImage"] == (art / "bzImage").stat().st_size
+    assert (
+        meta["sizes"]["modules"]
+        >= (art / "modules/lib/modules/6.1.0-fake/kernel/drivers/xen/xen-gntdev.ko").stat().st_size
+    )
     assert staging_dirs(project) == []
 
 

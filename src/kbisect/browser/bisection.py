@@ -4,14 +4,15 @@ part of it is checked for its type before it is shown."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kbisect.browser.manifest import Manifest
 from kbisect.browser.pages import key_of
 from kbisect.browser.safety import safe_file
 from kbisect.browser.site import LogView, Site
-from kbisect.results.model import BisectionRecord
+from kbisect.browser.svg import Step, step_chart
+from kbisect.results.model import BisectionRecord, TrialRecord
 from kbisect.results.store import ResultsStore
 
 REQUEST_KEYS = (
@@ -82,14 +83,19 @@ def _render(
     flags = report.get("flags")
     if not isinstance(flags, list):
         flags = []
+    trials = store.trials(b.id)
+    culprit = _culprit(report)
+    steps = steps_of(trials, culprit["commit"] if culprit else "", _posteriors(report))
     site.render(
         "bisection.html.j2",
         relative,
+        title=_title(b, culprit),
+        chart=step_chart(steps, f"runs per commit, bisection {b.id}") if steps else None,
         b=b,
         report={k: report.get(k) for k in REPORT_KEYS},
         request=_request(b),
         files=files,
-        culprit=_culprit(report),
+        culprit=culprit,
         suspects=[
             {"commit": s.get("commit", ""), "subject": s.get("subject", "")}
             for s in _items(report.get("suspects"))
@@ -99,10 +105,61 @@ def _render(
         steps=[
             _verdict_row(v) for v in [*_items(report.get("ends")), *_items(report.get("steps"))]
         ],
-        trials=store.trials(b.id),
+        trials=trials,
         bisect_log=log_view,
         text=str(report.get("text") or ""),
     )
+
+
+def steps_of(
+    trials: Sequence[TrialRecord], culprit: str, posteriors: Mapping[str, float]
+) -> list[Step]:
+    """The predicate runs as the chart shows them: a step per commit tested in a row (its runs
+    by outcome), in the order they ran; ``posteriors`` by commit, where the engine kept one."""
+    steps: list[Step] = []
+    key: tuple[str, str] | None = None
+    counts: dict[str, int] = {}
+    for t in [*sorted(trials, key=lambda t: t.seq), None]:
+        here = (t.phase, t.commit) if t is not None else None
+        if key is not None and here != key:
+            phase, commit = key
+            steps.append(
+                Step(
+                    commit[:8],
+                    phase,
+                    counts.get("pass", 0),
+                    counts.get("fail", 0),
+                    counts.get("skip", 0),
+                    sum(n for k, n in counts.items() if k not in ("pass", "fail", "skip")),
+                    posteriors.get(commit),
+                    bool(culprit) and commit == culprit,
+                )
+            )
+            counts = {}
+        if t is not None:
+            counts[t.outcome] = counts.get(t.outcome, 0) + 1
+        key = here
+    return steps
+
+
+def _posteriors(report: dict[str, Any]) -> dict[str, float]:
+    """A posterior per commit, from the report's ends and steps that carry one."""
+    out = {}
+    for v in [*_items(report.get("ends")), *_items(report.get("steps"))]:
+        value = v.get("posterior")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[str(v.get("commit", ""))] = float(value)
+    return out
+
+
+def _title(b: BisectionRecord, culprit: dict[str, Any] | None) -> str:
+    request = _request(b)
+    asked = dict(request)
+    span = f"{asked.get('good', '?')}..{asked.get('bad', '?')}"
+    title = f"bisection {b.id} · {asked.get('tree', '')} {span}"
+    if culprit and culprit["commit"]:
+        title += f" · culprit {str(culprit['commit'])[:12]}"
+    return f"{title} · {b.status}"
 
 
 def _request(b: BisectionRecord) -> list[tuple[str, str]]:

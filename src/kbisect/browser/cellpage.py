@@ -16,12 +16,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kbisect.browser.fragments import cls, css, errname, kv_rows, st, text
+from kbisect.browser.expect import failure_tag
+from kbisect.browser.fragments import cls, css, errname, kv_rows, st, subtest_anchor, text
 from kbisect.browser.history import History
 from kbisect.browser.pages import HISTORY_RUNS, cell_page, line_page, when
 from kbisect.browser.safety import visible
 from kbisect.browser.site import LogView, Site
-from kbisect.results.model import CellRecord, Evidence, LogKind, RunRecord, SubtestRecord
+from kbisect.results.model import (
+    CellRecord,
+    Evidence,
+    LogKind,
+    ResultStatus,
+    RunRecord,
+    SubtestRecord,
+)
 
 
 def page_html(
@@ -61,12 +69,13 @@ class CellParts:
             status = s.status.value
             detail = text(s.detail)
             if s.signal:
-                detail += f' <span class="muted">(signal {int(s.signal)})</span>'
+                name = text(failure_tag(0, s.signal, False))
+                detail += f' <span class="muted">(signal {int(s.signal)}, {name})</span>'
             if s.timed_out:
                 detail += ' <span class="muted">(timed out)</span>'
             label = f'<span class="cls cls-{css(change)}">{text(change)}</span>' if change else ""
             found = (
-                f"<tr><td>{text(s.name)}</td>"
+                f'<tr id="{subtest_anchor(s.name)}"><td>{text(s.name)}</td>'
                 f'<td><span class="st st-{css(status)}">{text(status)}</span></td>'
                 f'<td class="mono">{errname(int(s.errno))}</td><td>{detail}</td>'
                 f"<td>{label}</td></tr>\n"
@@ -175,7 +184,24 @@ def cell_html(
         f'<span class="sep">/</span><a href="index.html">run {int(run.id)}</a>'
         f'<span class="sep">/</span>cell {int(c.id or 0)}'
     )
-    return page_html("../../", csp_script, f"cell {int(c.id or 0)}", crumbs, "".join(out))
+    return page_html("../../", csp_script, cell_title(run, c), crumbs, "".join(out))
+
+
+_PASSED = (ResultStatus.PASS, ResultStatus.SKIP)
+
+
+def cell_title(run: RunRecord, c: CellRecord) -> str:
+    """What a cell page shows, as its title: "v6.1.192-3 · none · numa-soak FAIL · run 12 ·
+    qemu/gntstress #1" (the failing subtests, else the cell's status)."""
+    failing = []
+    if c.status is not ResultStatus.PASS:  # a passing cell has no failing subtest
+        failing = [s.name for s in c.subtests if s.status not in _PASSED]
+    what = c.status.value
+    if failing:
+        more = f" +{len(failing) - 2}" if len(failing) > 2 else ""
+        what = f"{', '.join(failing[:2])}{more} {c.status.value}"
+    variant = c.variant.rsplit("/", 1)[-1] if c.variant else "(as is)"
+    return f"{c.rev} · {variant} · {what} · run {run.id} · {c.host}/{c.job} #{c.repeat}"
 
 
 def _variant(c: CellRecord) -> str:

@@ -16,7 +16,8 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from kbisect.browser.safety import visible
+from kbisect.browser.expect import Verdict, judge
+from kbisect.browser.safety import slug, visible
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -133,11 +134,22 @@ def _or_as_is(variant: str) -> str:
     return text(variant) if variant else "(as is)"
 
 
+def subtest_anchor(name: str) -> str:
+    """The id of a subtest's row on a cell page (``#t-odirect-read``)."""
+    return "t-" + slug(name, 60)
+
+
 def variant_rows(
-    variants: Iterable[str], subtests: Iterable[str], table: Mapping[tuple[str, str], Any]
+    variants: Iterable[str],
+    subtests: Iterable[str],
+    table: Mapping[tuple[str, str], Any],
+    expected: Mapping[tuple[str, str], str | None],
+    failures: Mapping[tuple[str, str], Sequence[tuple[str, int, str]]],
 ) -> Markup:
     """The body of a revision page's table: per subtest, each variant's pooled result (a
-    kbisect.pipeline.regressions.Pool)."""
+    kbisect.pipeline.regressions.Pool), whether it is what the experiment expects, and how it
+    failed (EFAULT, SIGBUS: each a link to the subtest on a cell that failed so, its detail in
+    the link's title)."""
     chosen = list(variants)
     out = []
     for name in subtests:
@@ -151,9 +163,22 @@ def variant_rows(
             extra = f' <span class="muted">{int(p.errors)} error</span>' if p.errors else ""
             if p.skips:
                 extra += f' <span class="muted">{int(p.skips)} skip</span>'
+            for tag, cell_id, detail in failures.get((name, v), ()):
+                extra += (
+                    f' <a class="tag" href="cell-{int(cell_id)}.html#{subtest_anchor(name)}" '
+                    f'title="{text(detail)}">{text(tag)}</a>'
+                )
+            want = expected.get((name, v))
+            verdict = judge(want, p.passes, p.fails, p.skips)
+            mark, td = "", "<td>"
+            if verdict is Verdict.UNEXPECTED:
+                td = '<td class="unexpected">'
+                mark = f' <span class="ex ex-no">unexpected: expected {text(want)}</span>'
+            elif verdict is Verdict.EXPECTED and want != "pass":  # passing as it should: quiet
+                mark = f' <span class="ex ex-ok">expected {text(want)}</span>'
             row.append(
-                f'<td><span class="st st-{css(status)}">{text(status)}</span> '
-                f"{int(p.passes)}/{int(p.passes + p.fails)}{extra}</td>"
+                f'{td}<span class="st st-{css(status)}">{text(status)}</span> '
+                f"{int(p.passes)}/{int(p.passes + p.fails)}{extra}{mark}</td>"
             )
         row.append("</tr>\n")
         out.append("".join(row))

@@ -21,6 +21,7 @@ def render_index(
     started: Mapping[int, str],
     bisections: Sequence[BisectionRecord],
     regressions: Sequence[RegressionRecord],
+    trends: Sequence[tuple[str, str, int]] = (),
 ) -> None:
     """The index of ``runs`` (oldest first: the page lists them newest first)."""
     rows_html = []
@@ -36,6 +37,7 @@ def render_index(
         bisections=[_bisection_row(b) for b in bisections],
         bisection_ids={b.id for b in bisections},
         open_regressions=[r for r in regressions if r.status == "open"],
+        trends=trends,
     )
 
 

@@ -48,8 +48,9 @@ class LogText:
         return self.lines[start : start + LOG_PAGE_LINES]
 
 
-_CLEAN = re.compile("[^\x00-\x08\x0b-\x1f\x7f-\x9f]*")
-"""Text without control characters other than tab and newline (no CR either)."""
+_CLEAN = re.compile("[^\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*")
+"""Text without control characters other than tab and newline (no CR either) and without
+bidirectional controls (safety.visible's)."""
 _CONTROL_BYTES = bytes([*range(0x09), *range(0x0B, 0x20), 0x7F])
 """_CLEAN's characters in ASCII: what ASCII text must not have."""
 

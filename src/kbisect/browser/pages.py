@@ -152,10 +152,22 @@ def cell_page(run_id: int, cell_id: int) -> str:
 
 
 def meta_items(meta: dict[str, Any]) -> list[tuple[str, str]]:
-    return [
-        (str(k), v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
-        for k, v in sorted(meta.items())
-    ]
+    """A record's metadata as rows to read: lists and flat mappings written out, a list of
+    records (a nightly's planned cells) counted, anything deeper shortened."""
+    out = []
+    for k, v in sorted(meta.items()):
+        if isinstance(v, str):
+            shown = v
+        elif isinstance(v, list) and all(isinstance(x, str | int | float) for x in v):
+            shown = ", ".join(map(str, v))
+        elif isinstance(v, list):
+            shown = f"{len(v)} planned" if k == "cells" else f"{len(v)} entries"
+        elif isinstance(v, dict) and all(isinstance(x, str | int | float) for x in v.values()):
+            shown = ", ".join(f"{a}={b}" for a, b in sorted(v.items()))
+        else:
+            shown = json.dumps(v, ensure_ascii=False)
+        out.append((str(k), shown if len(shown) <= 300 else shown[:300] + " [...]"))
+    return out
 
 
 def layout_key(env: Environment) -> str:

@@ -46,6 +46,7 @@ from pathlib import Path
 
 from kbisect.browser.bisection import render_bisections
 from kbisect.browser.builds import render_builds
+from kbisect.browser.expect import Expectations
 from kbisect.browser.index import render_index
 from kbisect.browser.lines import render_lines
 from kbisect.browser.manifest import MANIFEST, Manifest
@@ -68,6 +69,7 @@ from kbisect.browser.site import (
     remove_stale_dirs,
     remove_unreferenced,
 )
+from kbisect.browser.trends import render_trends
 from kbisect.results.model import RegressionRecord, RunRecord, RunStatus
 from kbisect.results.store import ResultsStore
 
@@ -114,18 +116,23 @@ def render_site(
     *,
     full: bool = False,
     jobs: int = 1,
+    expectations: Expectations | None = None,
 ) -> RenderReport:
     """Render the store into ``out`` (default ``results/site``): only what changed since the
-    last render (everything with ``full``), in up to ``jobs`` processes."""
+    last render (everything with ``full``), in up to ``jobs`` processes. ``expectations``: what
+    the experiments' variants are expected to do (``expect.expectations_of(project.experiments)``),
+    shown against what was observed."""
     with without_cyclic_gc():
-        return _render_site(store, out, full, jobs)
+        return _render_site(store, out, full, jobs, dict(expectations or {}))
 
 
-def _render_site(store: ResultsStore, out: Path | None, full: bool, jobs: int) -> RenderReport:
+def _render_site(
+    store: ResultsStore, out: Path | None, full: bool, jobs: int, expectations: Expectations
+) -> RenderReport:
     started_at = time.perf_counter()
     site_dir = out if out is not None else store.results_dir / SITE_DIR
     site_dir.mkdir(parents=True, exist_ok=True)
-    render = _SiteRender(store, site_dir, full)
+    render = _SiteRender(store, site_dir, full, expectations)
     facts = render.render_runs(render.runs_to_render(), jobs)
     render.render_pages(facts)
     render.manifest.save()
@@ -136,12 +143,16 @@ def _render_site(store: ResultsStore, out: Path | None, full: bool, jobs: int) -
 class _SiteRender:
     """One render of the site: what the store has, and what the manifest says was rendered."""
 
-    def __init__(self, store: ResultsStore, site_dir: Path, full: bool) -> None:
+    def __init__(
+        self, store: ResultsStore, site_dir: Path, full: bool, expectations: Expectations
+    ) -> None:
         self.store = store
         self.site_dir = site_dir
         self.report = RenderReport(site_dir)
         self.env = environment()
-        self.layout = layout_key(self.env)
+        self.expectations = expectations
+        # the expectations shape run pages as the templates do: a change re-renders them
+        self.layout = key_of(layout_key(self.env), sorted(expectations.items()))
         # the manifest belongs to one store: another one (--out shared) starts from nothing
         identity = key_of(self.layout, str(store.path.resolve()))
         self.manifest = Manifest(site_dir / MANIFEST, "" if full else identity)
@@ -215,7 +226,7 @@ class _SiteRender:
         parts = min(max(1, jobs), max(1, len(todo) // PARALLEL_MIN_RUNS))
         results_dir, logs = self.store.results_dir, dict(manifest.logs)
         chunks = [
-            Chunk(results_dir, self.site_dir, part, self.started, context, logs)
+            Chunk(results_dir, self.site_dir, part, self.started, context, logs, self.expectations)
             for part in (_split(todo, parts) if todo else [])
         ]
         if len(chunks) > 1:
@@ -270,7 +281,12 @@ class _SiteRender:
         report.skipped += render_builds(site, store, manifest, layout, self.build_sigs)
         report.skipped += render_bisections(site, store, manifest, layout, self.bisections)
         self._remove_unreferenced(site)
-        render_index(site, manifest, self.runs, self.started, self.bisections, self.regressions)
+        trends = render_trends(site, manifest, self.runs, store.build_seconds())
+        keep = {page.split("/")[1] for _, page, _ in trends}
+        remove_stale(self.site_dir / "trends", keep, report.removed, "trends/")
+        render_index(
+            site, manifest, self.runs, self.started, self.bisections, self.regressions, trends
+        )
         report.add(site.out.written, site.out.unchanged, site.out.largest)
 
     def _remove_unreferenced(self, site: Site) -> None:

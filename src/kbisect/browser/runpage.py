@@ -8,6 +8,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from markupsafe import Markup
+
+from kbisect.browser.expect import Expectations, expectation, failures_of
 from kbisect.browser.fragments import matrix_rows, notable_rows, variant_cells, variant_rows
 from kbisect.browser.pages import (
     CLASS_ORDER,
@@ -18,6 +21,7 @@ from kbisect.browser.pages import (
 )
 from kbisect.browser.safety import visible
 from kbisect.browser.site import Site
+from kbisect.browser.verdict import RunVerdict, verdict_html
 from kbisect.pipeline.regressions import CELL, Pool
 from kbisect.results.model import (
     CellRecord,
@@ -49,8 +53,11 @@ def render_run_page(
     changes: Sequence[ChangeRecord],
     counts: list[list[Any]],
     junit: str | None,
+    verdict: RunVerdict,
+    trend: Markup,
 ) -> None:
-    """run/RUN/index.html: the matrix, the notable changes, links to the revisions' pages."""
+    """run/RUN/index.html: the verdict, the matrix, the notable changes, links to the revisions'
+    pages."""
     run = job.run
     first_cell: dict[tuple[str, ...], int] = {}
     for c in cells:
@@ -64,9 +71,14 @@ def render_run_page(
         for tree, rev in revs
     ]
     notable, more = notable_changes(changes, first_cell.get)
+    kind = run.kind + (f" ({run.pipeline})" if run.pipeline else "")
+    title = " · ".join([f"run {run.id}", kind, *list(dict.fromkeys(r for _, r in revs))[:3]])
+    if verdict.regressions:
+        title += f" · {len(verdict.regressions)} new regressions"
     site.render(
         "run.html.j2",
         f"run/{run.id}/index.html",
+        title=title,
         run=run,
         meta=meta_items(run.meta),
         counts=counts,
@@ -75,6 +87,8 @@ def render_run_page(
         rev_pages=rev_pages,
         junit=junit,
         regressions=job.regressions,
+        verdict=verdict_html(verdict, job.baseline is not None),
+        trend=trend,
         statuses=STATUSES,
         classes=CLASS_ORDER,
         columns=columns,
@@ -87,9 +101,14 @@ def render_run_page(
 
 
 def render_rev_pages(
-    site: Site, run: RunRecord, cells: Sequence[CellRecord], pools: Mapping[SubtestKey, Pool]
+    site: Site,
+    run: RunRecord,
+    cells: Sequence[CellRecord],
+    pools: Mapping[SubtestKey, Pool],
+    expectations: Expectations,
 ) -> None:
-    """run/RUN/rev-REV-H.html: a revision's variants by subtest (``pools``: the run's)."""
+    """run/RUN/rev-REV-H.html: a revision's variants by subtest (``pools``: the run's), each
+    entry marked expected or unexpected, with how it failed."""
     pools_at: dict[tuple[str, str], dict[SubtestKey, Pool]] = {}
     for k, p in pools.items():
         pools_at.setdefault((k[0], k[1]), {})[k] = p
@@ -100,15 +119,20 @@ def render_rev_pages(
         by_variant: dict[str, list[CellRecord]] = {}
         for c in at_rev:
             by_variant.setdefault(c.variant, []).append(c)
+        expected = {
+            (name, v): expectation(expectations, v, name) for name in subtests for v in variants
+        }
         site.render(
             "variants.html.j2",
             rev_page(run.id, tree, rev),
+            title=f"{rev} · variants by subtest · run {run.id}",
             run=run,
             tree=tree,
             rev=rev,
             variants=variants,
-            rows=variant_rows(variants, subtests, table),
+            rows=variant_rows(variants, subtests, table, expected, failures_of(at_rev)),
             cell_rows=variant_cells(variants, by_variant),
+            expectations=[(v, expectations[v]) for v in variants if v in expectations],
         )
 
 

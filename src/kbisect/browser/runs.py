@@ -4,12 +4,16 @@ revision pages and diff against its baseline, reading the store a batch of runs 
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from kbisect.browser.cellpage import CellPages
 from kbisect.browser.diff import diff_pools, render_diff_page
+from kbisect.browser.expect import Expectations
+from kbisect.browser.fragments import text
 from kbisect.browser.history import Entry, History
 from kbisect.browser.pages import when, without_cyclic_gc
 from kbisect.browser.runpage import (
@@ -20,8 +24,10 @@ from kbisect.browser.runpage import (
     summary_of,
 )
 from kbisect.browser.site import LogFacts, Site, remove_stale
+from kbisect.browser.trends import trend_of, trend_page
+from kbisect.browser.verdict import run_verdict
 from kbisect.pipeline.regressions import Pool
-from kbisect.results.model import CellRecord, ChangeRecord, SubtestKey
+from kbisect.results.model import CellRecord, Change, ChangeRecord, SubtestKey
 from kbisect.results.store import ResultsStore
 
 READ_RUNS = 16
@@ -39,6 +45,8 @@ class Chunk:
     context: dict[int, list[Entry]]
     """History entries of runs that are not rendered now (from the manifest)."""
     known_logs: dict[str, str]
+    expectations: Expectations = field(default_factory=dict)
+    """What the experiments' variants are expected to do (kbisect.browser.expect)."""
 
 
 @dataclass
@@ -93,6 +101,8 @@ class RunRenderer:
             cells, changes = self.store.cells(run.id), self.store.changes(run.id)
         else:
             cells, changes = fetched
+        if job.baseline is None:  # nothing to be new against: not 104 rows NEW on a first run
+            changes = [ch for ch in changes if ch.change != Change.NEW]
         self.history.add(run.id, cells)
         site.rendered = set()
         site.paged_logs = set()
@@ -100,9 +110,14 @@ class RunRenderer:
         junit = site.file_link(base + "index.html", f"runs/{run.id}/junit.xml")
         builds = self._cell_pages(job, cells, changes, junit)
         summary = summary_of(cells, changes)
-        render_run_page(site, job, cells, changes, summary["counts"], junit)
         pools = pool_of(cells)
-        render_rev_pages(site, run, cells, pools)
+        summary["trend"] = trend_of(pools, cells)
+        expectations = self.chunk.expectations
+        verdict = run_verdict(cells, changes, pools, expectations)
+        trends = "../../" + trend_page(run.kind, run.pipeline)
+        link = Markup(f'<p><a href="{text(trends)}">trends of this pipeline</a></p>\n')  # noqa: S704
+        render_run_page(site, job, cells, changes, summary["counts"], junit, verdict, link)
+        render_rev_pages(site, run, cells, pools, expectations)
         if job.baseline is not None:
             d = diff_pools(job.baseline, run, self.pools_of(job.baseline.id), pools)
             render_diff_page(site, base + "diff.html", d, self.history)

@@ -15,15 +15,24 @@ import stat
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Control characters (but tab and newline), and the bidirectional marks, embeddings, overrides
+and isolates (U+061C, U+200E-F, U+202A-E, U+2066-9): a right-to-left override in a commit
+subject would show a page's text in an order it does not have."""
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def visible(text: str) -> str:
-    """``text`` with control characters (but tab and newline) written as escapes like ``\\x1b``,
-    so a log or a name cannot move the cursor of a terminal or hide in a page."""
+    """``text`` with control characters (but tab and newline) written as escapes like ``\\x1b``
+    and bidirectional controls as ``\\u202e``, so a log or a name cannot move the cursor of a
+    terminal, reorder a page's text or hide in a page."""
     if not _CONTROL.search(text):
         return text
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+    return _CONTROL.sub(_escape, text)
 
 
 def inside(path: Path, root: Path) -> bool:

@@ -145,9 +145,20 @@ def build(
         "rebuilt_objects": rebuilt[:200],
         "rebuilt_count": len(rebuilt),
         "jobs": jobs,
+        "sizes": _sizes(staging),
     }
     artifact = store.publish(key, staging, meta)
     return BuildOutcome(key, "built", artifact, artifact.path / "build.log", meta=meta)
+
+
+def _sizes(staging: Path) -> dict[str, int]:
+    """Bytes of what a build produced (the kernel image, its config and map, the modules)."""
+    sizes = {p.name: p.stat().st_size for p in staging.iterdir() if p.is_file()}
+    modules = [p.stat().st_size for p in staging.glob("modules/**/*.ko") if p.is_file()]
+    if modules:
+        sizes["modules"] = sum(modules)
+    sizes.pop("build.log", None)
+    return sizes
 
 
 def _install_modules(make: list[str], mods: Path, runner: Runner, src: Path) -> None:

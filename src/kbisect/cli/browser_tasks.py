@@ -8,6 +8,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from kbisect.browser import SITE_DIR, render_diff, render_site, serve
+from kbisect.browser.expect import expectations_of
 from kbisect.cli.arguments import port_number, positive_int, run_id
 from kbisect.cli.common import project, say
 from kbisect.cli.common import task as kb_task
@@ -22,12 +23,19 @@ def _results_dir(root: str | None) -> Path:
     return project(root, required=False).results_dir
 
 
+def _expectations(root: str | None) -> dict[str, dict[str, str]]:
+    """What the project's experiments expect of their variants (shown against the results)."""
+    return expectations_of(project(root, required=False).experiments)
+
+
 def _out(results: Path, out: str | None) -> Path:
     return Path(out).resolve() if out else results / SITE_DIR
 
 
-def _render(store: ResultsStore, out: Path, full: bool, jobs: int) -> None:
-    report = render_site(store, out, full=full, jobs=jobs or os.cpu_count() or 1)
+def _render(store: ResultsStore, out: Path, full: bool, jobs: int, root: str | None) -> None:
+    report = render_site(
+        store, out, full=full, jobs=jobs or os.cpu_count() or 1, expectations=_expectations(root)
+    )
     say(report.summary())
     if report.largest[1]:
         say(f"largest page rendered: {report.largest[0]} ({report.largest[1] / 1024:.0f} KiB)")
@@ -56,7 +64,7 @@ def results_render(
     """
     results = _results_dir(root)
     with ResultsStore(results) as store:
-        _render(store, _out(results, out), full, jobs)
+        _render(store, _out(results, out), full, jobs, root)
 
 
 @kb_task(
@@ -113,7 +121,7 @@ def browse(
     site = _out(results, out)
     if not no_render:
         with ResultsStore(results) as store:
-            _render(store, site, False, jobs)
+            _render(store, site, False, jobs, root)
     elif not (site / "index.html").is_file():
         raise UserError(f"no site in {site}: run `kbisect results.render` first")
     try:

@@ -198,6 +198,16 @@ class StoreQueries(StoreConnection):
             recorded=decode_time(row["recorded"]),
         )
 
+    def build_seconds(self) -> dict[str, float]:
+        """How long each build took when it was built (its meta's duration_s, kept when later
+        runs find it in the cache), by build key (the results browser's trends)."""
+        rows = self._read(
+            "SELECT build_key, json_extract(meta, '$.duration_s') FROM builds "
+            "WHERE json_valid(meta) "
+            "AND json_type(meta, '$.duration_s') IN ('integer', 'real')"
+        )
+        return {row[0]: float(row[1]) for row in rows}
+
     # -- bisections ------------------------------------------------------------------------------
 
     def get_bisection(self, bisection_id: int) -> BisectionRecord | None:
