@@ -228,9 +228,10 @@ def _properties(cell: CellRecord) -> dict[str, str]:
         "fingerprint": json.dumps(
             cell.fingerprint, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ),
-        "host.boot": _boot_line(cell.fingerprint),
+        # how the host booted the build (the fingerprint's `boot`); older cells: what ran
+        "host.boot": cell.fingerprint.get("boot") or _boot_line(cell.fingerprint),
     }
-    props.update({f"host.{k}": v for k, v in sorted(cell.fingerprint.items())})
+    props.update({f"host.{k}": v for k, v in sorted(cell.fingerprint.items()) if k != "boot"})
     seen: dict[str, int] = {}
     for log in cell.logs:
         seen[log.kind.value] = seen.get(log.kind.value, 0) + 1
