@@ -26,6 +26,7 @@ from kbisect.build import builder
 from kbisect.config import load_project
 from kbisect.config.model import EmulatedMachine
 from kbisect.deadline import Deadline
+from kbisect.errors import InfraError
 from kbisect.lab.machine.image import ImageRecipe, ensure_image
 from kbisect.lab.ssh import fetch_host_key
 from kbisect.tree import repos
@@ -96,7 +97,7 @@ def _wait_sshd(port: int) -> None:
         try:
             fetch_host_key("127.0.0.1", port, Deadline(10))
             return
-        except Exception:  # noqa: BLE001 (booting: not answering yet)
+        except InfraError:  # booting: not answering yet
             if deadline.expired:
                 raise
             time.sleep(2)
