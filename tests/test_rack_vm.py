@@ -235,8 +235,15 @@ def test_a_plain_reboot_comes_back_on_the_fallback(
         with host.connect(Deadline(60)) as session:
             before = host.probe(session)
             assert before.build is not None, "runs a kbisect build before the reboot"
+            kernels = session.run_shell("ls /boot | grep -c '^vmlinuz-kbisect-'", Deadline(30))
+            # newer than grub.cfg: the deploys after the first wrote the entry, not update-grub
+            newer = ["find", "/boot/grub", "-newer", "/boot/grub/grub.cfg"]
+            fresh = session.run(newer, Deadline(30))
             session.run(["systemctl", "reboot"], Deadline(30))
         after = probe_after_reboot(host, before.get("boot_id"))
+    # four builds were deployed (vm-mixedmap first): the host keeps the newest three
+    assert kernels.text().strip() == "3"
+    assert "/boot/grub/kbisect.cfg" in fresh.text().split()
     assert after.build is None, "the one-shot entry was used once only"
     assert after.get("release").endswith("-amd64"), "Debian's kernel, the fallback entry"
     assert after.get("hypervisor") == "xen"
