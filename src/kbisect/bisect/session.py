@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kbisect.bisect import report
 from kbisect.bisect.engine import Bisector, BisectResult
-from kbisect.bisect.gitbisect import GitBisect
+from kbisect.bisect.gitbisect import load_history
 from kbisect.bisect.predicates import (
     BuildPredicate,
     JobPredicate,
@@ -21,7 +21,7 @@ from kbisect.bisect.predicates import (
     TrialOutcome,
 )
 from kbisect.bisect.request import BisectRequest
-from kbisect.bisect.stats import Policy
+from kbisect.bisect.stats import Policy, TrialCosts
 from kbisect.config import Project
 from kbisect.errors import KbisectError, UserError
 from kbisect.lab.lab import Lab
@@ -100,20 +100,20 @@ def run_bisection(
     """Run (or resume) bisection `bisection_id`, write its report files, record its status."""
     tree = repos.open_tree(project, request.tree)
     repos.ensure_mirror(tree)
-    policy = Policy(**request.policy)
+    policy = Policy.stored(request.policy)
     scratch = state_dir(project, bisection_id)
     out = results_dir(store, bisection_id)
     journal = StoreJournal(store, bisection_id, out / "bisect.log")
     predicate = make_predicate(project, tree, request, lab, say, out / "runs")
+    costs = trial_costs(request)
     bisector = Bisector(
-        git=GitBisect(scratch / "state.git", tree.path / "objects"),
-        good=request.good,
-        bad=request.bad,
+        history=load_history(tree.path, request.good, request.bad),
         predicate=predicate,
         policy=policy,
         journal=journal,
-        parents=lambda c: commit_parents(tree, c),
         make_revert=lambda c: revert_patch(tree, c, scratch),
+        cost=costs,
+        learn_cost=costs.ran,
         say=say,
     )
     say(f"bisection {bisection_id}: {predicate.describe()}")
@@ -127,9 +127,14 @@ def run_bisection(
     return result
 
 
-def commit_parents(tree: TreeRepo, commit: str) -> list[str]:
-    with Git(tree.path) as g:
-        return g.run("rev-list", "--parents", "-n", "1", commit).split()[1:]
+def trial_costs(request: BisectRequest) -> TrialCosts:
+    """What a run costs before any has been timed: a command alone; a build; a build, a boot
+    and a job. Every run then teaches the real figures (kbisect.bisect.stats.TrialCosts)."""
+    if request.predicate == "run":
+        return TrialCosts(run_seconds=60)
+    if request.predicate == "build":
+        return TrialCosts(run_seconds=5, build_seconds=600)
+    return TrialCosts(run_seconds=60, build_seconds=600, boot_seconds=60)
 
 
 def revert_patch(tree: TreeRepo, commit: str, scratch: Path) -> Path | None:
