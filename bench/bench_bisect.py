@@ -403,9 +403,8 @@ def goals(results: list[Outcome]) -> None:
     cases = {r.case for r in mine}
     if "untestable" in cases:
         m = median("kbisect", "untestable")
-        print(
-            f"30% + untestable: median {m:.1f} runs (target <= 30: {'met' if m <= 30 else 'NOT met'})"
-        )
+        ok = "met" if m <= 30 else "NOT met"
+        print(f"30% + untestable: median {m:.1f} runs (target <= 30: {ok})")
     if "clean" in cases and any(r.tool == "git bisect run" for r in results):
         m, g = median("kbisect", "clean"), median("git bisect run", "clean")
         ok = "met" if m <= 2 * g else "NOT met"

@@ -171,6 +171,7 @@ class Bisector:
         self.detail: dict[int, str] = {}
         self.first_run: list[int] = []
         self._streak = 0
+        self._last: int | None = None
         self._queued: dict[tuple[str, str], list[TrialRecord]] = {}
         self._seq = 0
         for trial in journal.recorded():
@@ -228,6 +229,7 @@ class Bisector:
         commit = self.history.commits[j]
         if j not in self.first_run:
             self.first_run.append(j)
+        self._last = j
         trial = self._trial(self._phase(j), commit, None)
         outcome = TrialOutcome(trial.outcome)
         if trial.identity:
@@ -276,6 +278,10 @@ class Bisector:
         while True:
             if any(not self._testable(j) for j in ends):
                 return self._untestable_end(result)
+            last = self._last
+            if last is not None and self._testable(last) and self._below_floor(last):
+                self._run_at(last)  # the --repeat floor comes first
+                continue
             best = self.belief.best
             if self.belief.p[best] >= self.policy.confidence:
                 return self._found(result, best)
@@ -298,11 +304,7 @@ class Bisector:
         return self._testable(j) and not (self.policy.deterministic and self.evidence.runs(j))
 
     def _next(self) -> int | None:
-        """The commit to run next: the --repeat floor first, then the most information per
-        second of cost."""
-        last = self.first_run[-1] if self.first_run else None
-        if last is not None and self._testable(last) and self._below_floor(last):
-            return last
+        """The commit to run next: the most information per second of cost."""
         candidates = self._candidates()
         bits = post.information(self.topology, self.belief, candidates)
         best, score = None, 0.0
