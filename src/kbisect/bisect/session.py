@@ -7,7 +7,11 @@ Files: `results/bisect/ID/bisect.log` (git's, rewritten after every mark), `repo
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from kbisect.bisect import report
@@ -26,7 +30,7 @@ from kbisect.config import Project
 from kbisect.errors import KbisectError, UserError
 from kbisect.lab.lab import Lab
 from kbisect.progress import Say
-from kbisect.results.model import ResultStatus, TrialRecord
+from kbisect.results.model import BisectionRecord, ResultStatus, TrialRecord
 from kbisect.results.store import ResultsStore
 from kbisect.tree import repos
 from kbisect.tree.git import Git
@@ -57,6 +61,46 @@ class StoreJournal:
 
 def results_dir(store: ResultsStore, bisection_id: int) -> Path:
     return store.results_dir / "bisect" / str(bisection_id)
+
+
+@contextlib.contextmanager
+def running(store: ResultsStore, bisection_id: int) -> Iterator[None]:
+    """Held while this process runs the bisection: a lock on `results/bisect/ID/lock`, which
+    names the PID. The kernel lets go of it when the process dies, however it dies, so a lock
+    is never stale; a second process gets a one-line user error instead of a race."""
+    path = results_dir(store, bisection_id) / "lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            pid = lock.read().strip() or "?"
+            raise UserError(f"bisection {bisection_id} is running (pid {pid})") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def shown_status(store: ResultsStore, record: BisectionRecord) -> str:
+    """The status to show: "running" only while a process holds the bisection's lock; one
+    whose process died is interrupted."""
+    if record.status != "running":
+        return record.status
+    path = results_dir(store, record.id) / "lock"
+    try:
+        with path.open("a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return "running"
+    except OSError:
+        pass
+    return f"interrupted — resume with `kbisect bisect --resume {record.id}`"
 
 
 def state_dir(project: Project, bisection_id: int) -> Path:
@@ -98,9 +142,24 @@ def run_bisection(
     say: Say,
 ) -> BisectResult:
     """Run (or resume) bisection `bisection_id`, write its report files, record its status."""
+    with running(store, bisection_id):
+        return _run_locked(project, store, bisection_id, request, lab, say)
+
+
+def _run_locked(
+    project: Project,
+    store: ResultsStore,
+    bisection_id: int,
+    request: BisectRequest,
+    lab: Lab | None,
+    say: Say,
+) -> BisectResult:
     tree = repos.open_tree(project, request.tree)
     repos.ensure_mirror(tree)
-    policy = Policy.stored(request.policy)
+    try:
+        policy = Policy.stored(request.policy)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"bisection {bisection_id}: stored policy: {exc}") from None
     scratch = state_dir(project, bisection_id)
     out = results_dir(store, bisection_id)
     journal = StoreJournal(store, bisection_id, out / "bisect.log")

@@ -9,7 +9,7 @@ from invoke.context import Context
 
 from kbisect.bisect.gitbisect import read_bisect_log
 from kbisect.bisect.request import BisectRequest
-from kbisect.bisect.session import prepare, results_dir, run_bisection
+from kbisect.bisect.session import prepare, results_dir, run_bisection, running, shown_status
 from kbisect.bisect.stats import Policy
 from kbisect.cli.arguments import Convert, number, positive_int, positive_number
 from kbisect.cli.common import TaskResult, project, say
@@ -189,6 +189,10 @@ def bisect(
             if record is None:
                 raise UserError(f"no bisection {resume} in {store.path}")
             request = BisectRequest.from_json(record.request)
+            shown = shown_status(store, record)
+            if shown == "running":
+                with running(store, resume):  # the one-line error, with the PID
+                    pass
             say(f"resuming bisection {resume} ({len(store.trials(resume))} runs recorded)")
             return _execute(p, request, resume, store)
         if not good or bad is None:
