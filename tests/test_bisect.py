@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.test_bisect_engine import Journal as MemoryJournal
 from tests.test_processes import gone
 
 from conftest import MakeProject
@@ -23,7 +24,6 @@ from kbisect.bisect.engine import Bisector, Status
 from kbisect.bisect.gitbisect import Mark, load_history
 from kbisect.bisect.predicates import TrialOutcome, TrialResult
 from kbisect.bisect.stats import Policy
-from kbisect.results.model import TrialRecord
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Ada Tester",
@@ -306,20 +306,6 @@ def test_replay_continues_from_a_bisect_log(tmp_path: Path) -> None:
 
 
 # -- the engine with seeded flaky predicates -----------------------------------------------------
-
-
-class MemoryJournal:
-    def __init__(self) -> None:
-        self.trials: list[TrialRecord] = []
-
-    def recorded(self) -> list[TrialRecord]:
-        return list(self.trials)
-
-    def add(self, trial: TrialRecord) -> None:
-        self.trials.append(trial)
-
-    def bisect_log(self, text: str) -> None:
-        self.log = text
 
 
 class Flaky:

@@ -143,47 +143,36 @@ def run_bisection(
 ) -> BisectResult:
     """Run (or resume) bisection `bisection_id`, write its report files, record its status."""
     with running(store, bisection_id):
-        return _run_locked(project, store, bisection_id, request, lab, say)
-
-
-def _run_locked(
-    project: Project,
-    store: ResultsStore,
-    bisection_id: int,
-    request: BisectRequest,
-    lab: Lab | None,
-    say: Say,
-) -> BisectResult:
-    tree = repos.open_tree(project, request.tree)
-    repos.ensure_mirror(tree)
-    try:
-        policy = Policy.stored(request.policy)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"bisection {bisection_id}: stored policy: {exc}") from None
-    scratch = state_dir(project, bisection_id)
-    out = results_dir(store, bisection_id)
-    journal = StoreJournal(store, bisection_id, out / "bisect.log")
-    predicate = make_predicate(project, tree, request, lab, say, out / "runs")
-    costs = trial_costs(request)
-    bisector = Bisector(
-        history=load_history(tree.path, request.good, request.bad),
-        predicate=predicate,
-        policy=policy,
-        journal=journal,
-        make_revert=lambda c: revert_patch(tree, c, scratch),
-        cost=costs,
-        learn_cost=costs.ran,
-        say=say,
-    )
-    say(f"bisection {bisection_id}: {predicate.describe()}")
-    result = bisector.run()
-    data = report.to_json(result, request, tree, bisection_id)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
-    (out / "report.txt").write_text(report.to_text(data))
-    report.write_junit(data, out / "junit.xml")
-    store.finish_bisection(bisection_id, result.status.value, data)
-    return result
+        tree = repos.open_tree(project, request.tree)
+        repos.ensure_mirror(tree)
+        try:
+            policy = Policy.stored(request.policy)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"bisection {bisection_id}: stored policy: {exc}") from None
+        scratch = state_dir(project, bisection_id)
+        out = results_dir(store, bisection_id)
+        journal = StoreJournal(store, bisection_id, out / "bisect.log")
+        predicate = make_predicate(project, tree, request, lab, say, out / "runs")
+        costs = trial_costs(request)
+        bisector = Bisector(
+            history=load_history(tree.path, request.good, request.bad),
+            predicate=predicate,
+            policy=policy,
+            journal=journal,
+            make_revert=lambda c: revert_patch(tree, c, scratch),
+            cost=costs,
+            learn_cost=costs.ran,
+            say=say,
+        )
+        say(f"bisection {bisection_id}: {predicate.describe()}")
+        result = bisector.run()
+        data = report.to_json(result, request, tree, bisection_id)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
+        (out / "report.txt").write_text(report.to_text(data))
+        report.write_junit(data, out / "junit.xml")
+        store.finish_bisection(bisection_id, result.status.value, data)
+        return result
 
 
 def trial_costs(request: BisectRequest) -> TrialCosts:
