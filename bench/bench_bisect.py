@@ -1,78 +1,114 @@
-"""Bisection engine benchmarks. Prints figures with their targets; asserts nothing.
+"""kbisect's bisection side by side with `git bisect run` and git-bayesect, on the same synthetic
+histories and the same noisy predicate. Prints figures with their targets; asserts nothing.
 
-python3 bench/bench_bisect.py [--accuracy-k 8] [--count 200] [--seed 1] [--jobs 2]
-                              [--parts steps,accuracy,overhead] [--tune [--tune-variants 0,6]]
+python3 bench/bench_bisect.py [--trials 20] [--seed 1] [--jobs 2] [--cases all|NAME,...]
+                              [--no-bayesect] [--venv DIR]
 
-Everything runs on synthetic linear histories made with real git (`git fast-import`, one small
-file changed per commit) in a temporary directory, with git's own bisection (kbisect's
-GitBisect) and an in-process predicate, so the figures are the engine's and git's alone; no
-kbisect cache is needed.
+Each history is a linear one made with real git (`git fast-import`, one small file changed per
+commit, and a file `pos` holding the commit's position). Commit i is bad iff i >= the culprit; a
+bad commit passes with the case's false-pass rate, a good one fails with its false-fail rate, and
+the case's untestable commits exit 125 (never the culprit or its parent, so that the answer is
+one commit). Culprits and noise are seeded: a run is repeatable.
 
-1. steps and predicate runs against ceil(log2 N), deterministic predicate, N = 64, 256, 1024;
-2. accuracy over --count bisections per setting with a flaky predicate (a bad commit passes with
-   probability 0%, 10%, 30%; good commits always pass), with 10% of the commits unbuildable
-   (SKIP; never the culprit or an end) and with the culprit's neighbours unbuildable too. The
-   predicate understands a revert: the bad end with commit X reverted is good iff X is the true
-   culprit (make_revert writes a file naming X). Every decision is compared with the truth, so
-   the wrong bisections are explained by their first wrong decision;
-3. kbisect's own time per step outside the predicate on a 1,000-commit history.
+- kbisect: its engine (kbisect.bisect.engine.Bisector) in this process, on the history read by
+  git (load_history), the revert check included in its runs;
+- `git bisect run`: real git in a clone, with a script as the predicate (exit 125 for
+  untestable commits); its runs are the script's calls;
+- git-bayesect 1.2 (PyPI), installed into the bench's own virtualenv (--venv; never a dependency
+  of kbisect) and driven through its Bisector class (what its `run` command does, without a
+  checkout per run) at confidence 0.995; it has no skip in `run`, so the driver records an
+  untestable pick as a skip (its `record(index, None)`) and counts the run, and moves a pick that
+  is known untestable to the nearest testable commit.
 
-A real git bisection costs about 0.4-0.9 s here (git runs 2-3 processes per step), so part 2
-defaults to N = 256 (k = 8): 5 settings x 200 bisections take about 3 minutes on 2 idle cores;
-at k = 10 they take about a quarter longer (two more steps each).
-
---tune (part 4) repeats the 0%, 10% and 30% settings under other policies, priors
-(stats.MISS_PRIOR and FALSE_ALARM_PRIOR replaced in this process only), a Beta-binomial
-stats.p_bad, and two emulated engine changes; nothing under src/ is changed. Culprit positions,
-noise and unbuildable commits are seeded, so a run is repeatable.
+The information bound is log2(commits) / the capacity of the noisy channel (bits per run): no
+method can need fewer runs on average. With --trials 20 and 8 cases, about 10 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import json
 import math
-import multiprocessing
 import os
 import random
+import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-from kbisect.bisect import stats
-from kbisect.bisect.engine import Bisector, BisectResult, Status, StepVerdict
-from kbisect.bisect.gitbisect import GitBisect, Next
+from kbisect.bisect.engine import Bisector
+from kbisect.bisect.gitbisect import load_history
 from kbisect.bisect.predicates import TrialOutcome, TrialResult
 from kbisect.bisect.stats import Policy
-from kbisect.errors import KbisectError
 from kbisect.results.model import TrialRecord
 
 EPOCH = 1_700_000_000
 FILES = 16
-"""The history cycles through this many small files (one changed per commit)."""
+BAYESECT = "git-bayesect==1.2"
+BAYESECT_CONFIDENCE = 0.995
 
-Prior = tuple[float, float]
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    label: str
+    commits: int = 300
+    miss: float = 0.0
+    """P(pass | bad)."""
+    false_fail: float = 0.0
+    """P(fail | good)."""
+    untestable: int = 0
+    """Untestable commits within 15 of the culprit."""
+    culprit_at: str = ""
+    """'first' (the first commit after the good end) or 'last' (the bad end); else seeded."""
 
 
-# -- synthetic history -------------------------------------------------------------------------
+CASES = [
+    Case("untestable", "30% false passes, 11 untestable", miss=0.3, untestable=11),
+    Case("clean", "noise-free"),
+    Case("1000", "1000 commits, 30% false passes", commits=1000, miss=0.3),
+    Case("50", "50% false passes", miss=0.5),
+    Case("10+2", "10% false passes + 2% false fails", miss=0.1, false_fail=0.02),
+    Case("30", "30% false passes", miss=0.3),
+    Case("first", "30%, culprit right after good", miss=0.3, culprit_at="first"),
+    Case("last", "30%, culprit = the bad end", miss=0.3, culprit_at="last"),
+]
+
+
+@dataclass(frozen=True)
+class Trial:
+    case: Case
+    number: int
+    culprit: int
+    untestable: tuple[int, ...]
+    seed: int
+
+
+@dataclass
+class Outcome:
+    tool: str
+    case: str
+    right: bool
+    runs: int
+    note: str = ""
+
+
+# -- the histories and the trials --------------------------------------------------------------
 
 
 def make_history(path: Path, n: int) -> list[str]:
-    """A bare repository at `path` with a linear history of n commits, each changing one small
-    file, written by a single `git fast-import`; returns the commit ids, oldest first (the same
-    ids on every run: names and dates are fixed)."""
-    subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True)
+    """A bare repository with a linear history of n commits; returns the ids, oldest first."""
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(path)], check=True)
     chunks = []
     for i in range(n):
         message = f"change {i}\n"
         blob = f"line {i}\n"
+        pos = f"{i}\n"
         chunks.append(
             f"commit refs/heads/main\nmark :{i + 1}\n"
             f"committer Bench <bench@example.org> {EPOCH + 60 * i} +0000\n"
@@ -81,737 +117,362 @@ def make_history(path: Path, n: int) -> list[str]:
         if i:
             chunks.append(f"from :{i}\n")
         chunks.append(f"M 100644 inline file{i % FILES}.txt\ndata {len(blob)}\n{blob}\n")
+        chunks.append(f"M 100644 inline pos\ndata {len(pos)}\n{pos}\n")
     marks = path / "marks"
     subprocess.run(
         ["git", "-C", str(path), "fast-import", "--quiet", f"--export-marks={marks}"],
         input="".join(chunks).encode(),
         check=True,
     )
-    return list(history(str(path)))
+    by_mark = dict(line.split() for line in marks.read_text().splitlines())
+    return [by_mark[f":{i + 1}"] for i in range(n)]
 
 
-@functools.cache
-def history(repo: str) -> tuple[str, ...]:
-    """The commit ids of a history made by make_history (read back from its marks file)."""
-    by_mark = {}
-    for line in (Path(repo) / "marks").read_text().splitlines():
-        mark, sha = line.split()
-        by_mark[int(mark[1:])] = sha
-    return tuple(by_mark[m] for m in sorted(by_mark))
+def trials_of(case: Case, count: int, seed: int) -> list[Trial]:
+    out = []
+    for number in range(count):
+        rng = random.Random(f"{seed}/{case.name}/{number}")
+        n = case.commits
+        culprit = {"first": 1, "last": n - 1}.get(case.culprit_at) or rng.randrange(2, n - 1)
+        near = [
+            i for i in range(max(1, culprit - 15), min(n - 1, culprit + 16))
+            if i not in (culprit, culprit - 1)
+        ]  # fmt: skip
+        chosen = tuple(sorted(rng.sample(near, min(case.untestable, len(near)))))
+        out.append(Trial(case, number, culprit, chosen, rng.randrange(1 << 30)))
+    return out
 
 
-@functools.cache
-def positions(repo: str) -> dict[str, int]:
-    return {sha: i for i, sha in enumerate(history(repo))}
+class Noise:
+    """The seeded predicate every tool is given: outcome of a run at position i."""
+
+    def __init__(self, trial: Trial) -> None:
+        self.trial = trial
+        self.rng = random.Random(trial.seed)
+
+    def run(self, i: int, fixed: bool = False) -> str:
+        """'skip', 'pass' or 'fail'; `fixed`: the culprit is reverted on top."""
+        if i in self.trial.untestable:
+            return "skip"
+        bad = i >= self.trial.culprit and not fixed
+        draw = self.rng.random()
+        if bad:
+            return "pass" if draw < self.trial.case.miss else "fail"
+        return "fail" if draw < self.trial.case.false_fail else "pass"
 
 
-# -- a decision model under trial (--tune) ---------------------------------------------------
+# -- kbisect -----------------------------------------------------------------------------------
 
 
-def _log_beta(a: float, b: float) -> float:
-    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
-
-
-def p_bad_marginal(tally: stats.Tally, rates: stats.Rates, prior_bad: float = 0.5) -> float:
-    """stats.p_bad with the noise rates integrated out instead of plugged in: the likelihood of
-    the commit's own passes and fails is Beta-binomial under the Beta posterior of each rate
-    (prior plus the runs learned so far), so a bad commit's own passes raise the miss rate it is
-    judged with, and a fail at a supposedly good commit is not outweighed by a few passes."""
-    a, b = stats.MISS_PRIOR
-    a, b = a + rates.at_bad.passes, b + rates.at_bad.fails
-    log_bad = _log_beta(a + tally.passes, b + tally.fails) - _log_beta(a, b)
-    a, b = stats.FALSE_ALARM_PRIOR
-    a, b = a + rates.at_good.fails, b + rates.at_good.passes
-    log_good = _log_beta(a + tally.fails, b + tally.passes) - _log_beta(a, b)
-    log_bad += math.log(prior_bad)
-    log_good += math.log(1 - prior_bad)
-    top = max(log_bad, log_good)
-    wb, wg = math.exp(log_bad - top), math.exp(log_good - top)
-    return wb / (wb + wg)
-
-
-MODELS = {"plug-in": stats.p_bad, "marginal": p_bad_marginal}
-
-
-# -- the synthetic predicate and the engine's collaborators ------------------------------------
-
-
-class SyntheticPredicate:
-    """Commit i is bad iff i >= culprit; a bad commit passes with probability `miss`; good
-    commits always pass; `unbuildable` commits are SKIP. With a revert (a file naming commit X),
-    the commit is bad iff it is bad and X is not the culprit."""
-
-    def __init__(
-        self,
-        shas: Sequence[str],
-        index: dict[str, int],
-        culprit: int,
-        miss: float,
-        unbuildable: frozenset[int],
-        noise_seed: int,
-    ) -> None:
-        self.shas = shas
-        self.index = index
-        self.culprit = culprit
-        self.miss = miss
-        self.unbuildable = unbuildable
-        self.rng = random.Random(noise_seed)
-
-    def describe(self) -> str:
-        return f"synthetic: first bad commit {self.culprit}, miss rate {self.miss:.0%}"
-
-    def is_bad(self, i: int, reverted: str | None) -> bool:
-        return i >= self.culprit and reverted != self.shas[self.culprit]
-
-    def trial(self, commit: str, revert: Path | None = None) -> TrialResult:
-        i = self.index[commit]
-        identity = f"tree-{i}"
-        if i in self.unbuildable:
-            return TrialResult(TrialOutcome.SKIP, "does not build", identity)
-        reverted = None
-        if revert is not None:
-            reverted = revert.read_text().strip()
-            if self.index[reverted] > i:
-                return TrialResult(TrialOutcome.SKIP, "revert does not apply", identity)
-            identity += f"-revert-{reverted[:12]}"
-        if self.is_bad(i, reverted) and self.rng.random() >= self.miss:
-            return TrialResult(TrialOutcome.FAIL, "exit 1", identity)
-        return TrialResult(TrialOutcome.PASS, "exit 0", identity)
-
-
-class MemoryJournal:
-    def __init__(self) -> None:
-        self.trials: list[TrialRecord] = []
-        self.log = ""
-
+class _Journal:
     def recorded(self) -> list[TrialRecord]:
-        return list(self.trials)
+        return []
 
     def add(self, trial: TrialRecord) -> None:
-        self.trials.append(trial)
+        pass
 
     def bisect_log(self, text: str) -> None:
-        self.log = text
+        pass
 
 
-class TimedGitBisect(GitBisect):
-    """GitBisect that adds up the wall time spent in git (start, mark, log).
+class _Predicate:
+    def __init__(self, noise: Noise, where: dict[str, int]) -> None:
+        self.noise, self.where = noise, where
 
-    With `drop_contradicted` (an engine change under trial, --tune), a restart leaves out the
-    good commits that are not below the bad end any more (a later verdict found an ancestor of
-    theirs bad): positions come from the linear history."""
+    def describe(self) -> str:
+        return "synthetic"
 
-    seconds = 0.0
-    drop_contradicted: dict[str, int] | None = None
-
-    def start(self, good: list[str], bad: str) -> Next:
-        if self.drop_contradicted is not None:
-            where = self.drop_contradicted
-            good = [g for g in good if where[g] < where[bad]]
-        began = time.monotonic()
-        try:
-            return super().start(good, bad)
-        finally:
-            self.seconds += time.monotonic() - began
-
-    def mark(self, commit: str, term: str) -> Next:
-        began = time.monotonic()
-        try:
-            return super().mark(commit, term)
-        finally:
-            self.seconds += time.monotonic() - began
-
-    log_seconds = 0.0
-    """Of which `git bisect log` (run after every mark, for the journal)."""
-
-    def log(self) -> str:
-        began = time.monotonic()
-        try:
-            return super().log()
-        finally:
-            self.seconds += time.monotonic() - began
-            self.log_seconds += time.monotonic() - began
+    def trial(self, commit: str, revert: Path | None = None) -> TrialResult:
+        fixed = revert is not None and self.where[revert.name] == self.noise.trial.culprit
+        outcome = self.noise.run(self.where[commit], fixed)
+        return TrialResult(TrialOutcome(outcome), identity=commit)
 
 
-@dataclass(frozen=True)
-class Decided:
-    """One decision of the engine, with the truth next to it."""
-
-    phase: str
-    position: int
-    verdict: str
-    truth: str
-    passes: int
-    fails: int
-    miss_estimate: float
-    """The engine's miss rate when it decided (what the decision used)."""
-    step_number: int
-    """1-based among the step decisions so far (all attempts), 0 for ends and validations."""
-
-    @property
-    def wrong(self) -> bool:
-        return self.verdict in ("good", "bad") and self.verdict != self.truth
-
-
-class RecordingBisector(Bisector):
-    """Bisector that keeps every decision it made (ends, steps, validations, all attempts)."""
-
-    def __init__(
-        self, synthetic: SyntheticPredicate, bad_end_prior: float | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(predicate=synthetic, **kwargs)
-        self.synthetic = synthetic
-        self.bad_end_prior = bad_end_prior
-        self.decided: list[Decided] = []
-        self.step_count = 0
-
-    def evaluate(
-        self,
-        phase: str,
-        commit: str,
-        floor: int,
-        revert: Path | None = None,
-        prior_bad: float = 0.5,
-    ) -> StepVerdict:
-        if phase == "bad-end" and self.bad_end_prior is not None:
-            prior_bad = self.bad_end_prior  # a variant under trial (--tune)
-        verdict = super().evaluate(phase, commit, floor, revert, prior_bad)
-        i = self.synthetic.index[commit]
-        reverted = revert.read_text().strip() if revert is not None else None
-        if phase == "step":
-            self.step_count += 1
-        self.decided.append(
-            Decided(
-                phase,
-                i,
-                verdict.verdict,
-                "bad" if self.synthetic.is_bad(i, reverted) else "good",
-                verdict.passes,
-                verdict.fails,
-                self.rates.miss,
-                self.step_count if phase == "step" else 0,
-            )
-        )
-        return verdict
-
-
-# -- one bisection (runs in a worker process) --------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Case:
-    repo: str
-    scratch: str
-    culprit: int
-    miss: float
-    skip_rate: float
-    skip_neighbours: bool
-    noise_seed: int
-    policy: tuple[tuple[str, Any], ...] = ()
-    miss_prior: Prior = stats.MISS_PRIOR
-    false_alarm_prior: Prior = stats.FALSE_ALARM_PRIOR
-    model: str = "plug-in"
-    drop_contradicted: bool = False
-    bad_end_prior: float | None = None
-
-
-@dataclass
-class Bisection:
-    case: Case
-    status: str
-    message: str
-    culprit: int | None
-    suspects: tuple[int, ...]
-    steps: int
-    """Step decisions over all attempts (a restart's steps count again)."""
-    step_runs: int
-    runs: int
-    restarts: int
-    wall: float
-    predicate_seconds: float
-    git_seconds: float
-    log_seconds: float
-    decided: list[Decided] = field(default_factory=list)
-
-    @property
-    def category(self) -> str:
-        if self.culprit == self.case.culprit:
-            return "exact"
-        if self.culprit is None and self.case.culprit in self.suspects:
-            return "suspects"
-        return "wrong"
-
-    @property
-    def first_wrong(self) -> Decided | None:
-        return next((d for d in self.decided if d.wrong), None)
-
-
-def unbuildable(case: Case, n: int) -> frozenset[int]:
-    """Commits that do not build: a seeded `skip_rate` of them (never an end or the culprit),
-    plus the culprit's parent and child with skip_neighbours."""
-    rng = random.Random(case.noise_seed ^ 0x5EED)
-    chosen = {i for i in range(1, n - 1) if rng.random() < case.skip_rate}
-    if case.skip_neighbours:
-        chosen |= {case.culprit - 1, case.culprit + 1}
-    return frozenset(chosen - {0, n - 1, case.culprit})
-
-
-def bisect_once(case: Case) -> Bisection:
-    shas = history(case.repo)
-    index = positions(case.repo)
-    stats.MISS_PRIOR = case.miss_prior
-    stats.FALSE_ALARM_PRIOR = case.false_alarm_prior
-    stats.p_bad = MODELS[case.model]  # a variant under trial (--tune)
-    scratch = Path(case.scratch) / f"worker-{os.getpid()}"
-    scratch.mkdir(parents=True, exist_ok=True)
-    predicate = SyntheticPredicate(
-        shas,
-        index,
-        case.culprit,
-        case.miss,
-        unbuildable(case, len(shas)),
-        case.noise_seed,
-    )
+def run_kbisect(repo: str, trial: Trial, scratch: str) -> Outcome:
+    shas = _shas(repo)
+    where = {c: i for i, c in enumerate(shas)}
 
     def make_revert(commit: str) -> Path:
-        patch = scratch / f"revert-{commit[:12]}"
-        patch.write_text(commit + "\n")
+        patch = Path(scratch) / commit
+        patch.write_text(commit)
         return patch
 
-    git = TimedGitBisect(scratch / "state.git", Path(case.repo) / "objects")
-    if case.drop_contradicted:
-        git.drop_contradicted = index
-    bisector = RecordingBisector(
-        predicate,
-        case.bad_end_prior,
-        git=git,
-        good=[shas[0]],
-        bad=shas[-1],
-        policy=Policy(**dict(case.policy)),
-        journal=MemoryJournal(),
-        parents=lambda c: [shas[index[c] - 1]] if index[c] else [],
+    result = Bisector(
+        history=load_history(Path(repo), [shas[0]], shas[-1]),
+        predicate=_Predicate(Noise(trial), where),
+        policy=Policy(),
+        journal=_Journal(),
         make_revert=make_revert,
         say=lambda _: None,
-    )
-    began = time.monotonic()
-    try:
-        result = bisector.run()
-    except KbisectError as exc:  # an engine failure is a finding: report it, carry on
-        result = BisectResult(Status.ABORTED, f"CRASH {type(exc).__name__}: {exc}")
-        result.runs = bisector.runs
-    wall = time.monotonic() - began
-    return Bisection(
-        case=case,
-        status=result.status.value,
-        message=result.message,
-        culprit=index[result.culprit] if result.culprit else None,
-        suspects=tuple(sorted(index[s] for s in result.suspects)),
-        steps=bisector.step_count,
-        step_runs=sum(d.passes + d.fails for d in bisector.decided if d.phase == "step"),
-        runs=result.runs,
-        restarts=result.restarts,
-        wall=wall,
-        predicate_seconds=bisector.predicate_seconds,
-        git_seconds=git.seconds,
-        log_seconds=git.log_seconds,
-        decided=bisector.decided,
-    )
+    ).run()
+    right = result.culprit == shas[trial.culprit]
+    return Outcome("kbisect", trial.case.name, right, result.runs, result.status.value)
 
 
-def run_all(cases: list[Case], jobs: int) -> list[Bisection]:
-    if jobs <= 1 or len(cases) < 2 * jobs:
-        return [bisect_once(c) for c in cases]
-    ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        return list(pool.map(bisect_once, cases, chunksize=4))
+_SHAS: dict[str, list[str]] = {}
 
 
-# -- the benchmarks ----------------------------------------------------------------------------
+def _shas(repo: str) -> list[str]:
+    if repo not in _SHAS:
+        _SHAS[repo] = json.loads((Path(repo) / "shas.json").read_text())
+    return _SHAS[repo]
 
 
-@dataclass(frozen=True)
-class Setting:
-    label: str
-    miss: float = 0.0
-    skip_rate: float = 0.0
-    skip_neighbours: bool = False
+# -- git bisect run ----------------------------------------------------------------------------
+
+_SCRIPT = """import json, os, random, sys
+cfg = json.load(open(os.environ["BENCH_TRIAL"]))
+count = os.environ["BENCH_TRIAL"] + ".calls"
+calls = int(open(count).read()) if os.path.exists(count) else 0
+open(count, "w").write(str(calls + 1))
+i = int(open("pos").read())
+if i in cfg["untestable"]:
+    sys.exit(125)
+draw = random.Random(cfg["seed"] * 1000 + calls).random()
+if i >= cfg["culprit"]:
+    sys.exit(0 if draw < cfg["miss"] else 1)
+sys.exit(1 if draw < cfg["false_fail"] else 0)
+"""
 
 
-@dataclass(frozen=True)
-class Variant:
-    label: str
-    policy: tuple[tuple[str, Any], ...] = ()
-    miss_prior: Prior = stats.MISS_PRIOR
-    false_alarm_prior: Prior = stats.FALSE_ALARM_PRIOR
-    model: str = "plug-in"
-    drop_contradicted: bool = False
-    bad_end_prior: float | None = None
-
-
-DEFAULT = Variant("defaults")
-
-
-class Bench:
-    def __init__(self, tmp: Path, seed: int, jobs: int) -> None:
-        self.tmp = tmp
-        self.seed = seed
-        self.jobs = jobs
-        self.repos: dict[int, str] = {}
-
-    def repo(self, n: int) -> str:
-        if n not in self.repos:
-            path = self.tmp / f"history-{n}.git"
-            began = time.monotonic()
-            make_history(path, n)
-            print(
-                f"(history of {n} commits made by git fast-import in "
-                f"{time.monotonic() - began:.2f} s)"
-            )
-            self.repos[n] = str(path)
-        return self.repos[n]
-
-    def culprits(self, n: int, count: int) -> list[int]:
-        """`count` seeded culprit positions in 1..n-1 (the same for every setting and variant)."""
-        rng = random.Random(f"{self.seed}-{n}")
-        return [rng.randint(1, n - 1) for _ in range(count)]
-
-    def cases(self, n: int, count: int, setting: Setting, variant: Variant) -> list[Case]:
-        return [
-            Case(
-                repo=self.repo(n),
-                scratch=str(self.tmp),
-                culprit=c,
-                miss=setting.miss,
-                skip_rate=setting.skip_rate,
-                skip_neighbours=setting.skip_neighbours,
-                noise_seed=self.seed * 1_000_003 + j,
-                policy=variant.policy,
-                miss_prior=variant.miss_prior,
-                false_alarm_prior=variant.false_alarm_prior,
-                model=variant.model,
-                drop_contradicted=variant.drop_contradicted,
-                bad_end_prior=variant.bad_end_prior,
-            )
-            for j, c in enumerate(self.culprits(n, count))
-        ]
-
-    def run(self, n: int, count: int, setting: Setting, variant: Variant = DEFAULT) -> Summary:
-        return Summary(run_all(self.cases(n, count, setting, variant), self.jobs))
-
-
-@dataclass
-class Summary:
-    runs: list[Bisection]
-
-    def share(self, category: str) -> float:
-        return sum(b.category == category for b in self.runs) / len(self.runs)
-
-    def confirmed(self) -> float:
-        return sum(
-            b.category == "exact" and b.status == Status.CONFIRMED.value for b in self.runs
-        ) / len(self.runs)
-
-    def mean(self, what: Callable[[Bisection], float]) -> float:
-        return statistics.fmean(what(b) for b in self.runs)
-
-    def suspects_size(self) -> str:
-        """Mean number of suspects when the culprit is among them ('-' when never)."""
-        sizes = [len(b.suspects) for b in self.runs if b.category == "suspects"]
-        return f"{statistics.fmean(sizes):.1f}" if sizes else "-"
-
-    def crashes(self) -> int:
-        return sum(b.message.startswith("CRASH") for b in self.runs)
-
-    def wrong(self) -> list[Bisection]:
-        return [b for b in self.runs if b.category == "wrong"]
-
-
-def bench_steps(bench: Bench, ks: Iterable[int], count: int) -> None:
-    print(
-        f"\n1. Steps and predicate runs against ceil(log2 N): deterministic predicate, "
-        f"{count} seeded culprits per N"
-    )
-    head = (
-        f"{'N':>6} {'log2N':>5} {'steps mean':>10} {'max':>4} {'runs/step':>9} "
-        f"{'step runs':>9} {'all runs':>8} {'exact':>6} {'s/bisect':>8}"
-    )
-    print(head)
-    print("-" * len(head))
-    for k in ks:
-        n = 2**k
-        s = bench.run(n, count, Setting("0%"))
-        bound = math.ceil(math.log2(n))
-        print(
-            f"{n:>6} {bound:>5} {s.mean(lambda b: b.steps):>10.2f} "
-            f"{max(b.steps for b in s.runs):>4} "
-            f"{s.mean(lambda b: b.step_runs) / s.mean(lambda b: b.steps):>9.2f} "
-            f"{s.mean(lambda b: b.step_runs):>9.1f} {s.mean(lambda b: b.runs):>8.1f} "
-            f"{s.share('exact'):>6.0%} {s.mean(lambda b: b.wall):>8.2f}"
+def run_git(repo: str, trial: Trial, scratch: str) -> Outcome:
+    shas = _shas(repo)
+    work = Path(scratch) / f"clone-{Path(repo).name}"
+    if not work.exists():
+        subprocess.run(["git", "clone", "-q", repo, str(work)], check=True)
+    subprocess.run(["git", "-C", str(work), "bisect", "reset", "-q"], capture_output=True)
+    cfg = Path(scratch) / "trial.json"
+    Path(f"{cfg}.calls").unlink(missing_ok=True)
+    cfg.write_text(
+        json.dumps(
+            {"untestable": list(trial.untestable), "seed": trial.seed, "culprit": trial.culprit,
+             "miss": trial.case.miss, "false_fail": trial.case.false_fail}
         )
-    print(
-        "targets: steps <= ceil(log2 N); exact 100%. 'all runs' adds the ends (2 x end_runs) "
-        "and the validation (culprit, parent, revert: validate_runs each)"
+    )  # fmt: skip
+    script = Path(scratch) / "predicate.py"
+    script.write_text(_SCRIPT)
+    env = {**os.environ, "BENCH_TRIAL": str(cfg)}
+    git = ["git", "-C", str(work)]
+    subprocess.run([*git, "bisect", "start", shas[-1], shas[0]], check=True, capture_output=True)
+    done = subprocess.run(
+        [*git, "bisect", "run", sys.executable, str(script)],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    calls = int(Path(f"{cfg}.calls").read_text()) if Path(f"{cfg}.calls").exists() else 0
+    first = next(
+        (ln.split()[0] for ln in done.stdout.splitlines() if "is the first bad commit" in ln), None
     )
+    subprocess.run([*git, "bisect", "reset", "-q"], capture_output=True)
+    note = "" if first else "no single first bad commit"
+    return Outcome("git bisect run", trial.case.name, first == shas[trial.culprit], calls, note)
 
 
-def accuracy_table(rows: list[tuple[str, Summary]], baseline: Summary | None) -> None:
-    head = (
-        f"{'setting':<28} {'exact':>6} {'(conf.)':>7} {'suspects':>8} {'(of)':>4} {'wrong':>6} "
-        f"{'crash':>5} {'runs':>6} {'x 0%':>5} {'steps':>6} {'restarts':>8} {'s/bisect':>8}"
-    )
-    print(head)
-    print("-" * len(head))
-    base = baseline.mean(lambda b: b.runs) if baseline else None
-    for label, s in rows:
-        runs = s.mean(lambda b: b.runs)
-        ratio = f"{runs / base:5.2f}" if base else "    -"
-        print(
-            f"{label:<28} {s.share('exact'):>6.1%} {s.confirmed():>7.1%} "
-            f"{s.share('suspects'):>8.1%} {s.suspects_size():>4} {s.share('wrong'):>6.1%} "
-            f"{s.crashes():>5} "
-            f"{runs:>6.1f} {ratio} "
-            f"{s.mean(lambda b: b.steps):>6.1f} {s.mean(lambda b: b.restarts):>8.2f} "
-            f"{s.mean(lambda b: b.wall):>8.2f}"
-        )
+# -- git-bayesect ------------------------------------------------------------------------------
 
-
-def diagnose(label: str, s: Summary) -> None:
-    """Which decisions went wrong, and what became of the bisections that had one."""
-    had = [b for b in s.runs if b.first_wrong is not None]
-    if not had:
-        return
-    recovered = sum(b.category == "exact" for b in had)
-    print(
-        f"  {label}: {len(had)} bisections made a wrong decision; {recovered} still ended "
-        f"on the right culprit (validation, restarts)"
-    )
-    kinds: Counter[str] = Counter()
-    for b in had:
-        d = b.first_wrong
-        assert d is not None
-        kinds[f"{d.phase} {d.truth} judged {d.verdict}"] += 1
-    for kind, n in kinds.most_common():
-        print(f"    first wrong decision: {kind:<34} {n:>4}")
-    for b in s.wrong():
-        d = b.first_wrong
-        what = (
-            f"{d.phase}"
-            + (f" #{d.step_number}" if d.step_number else "")
-            + f" at {d.position}: {d.truth} judged {d.verdict} after {d.passes} pass "
-            f"{d.fails} fail, miss estimate {d.miss_estimate:.2f}"
-            if d
-            else "no wrong decision"
-        )
-        got = b.culprit if b.culprit is not None else f"suspects {list(b.suspects)[:6]}"
-        print(
-            f"    wrong: culprit {b.case.culprit} -> {got} ({b.status}, "
-            f"{b.restarts} restarts); first wrong: {what}"
-        )
-        if b.message.startswith("CRASH"):
-            print(f"      {b.message}")
-
-
-SETTINGS = {
-    "0": Setting("bad passes 0%"),
-    "10": Setting("bad passes 10%", miss=0.1),
-    "30": Setting("bad passes 30%", miss=0.3),
-    "skip": Setting("10% unbuildable", skip_rate=0.1),
-    "neighbours": Setting("10% unb. + culprit's nbrs", skip_rate=0.1, skip_neighbours=True),
-    "skip30": Setting("10% unbuildable, 30%", miss=0.3, skip_rate=0.1),
-}
-"""Part 2's settings by name (--settings). Unbuildable commits never include the culprit or the
-ends; 'neighbours' also makes the culprit's parent and child unbuildable."""
-
-
-def bench_accuracy(bench: Bench, k: int, count: int, names: list[str]) -> None:
-    n = 2**k
-    print(
-        f"\n2. Accuracy over {count} bisections per setting, N = {n} (k = {k}), "
-        "default Policy; a bad commit passes with the given probability, good commits "
-        "always pass"
-    )
-    settings = [SETTINGS[name] for name in names]
-    rows = []
-    for setting in settings:
-        began = time.monotonic()
-        rows.append((setting.label, bench.run(n, count, setting)))
-        print(f"({setting.label}: {time.monotonic() - began:.0f} s)", flush=True)
-    by_label = dict(rows)
-    baseline = by_label.get(SETTINGS["0"].label)
-    accuracy_table(rows, baseline)
-    print(
-        "exact = reported culprit is the true one ((conf.) of them confirmed by validation); "
-        "suspects = no culprit, true one among the untestable suspects ((of) how many, on "
-        "average); crash = the engine raised; runs = predicate runs "
-        "per bisection, ends and validation included; x 0% = runs against the noise-free "
-        "bisection"
-    )
-    print("targets: exact 100% at 0%; exact >= 99% at 30% with runs <= 4 x the 0% runs")
-    for m in (0.0, 0.1, 0.3):
-        s = by_label.get(f"bad passes {m:.0%}")
-        if s is None:
+_DRIVER = """import json, random, sys
+import numpy as np
+from git_bayesect import Bisector
+out = []
+for t in json.load(sys.stdin):
+    n, culprit = t["commits"], t["culprit"]
+    untestable, known = set(t["untestable"]), set()
+    rng = random.Random(t["seed"])
+    b = Bisector(np.ones(n))  # index 0 is the newest commit, as git-bayesect orders them
+    runs = 0
+    while b.distribution.max() < t["confidence"] and runs < 1000:
+        pos = n - 1 - b.select()
+        if pos in known:
+            pos = min((p for p in range(n) if p not in known), key=lambda p: (abs(p - pos), p))
+        runs += 1
+        if pos in untestable:
+            known.add(pos)
+            b.record(n - 1 - pos, None)
             continue
-        note = ""
-        if baseline and m > 0:
-            ratio = s.mean(lambda b: b.runs) / baseline.mean(lambda b: b.runs)
-            note = f", runs x{ratio:.2f} (target <= 4: {'met' if ratio <= 4 else 'NOT met'})"
-        target = 1.0 if m == 0 else 0.99 if m <= 0.3 else None
-        if target is not None:
-            met = "met" if s.share("exact") >= target else "NOT met"
-            print(
-                f"  at {m:.0%}: exact {s.share('exact'):.1%} (target >= {target:.0%}: {met}){note}"
-            )
-    print("diagnosis:")
-    for label, s in rows:
-        diagnose(label, s)
+        draw = rng.random()
+        if pos >= culprit:
+            failed = draw >= t["miss"]
+        else:
+            failed = draw < t["false_fail"]
+        b.record(n - 1 - pos, failed)
+    found = n - 1 - int(np.argmax(b.distribution))
+    out.append({"right": found == culprit, "runs": runs})
+json.dump(out, sys.stdout)
+"""
 
 
-def bench_overhead(bench: Bench, n: int, count: int) -> None:
-    print(
-        f"\n3. kbisect's own time outside the predicate, N = {n}, {count} bisections each "
-        "(one at a time)"
-    )
-    head = (
-        f"{'predicate':<22} {'steps':>6} {'trials':>6} {'wall s':>7} {'pred. s':>7} "
-        f"{'git s':>6} {'s/step':>7} {'max':>6} {'ms/trial':>8} {'git share':>9} "
-        f"{'(log)':>5}"
-    )
+def bayesect_python(venv: Path) -> Path | None:
+    """The bench virtualenv's python with git-bayesect (made on first use)."""
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", "import git_bayesect"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    print(f"installing {BAYESECT} into {venv} (the bench's own virtualenv)", flush=True)
+    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True)
+    if made.returncode == 0:
+        pip = [str(python), "-m", "pip", "install", "-q", BAYESECT]
+        made = subprocess.run(pip, capture_output=True, text=True)
+    if made.returncode != 0:
+        print(f"git-bayesect not available: {made.stderr.strip()[-300:]}")
+        return None
+    return python
+
+
+def run_bayesect(python: Path, trials: list[Trial]) -> list[Outcome]:
+    payload = [
+        {"commits": t.case.commits, "culprit": t.culprit, "untestable": list(t.untestable),
+         "seed": t.seed, "miss": t.case.miss, "false_fail": t.case.false_fail,
+         "confidence": BAYESECT_CONFIDENCE}
+        for t in trials
+    ]  # fmt: skip
+    done = subprocess.run(
+        [str(python), "-c", _DRIVER], input=json.dumps(payload), capture_output=True, text=True,
+        check=True, timeout=3600,
+    )  # fmt: skip
+    got = json.loads(done.stdout)
+    return [
+        Outcome("git-bayesect", t.case.name, g["right"], g["runs"])
+        for t, g in zip(trials, got, strict=True)
+    ]
+
+
+# -- the bound ---------------------------------------------------------------------------------
+
+
+def _h2(p: float) -> float:
+    return 0.0 if p <= 0 or p >= 1 else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+
+
+def capacity(miss: float, false_fail: float) -> float:
+    """Bits per run of the channel bad/good -> fail/pass, the best input mix (a grid search)."""
+    best = 0.0
+    for k in range(1, 1000):
+        q = k / 1000  # P(the run is at a bad commit)
+        fail = q * (1 - miss) + (1 - q) * false_fail
+        best = max(best, _h2(fail) - q * _h2(miss) - (1 - q) * _h2(false_fail))
+    return best
+
+
+def bound(case: Case) -> float:
+    return math.log2(case.commits) / capacity(case.miss, case.false_fail)
+
+
+# -- running and printing ----------------------------------------------------------------------
+
+
+def _worker(args: tuple[str, str, Trial, str]) -> Outcome:
+    tool, repo, trial, scratch_root = args
+    scratch = Path(scratch_root) / f"{tool.replace(' ', '-')}-{os.getpid()}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    if tool == "kbisect":
+        return run_kbisect(repo, trial, str(scratch))
+    return run_git(repo, trial, str(scratch))
+
+
+def table(cases: list[Case], results: list[Outcome], tools: list[str]) -> None:
+    head = f"{'case':<36} {'bound':>5}"
+    for tool in tools:
+        head += f" | {tool:^21}"
     print(head)
+    sub = f"{'':<36} {'':>5}" + "".join(f" | {'right':>6} {'med':>5} {'p90':>5}  " for _ in tools)
+    print(sub)
     print("-" * len(head))
-    serial = Bench(bench.tmp, bench.seed, jobs=1)
-    serial.repos = bench.repos
-    for setting in (Setting("deterministic"), Setting("bad passes 30%", miss=0.3)):
-        s = serial.run(n, count, setting)
-        overhead = [b.wall - b.predicate_seconds for b in s.runs]
-        per_step = [o / b.steps for o, b in zip(overhead, s.runs, strict=True)]
-        total = sum(overhead)
+    for case in cases:
+        line = f"{case.label:<36} {bound(case):>5.1f}"
+        for tool in tools:
+            got = [r for r in results if r.case == case.name and r.tool == tool]
+            if not got:
+                line += f" | {'-':>21}"
+                continue
+            runs = sorted(r.runs for r in got)
+            p90 = runs[min(len(runs) - 1, math.ceil(0.9 * len(runs)) - 1)]
+            right = f"{sum(r.right for r in got)}/{len(got)}"
+            line += f" | {right:>6} {statistics.median(runs):>5.1f} {p90:>5}  "
+        print(line)
+
+
+def goals(results: list[Outcome]) -> None:
+    def median(tool: str, case: str) -> float:
+        return statistics.median(r.runs for r in results if r.tool == tool and r.case == case)
+
+    def right(tool: str, case: str) -> float:
+        got = [r.right for r in results if r.tool == tool and r.case == case]
+        return sum(got) / len(got)
+
+    mine = [r for r in results if r.tool == "kbisect"]
+    print(f"\nkbisect right {sum(r.right for r in mine)}/{len(mine)} (target: every time)")
+    cases = {r.case for r in mine}
+    if "untestable" in cases:
+        m = median("kbisect", "untestable")
+        ok = "met" if m <= 30 else "NOT met"
+        print(f"30% + untestable: median {m:.1f} runs (target <= 30: {ok})")
+    if "clean" in cases and any(r.tool == "git bisect run" for r in results):
+        m, g = median("kbisect", "clean"), median("git bisect run", "clean")
+        ok = "met" if m <= 2 * g else "NOT met"
+        print(f"noise-free: median {m:.1f} vs git bisect run {g:.1f} (target <= 2x: {ok})")
+    flaky = [c for c in ("untestable", "1000", "50", "10+2", "30") if c in cases]
+    for case in flaky:
+        if not any(r.tool == "git-bayesect" and r.case == case for r in results):
+            continue
+        m, b = median("kbisect", case), median("git-bayesect", case)
+        fewer = 1 - m / b
+        ok = fewer >= 0.2 and right("kbisect", case) >= right("git-bayesect", case)
         print(
-            f"{setting.label:<22} {s.mean(lambda b: b.steps):>6.1f} "
-            f"{s.mean(lambda b: b.runs):>6.1f} {s.mean(lambda b: b.wall):>7.2f} "
-            f"{s.mean(lambda b: b.predicate_seconds):>7.4f} "
-            f"{s.mean(lambda b: b.git_seconds):>6.2f} {statistics.fmean(per_step):>7.3f} "
-            f"{max(per_step):>6.3f} {1000 * total / sum(b.runs for b in s.runs):>8.1f} "
-            f"{sum(b.git_seconds for b in s.runs) / total:>9.0%} "
-            f"{sum(b.log_seconds for b in s.runs) / total:>5.0%}"
+            f"{case}: {fewer:.0%} fewer runs than git-bayesect @{BAYESECT_CONFIDENCE}, right "
+            f"{right('kbisect', case):.0%} vs {right('git-bayesect', case):.0%} "
+            f"(target >= 20% fewer at equal or better accuracy: {'met' if ok else 'NOT met'})"
         )
-    print(
-        "s/step = (wall - time inside predicate.trial) / step decisions, ends and validation "
-        "included in the numerator; git = GitBisect start/mark/log, (log) = of which "
-        "`git bisect log`"
-    )
-    print("target: < 0.5 s per step")
-
-
-TUNE_VARIANTS = [
-    DEFAULT,
-    Variant("fix: drop contradicted goods", drop_contradicted=True),
-    Variant(
-        "fix + end_runs=5 validate_runs=5",
-        (("end_runs", 5), ("validate_runs", 5)),
-        drop_contradicted=True,
-    ),
-    Variant("fix + alpha=0.001", (("alpha", 0.001),), drop_contradicted=True),
-    Variant("fix + MISS_PRIOR=(1,4) [mean .2]", miss_prior=(1.0, 4.0), drop_contradicted=True),
-    Variant("fix + MISS_PRIOR=(1.5,3.5) [mean .3]", miss_prior=(1.5, 3.5), drop_contradicted=True),
-    Variant("fix + marginal", model="marginal", drop_contradicted=True),
-    Variant("fix + bad end P(bad)=0.99", bad_end_prior=0.99, drop_contradicted=True),
-    Variant(
-        "fix + marginal + bad end P(bad)=0.95",
-        model="marginal",
-        bad_end_prior=0.95,
-        drop_contradicted=True,
-    ),
-    Variant(
-        "fix + MISS_PRIOR=(1,4) + bad end P(bad)=0.99",
-        miss_prior=(1.0, 4.0),
-        bad_end_prior=0.99,
-        drop_contradicted=True,
-    ),
-]
-"""Part 4 (--tune): 'fix' and 'bad end P(bad)' emulate engine changes, 'marginal' a stats.p_bad
-change, from this process (nothing under src/ is changed)."""
-
-
-def bench_tune(bench: Bench, k: int, count: int, variants: list[Variant]) -> None:
-    n = 2**k
-    print(
-        f"\n4. Policy, prior and engine variants, N = {n}, {count} bisections per cell (the "
-        "same culprits and noise seeds as part 2); 'fix' emulates an engine change: a restart "
-        "drops the good commits a later verdict contradicted; 'marginal' integrates the noise "
-        "rates out of stats.p_bad"
-    )
-    head = (
-        f"{'variant':<42} {'exact 0%':>8} {'10%':>6} {'30%':>6} {'runs 0%':>7} "
-        f"{'10%':>5} {'30%':>5} {'x 0%':>5}  30%: {'crash':>5} {'ends':>4} {'bad>good':>8}"
-    )
-    print(head)
-    print("-" * len(head))
-    for variant in variants:
-        got = {m: bench.run(n, count, Setting("", miss=m), variant) for m in (0.0, 0.1, 0.3)}
-        runs = {m: s.mean(lambda b: b.runs) for m, s in got.items()}
-        noisy = got[0.3]
-        ends = sum(b.status == Status.ENDS_NOT_REPRODUCED.value for b in noisy.runs)
-        misjudged = sum(d.wrong and d.truth == "bad" for b in noisy.runs for d in b.decided)
-        print(
-            f"{variant.label:<42} {got[0.0].share('exact'):>8.1%} "
-            f"{got[0.1].share('exact'):>6.1%} {noisy.share('exact'):>6.1%} "
-            f"{runs[0.0]:>7.1f} {runs[0.1]:>5.1f} {runs[0.3]:>5.1f} "
-            f"{runs[0.3] / runs[0.0]:>5.2f}       {noisy.crashes():>5} {ends:>4} {misjudged:>8}",
-            flush=True,
-        )
-    print(
-        "crash = git refused the restart (a good end below the new bad end); ends = ends not "
-        "reproduced; bad>good = decisions (all phases) that judged a bad commit good"
-    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps-k", default="6,8,10", help="part 1: N = 2^k for each k")
-    parser.add_argument("--steps-count", type=int, default=20, help="part 1: culprits per N")
-    parser.add_argument("--accuracy-k", type=int, default=8, help="parts 2 and 4: N = 2^k")
-    parser.add_argument("--count", type=int, default=200, help="part 2: bisections per setting")
-    parser.add_argument(
-        "--settings", default="0,10,30,skip,neighbours", help=f"part 2: of {','.join(SETTINGS)}"
-    )
-    parser.add_argument("--overhead-commits", type=int, default=1000)
-    parser.add_argument("--overhead-count", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--parts", default="steps,accuracy,overhead")
-    parser.add_argument("--tune", action="store_true", help="also part 4: policy variants")
-    parser.add_argument("--tune-count", type=int, help="part 4: bisections per cell (--count)")
-    parser.add_argument("--tune-variants", help="part 4: indices into TUNE_VARIANTS (all)")
-    args = parser.parse_args()
-    parts = set(args.parts.split(",")) | ({"tune"} if args.tune else set())
-    p = Policy()
-    git_version = subprocess.run(["git", "version"], capture_output=True, text=True).stdout
-    print(
-        f"{git_version.strip()}; "
-        f"{os.cpu_count()} cores, {args.jobs} worker processes; seed {args.seed}; Policy "
-        f"alpha={p.alpha} min_runs={p.min_runs} max_runs={p.max_runs} end_runs={p.end_runs} "
-        f"validate_runs={p.validate_runs} restarts={p.restarts}; MISS_PRIOR={stats.MISS_PRIOR} "
-        f"FALSE_ALARM_PRIOR={stats.FALSE_ALARM_PRIOR}"
+    parser.add_argument("--cases", default="all", help=",".join(c.name for c in CASES))
+    parser.add_argument("--no-bayesect", action="store_true")
+    parser.add_argument("--no-git", action="store_true")
+    parser.add_argument(
+        "--venv", type=Path, default=Path(tempfile.gettempdir()) / "kbisect-bench-venv"
     )
+    args = parser.parse_args()
+    cases = CASES if args.cases == "all" else [c for c in CASES if c.name in args.cases.split(",")]
+    python = None if args.no_bayesect else bayesect_python(args.venv)
+    tools = ["kbisect"] + ([] if args.no_git else ["git bisect run"])
     began = time.monotonic()
+    results: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="kbisect-bench-bisect-") as tmp:
-        bench = Bench(Path(tmp), args.seed, args.jobs)
-        if "steps" in parts:
-            ks = [int(k) for k in args.steps_k.split(",")]
-            bench_steps(bench, ks, args.steps_count)
-        if "accuracy" in parts:
-            bench_accuracy(bench, args.accuracy_k, args.count, args.settings.split(","))
-        if "overhead" in parts:
-            bench_overhead(bench, args.overhead_commits, args.overhead_count)
-        if "tune" in parts:
-            chosen = (
-                [TUNE_VARIANTS[int(i)] for i in args.tune_variants.split(",")]
-                if args.tune_variants
-                else TUNE_VARIANTS
-            )
-            bench_tune(bench, args.accuracy_k, args.tune_count or args.count, chosen)
+        repos: dict[int, str] = {}
+        for n in sorted({c.commits for c in cases}):
+            path = Path(tmp) / f"h{n}.git"
+            shas = make_history(path, n)
+            (path / "shas.json").write_text(json.dumps(shas))
+            repos[n] = str(path)
+        work = [
+            (tool, repos[case.commits], trial, tmp)
+            for case in cases
+            for trial in trials_of(case, args.trials, args.seed)
+            for tool in tools
+        ]
+        with ProcessPoolExecutor(args.jobs) as pool:
+            results += list(pool.map(_worker, work, chunksize=4))
+        if python is not None:
+            every = [t for case in cases for t in trials_of(case, args.trials, args.seed)]
+            results += run_bayesect(python, every)
+            tools.append("git-bayesect")
+        shutil.rmtree(Path(tmp) / "scratch", ignore_errors=True)
+    print(
+        f"\n{args.trials} trials per case, seed {args.seed}; kbisect at confidence "
+        f"{Policy().confidence} (runs include its revert check), git-bayesect at "
+        f"{BAYESECT_CONFIDENCE}; right = the reported first bad commit is the true one; "
+        "med, p90 = predicate runs\n"
+    )
+    table(cases, results, tools)
+    goals(results)
+    wrong = [asdict(r) for r in results if not r.right and r.tool == "kbisect"]
+    for r in wrong:
+        print(f"  kbisect wrong: {r}")
     print(f"\ntotal {time.monotonic() - began:.0f} s")
 
 

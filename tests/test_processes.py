@@ -280,3 +280,44 @@ def test_git_missing_from_path_is_one_line_through_the_command_line(tmp_path: Pa
     )
     assert done.returncode == 3
     assert done.stderr.splitlines() == ["kbisect: git is not installed (apt-get install git)"]
+
+
+def test_a_child_that_ignores_term_is_killed_after_the_grace_time(tmp_path: Path) -> None:
+    record = tmp_path / "pid"
+    # the shell ends on TERM; its child ignores TERM and would outlive it
+    script = f"sh -c 'trap \"\" TERM; echo $$ > {record}; sleep 300' & wait"
+    with pytest.raises(processes.DeadlinePassed):
+        processes.run(["/bin/sh", "-c", script], deadline=1, grace=1)
+    assert gone(int(record.read_text()), within=5)
+
+
+def test_supervised_group_ends_when_kbisect_is_killed(tmp_path: Path) -> None:
+    record = tmp_path / "pid"
+    command = f"sleep 300 & echo $! > {record}; wait"
+    program = (
+        "from kbisect import processes\n"
+        f"processes.run(processes.supervised(['/bin/sh', '-c', {command!r}], grace=1), "
+        "deadline=600, check=False)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    parent = subprocess.Popen([sys.executable, "-c", program], env=env)
+    try:
+        deadline = Deadline(30)
+        while not (record.exists() and record.read_text().strip()) and not deadline.expired:
+            time.sleep(0.05)
+        grandchild = int(record.read_text())
+        assert not gone(grandchild, within=0.2)
+        parent.kill()  # SIGKILL: kbisect gets no chance to clean up
+        parent.wait(timeout=10)
+        assert gone(grandchild, within=10), "the predicate's group outlived kbisect"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=10)
+
+
+def test_supervised_keeps_the_exit_status(tmp_path: Path) -> None:
+    done = processes.run(
+        processes.supervised(["/bin/sh", "-c", "exit 7"]), deadline=30, check=False
+    )
+    assert done.returncode == 7

@@ -66,17 +66,77 @@ def pid_alive(pid: int) -> bool:
 
 def end_group(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
     """TERM, then KILL, the process group led by `proc` (started with start_new_session), and
-    reap `proc`."""
+    reap `proc`. The group counts, not only `proc`: a child that ignores TERM while its parent
+    (a shell) exits is KILLed after the grace time too."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             break
-        try:
-            proc.wait(timeout=grace)
+        if _group_ends(proc, grace):
             break
-        except subprocess.TimeoutExpired:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+
+
+def _group_ends(proc: subprocess.Popen[Any], grace: float) -> bool:
+    """Whether the group led by `proc` is gone within `grace` seconds (`proc` is reaped)."""
+    end = time.monotonic() + grace
+    while True:
+        proc.poll()
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        if proc.returncode is not None and _group_only_zombies(proc.pid):
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.05)
+
+
+def _group_only_zombies(pgid: int) -> bool:
+    """Whether every process left in the group has exited (zombies waiting for init)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
             continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return False
+    return True
+
+
+_SUPERVISOR = """import os, signal, subprocess, sys, time
+parent, grace = int(sys.argv[1]), float(sys.argv[2])
+def end(*_):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.killpg(0, signal.SIGTERM)
+    until = time.monotonic() + grace
+    while time.monotonic() < until and child.poll() is None:
+        time.sleep(0.05)
+    os.killpg(0, signal.SIGKILL)
+import ctypes
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+child = subprocess.Popen(sys.argv[3:])
+signal.signal(signal.SIGTERM, end)
+if os.getppid() != parent:
+    end()
+status = child.wait()
+sys.exit(128 - status if status < 0 else status)
+"""
+"""Runs a command in its own process group and ends the whole group, TERM then KILL after the
+grace time, when kbisect dies (even by SIGKILL: the kernel sends it PR_SET_PDEATHSIG's TERM)."""
+
+
+def supervised(argv: Sequence[str], grace: float = 5.0) -> list[str]:
+    """`argv` under the supervisor: its process group ends when kbisect (this thread) dies.
+    Start the result with `run` or `start` (a new session, so the group is the command's)."""
+    import sys
+
+    return [sys.executable, "-c", _SUPERVISOR, str(os.getpid()), str(grace), *argv]
 
 
 def end_pid(pid: int, grace: float = 10.0) -> None:

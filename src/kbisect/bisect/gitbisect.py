@@ -1,26 +1,20 @@
-"""git's own bisection, run in kbisect's state rather than in the user's repository.
-
-The state is a scratch bare repository whose objects come from the tree's repository through
-`objects/info/alternates`: `git bisect` runs there with --no-checkout (implied in a bare
-repository), so the user's checkout, refs and bisect state are never touched, several bisections
-can run at once, and candidates are checked out into kbisect's worktree slots instead.
-`read_bisect_log` reads a `git bisect log` file (git's or kbisect's) back into its ends.
+"""git's part of a bisection: the commit graph between the ends (`load_history`), and the
+bisect log in git's own form, which `git bisect replay` accepts (`render_log`), and reads back
+(`read_bisect_log`, git's log or kbisect's). The search itself is kbisect.bisect.engine's; git's
+`bisect` state is never touched, so the user's checkout, refs and own bisection stay as they are
+and several bisections can run at once.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from kbisect.errors import InfraError, UserError
+from kbisect.errors import UserError
 from kbisect.tree.git import Git
 
-_FIRST_BAD = re.compile(r"^([0-9a-f]{40}) is the first bad commit", re.M)
-_SKIPPED_ONLY = "There are only 'skip'ped commits left to test."
-_SHA = re.compile(r"^[0-9a-f]{40}$")
 _MARK = re.compile(r"^git bisect (good|bad|skip|start)\b(.*)$")
 
 
@@ -33,81 +27,70 @@ class Mark(StrEnum):
 
 
 @dataclass(frozen=True)
-class Next:
-    """What git says after a mark: test `candidate`, or the search is over."""
+class History:
+    """The commits a bisection is about, in topological order (parents first): the good ends,
+    then every commit reachable from the bad end but not from a good end; the bad end is last.
+    `parents[i]` are the positions of commit i's parents among them."""
 
-    candidate: str | None = None
-    culprit: str | None = None
-    suspects: tuple[str, ...] = field(default_factory=tuple)
-    """When only skipped commits are left: the first bad commit is one of these."""
-    remaining: str = ""
+    commits: list[str]
+    parents: list[list[int]]
+    goods: list[int]
 
     @property
-    def done(self) -> bool:
-        return self.candidate is None
+    def bad(self) -> int:
+        return len(self.commits) - 1
+
+    def position(self, commit: str) -> int:
+        return self.commits.index(commit)
 
 
-class GitBisect:
-    """One bisection's git state in `state_dir` (recreated from scratch by `start`)."""
+def load_history(repo: Path, good: list[str], bad: str) -> History:
+    """The history between the ends, from git's commit graph (merges included)."""
+    with Git(repo) as g:
+        text = g.run(
+            "rev-list", "--topo-order", "--reverse", "--parents", bad, *(f"^{c}" for c in good)
+        )
+    commits = list(good)
+    parent_ids: list[list[str]] = [[] for _ in good]
+    for line in text.splitlines():
+        words = line.split()
+        if words:
+            commits.append(words[0])
+            parent_ids.append(words[1:])
+    if len(commits) == len(good) or commits[-1] != bad:
+        raise UserError(f"no commits between the good ends and the bad end {bad[:12]}")
+    where = {c: i for i, c in enumerate(commits)}
+    parents = [[where[p] for p in ps if p in where] for ps in parent_ids]
+    return History(commits, parents, list(range(len(good))))
 
-    def __init__(self, state_dir: Path, objects_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.objects_dir = objects_dir
 
-    def start(self, good: list[str], bad: str) -> Next:
-        """A fresh `git bisect start BAD GOOD...` (any previous state in state_dir is dropped)."""
-        shutil.rmtree(self.state_dir, ignore_errors=True)
-        self.state_dir.mkdir(parents=True)
-        Git.init_bare(self.state_dir)
-        alternates = self.state_dir / "objects" / "info" / "alternates"
-        alternates.parent.mkdir(parents=True, exist_ok=True)
-        alternates.write_text(str(self.objects_dir.resolve()) + "\n")
-        with Git(self.state_dir) as g:
-            g.run("update-ref", "--no-deref", "HEAD", bad)
-            result = g.try_run("bisect", "start", "--no-checkout", bad, *good)
-        return self._answer(result.status, result.stdout, result.stderr, "bisect start")
+@dataclass(frozen=True)
+class LogMark:
+    """A commit the bisection is sure about (or could not test), for the bisect log."""
 
-    def mark(self, commit: str, term: Mark) -> Next:
-        """Mark a commit good, bad or skip; returns git's next step."""
-        term = Mark(term)  # ValueError for anything else
-        with Git(self.state_dir) as g:
-            result = g.try_run("bisect", term, commit)
-        return self._answer(result.status, result.stdout, result.stderr, f"bisect {term}")
+    commit: str
+    mark: Mark
+    note: str = ""
 
-    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
-        """Whether `ancestor` is reachable from `descendant` (or is it)."""
-        with Git(self.state_dir) as g:  # it borrows every object of the tree
-            return g.try_run("merge-base", "--is-ancestor", ancestor, descendant).ok
 
-    def log(self) -> str:
-        """The `git bisect log` of this bisection (replayable with `git bisect replay`)."""
-        with Git(self.state_dir) as g:
-            return g.run("bisect", "log")
+def render_log(good: list[str], bad: str, marks: list[LogMark], culprit: str | None) -> str:
+    """A `git bisect log` that `git bisect replay` (and `kbisect bisect.replay`) accepts.
 
-    def _answer(self, status: int, stdout: str, stderr: str, what: str) -> Next:
-        text = stdout + stderr
-        found = _FIRST_BAD.search(text)
-        if found:
-            return Next(culprit=found.group(1))
-        if _SKIPPED_ONLY in text:
-            suspects = tuple(
-                line.split()[0]
-                for line in text.splitlines()
-                if line.split() and _SHA.match(line.split()[0])
-            )
-            return Next(suspects=suspects)
-        if status != 0:
-            lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-            message = lines[-1] if lines else f"exit {status}"
-            if "not an ancestor" in text or ("merge base" in text and "bad" in text):
-                raise UserError(f"git {what}: {message}")
-            raise InfraError(f"git {what} failed: {message}")
-        with Git(self.state_dir) as g:
-            head = g.try_run("rev-parse", "--verify", "-q", "BISECT_HEAD")
-        if not head.ok:
-            raise InfraError(f"git {what} gave no next commit: {text.strip()[-200:]}")
-        remaining = next((ln for ln in text.splitlines() if ln.startswith("Bisecting:")), "")
-        return Next(candidate=head.stdout.strip(), remaining=remaining)
+    Good and skip marks are written first, in the order given, then the bad marks: the caller
+    gives them newest first, so that the last one is the lowest and git's own bisection, replayed,
+    ends where kbisect's posterior is (on the culprit, once it is found)."""
+    lines = ["git bisect start " + " ".join(f"'{c}'" for c in [bad, *good])]
+    for m in marks:
+        if m.mark is not Mark.BAD:
+            lines += [
+                f"# {m.mark}: [{m.commit}] {m.note}".rstrip(),
+                f"git bisect {m.mark} {m.commit}",
+            ]
+    for m in [m for m in marks if m.mark is Mark.BAD]:
+        lines += [f"# bad: [{m.commit}] {m.note}".rstrip(), f"git bisect bad {m.commit}"]
+    if culprit:
+        lines.append(f"# first bad commit: [{culprit}]")
+    return "\n".join(lines) + "\n"
 
 
 def read_bisect_log(path: Path) -> tuple[list[str], str]:

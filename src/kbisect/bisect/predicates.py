@@ -114,12 +114,14 @@ class RunPredicate(CheckoutPredicate):
 
 def _run_command(command: str, cwd: Path, timeout: float) -> int | None:
     """Exit status of a shell command, or None when its deadline passed (it is then killed
-    with its whole process group)."""
+    with its whole process group: TERM, then KILL after 5 s). Run under the supervisor, the
+    group is ended the same way when kbisect dies, even by SIGKILL."""
     argv = ["/bin/sh", "-c", command]  # the user's own command line, like git bisect run
     try:
         done = processes.run(
-            argv, deadline=timeout, cwd=cwd, output=Output.INHERIT, check=False, grace=5
-        )
+            processes.supervised(argv, grace=5), deadline=timeout, cwd=cwd,
+            output=Output.INHERIT, check=False, grace=5,
+        )  # fmt: skip
     except DeadlinePassed:
         return None
     return done.returncode

@@ -1,5 +1,13 @@
 """A bisection's report: JSON (the source for everything else), text for the terminal and mail,
-and JUnit (through kbisect.results.junit)."""
+and JUnit (through kbisect.results.junit).
+
+`posterior` in the JSON is the search step by step, for plots: `commits` is how many positions
+the posterior is over (the ends included, in topological order, the good ends first), and `runs`
+has one entry per predicate run: `run` (1-based), `position` and `commit` run, its `outcome`,
+the likeliest first bad commit after it (`best`, `best_position`; `best` is null for "the bad end
+is good"), its probability `p_best`, the posterior's `entropy` in bits, and `top`: up to eight
+[position, commit, probability] of the likeliest hypotheses (probability at least 0.001).
+"""
 
 from __future__ import annotations
 
@@ -78,6 +86,7 @@ def to_json(
         "predicate_seconds": result.predicate_seconds,
         "miss_rate": result.miss_rate,
         "false_alarm_rate": result.false_alarm_rate,
+        "posterior": {"commits": result.commits, "runs": result.trace},
     }
     data["text"] = to_text(data)
     return data
@@ -115,8 +124,8 @@ def to_text(data: dict[str, Any]) -> str:
     lines += [
         "",
         f"{data['runs']} predicate runs ({data['predicate_seconds']} s), "
-        f"{len(data.get('steps', []))} steps, {data['restarts']} restarts, "
-        f"overall confidence {data['confidence']:.3f}; estimated chance a bad commit passes "
+        f"{len(data.get('steps', []))} commits between the ends tried, "
+        f"probability {data['confidence']:.3f}; estimated chance a bad commit passes "
         f"{data['miss_rate']:.3f}, a good one fails {data['false_alarm_rate']:.3f}",
     ]
     return "\n".join(lines) + "\n"

@@ -7,12 +7,16 @@ Files: `results/bisect/ID/bisect.log` (git's, rewritten after every mark), `repo
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from kbisect.bisect import report
 from kbisect.bisect.engine import Bisector, BisectResult
-from kbisect.bisect.gitbisect import GitBisect
+from kbisect.bisect.gitbisect import load_history
 from kbisect.bisect.predicates import (
     BuildPredicate,
     JobPredicate,
@@ -21,12 +25,12 @@ from kbisect.bisect.predicates import (
     TrialOutcome,
 )
 from kbisect.bisect.request import BisectRequest
-from kbisect.bisect.stats import Policy
+from kbisect.bisect.stats import Policy, TrialCosts
 from kbisect.config import Project
 from kbisect.errors import KbisectError, UserError
 from kbisect.lab.lab import Lab
 from kbisect.progress import Say
-from kbisect.results.model import ResultStatus, TrialRecord
+from kbisect.results.model import BisectionRecord, ResultStatus, TrialRecord
 from kbisect.results.store import ResultsStore
 from kbisect.tree import repos
 from kbisect.tree.git import Git
@@ -57,6 +61,46 @@ class StoreJournal:
 
 def results_dir(store: ResultsStore, bisection_id: int) -> Path:
     return store.results_dir / "bisect" / str(bisection_id)
+
+
+@contextlib.contextmanager
+def running(store: ResultsStore, bisection_id: int) -> Iterator[None]:
+    """Held while this process runs the bisection: a lock on `results/bisect/ID/lock`, which
+    names the PID. The kernel lets go of it when the process dies, however it dies, so a lock
+    is never stale; a second process gets a one-line user error instead of a race."""
+    path = results_dir(store, bisection_id) / "lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            pid = lock.read().strip() or "?"
+            raise UserError(f"bisection {bisection_id} is running (pid {pid})") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def shown_status(store: ResultsStore, record: BisectionRecord) -> str:
+    """The status to show: "running" only while a process holds the bisection's lock; one
+    whose process died is interrupted."""
+    if record.status != "running":
+        return record.status
+    path = results_dir(store, record.id) / "lock"
+    try:
+        with path.open("a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return "running"
+    except OSError:
+        pass
+    return f"interrupted — resume with `kbisect bisect --resume {record.id}`"
 
 
 def state_dir(project: Project, bisection_id: int) -> Path:
@@ -98,38 +142,47 @@ def run_bisection(
     say: Say,
 ) -> BisectResult:
     """Run (or resume) bisection `bisection_id`, write its report files, record its status."""
-    tree = repos.open_tree(project, request.tree)
-    repos.ensure_mirror(tree)
-    policy = Policy(**request.policy)
-    scratch = state_dir(project, bisection_id)
-    out = results_dir(store, bisection_id)
-    journal = StoreJournal(store, bisection_id, out / "bisect.log")
-    predicate = make_predicate(project, tree, request, lab, say, out / "runs")
-    bisector = Bisector(
-        git=GitBisect(scratch / "state.git", tree.path / "objects"),
-        good=request.good,
-        bad=request.bad,
-        predicate=predicate,
-        policy=policy,
-        journal=journal,
-        parents=lambda c: commit_parents(tree, c),
-        make_revert=lambda c: revert_patch(tree, c, scratch),
-        say=say,
-    )
-    say(f"bisection {bisection_id}: {predicate.describe()}")
-    result = bisector.run()
-    data = report.to_json(result, request, tree, bisection_id)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
-    (out / "report.txt").write_text(report.to_text(data))
-    report.write_junit(data, out / "junit.xml")
-    store.finish_bisection(bisection_id, result.status.value, data)
-    return result
+    with running(store, bisection_id):
+        tree = repos.open_tree(project, request.tree)
+        repos.ensure_mirror(tree)
+        try:
+            policy = Policy.stored(request.policy)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"bisection {bisection_id}: stored policy: {exc}") from None
+        scratch = state_dir(project, bisection_id)
+        out = results_dir(store, bisection_id)
+        journal = StoreJournal(store, bisection_id, out / "bisect.log")
+        predicate = make_predicate(project, tree, request, lab, say, out / "runs")
+        costs = trial_costs(request)
+        bisector = Bisector(
+            history=load_history(tree.path, request.good, request.bad),
+            predicate=predicate,
+            policy=policy,
+            journal=journal,
+            make_revert=lambda c: revert_patch(tree, c, scratch),
+            cost=costs,
+            learn_cost=costs.ran,
+            say=say,
+        )
+        say(f"bisection {bisection_id}: {predicate.describe()}")
+        result = bisector.run()
+        data = report.to_json(result, request, tree, bisection_id)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
+        (out / "report.txt").write_text(report.to_text(data))
+        report.write_junit(data, out / "junit.xml")
+        store.finish_bisection(bisection_id, result.status.value, data)
+        return result
 
 
-def commit_parents(tree: TreeRepo, commit: str) -> list[str]:
-    with Git(tree.path) as g:
-        return g.run("rev-list", "--parents", "-n", "1", commit).split()[1:]
+def trial_costs(request: BisectRequest) -> TrialCosts:
+    """What a run costs before any has been timed: a command alone; a build; a build, a boot
+    and a job. Every run then teaches the real figures (kbisect.bisect.stats.TrialCosts)."""
+    if request.predicate == "run":
+        return TrialCosts(run_seconds=60)
+    if request.predicate == "build":
+        return TrialCosts(run_seconds=5, build_seconds=600)
+    return TrialCosts(run_seconds=60, build_seconds=600, boot_seconds=60)
 
 
 def revert_patch(tree: TreeRepo, commit: str, scratch: Path) -> Path | None:

@@ -1,140 +1,93 @@
-"""Deciding good or bad from repeated, possibly flaky runs.
+"""How hard a bisection looks (Policy), and what a run at a commit is expected to cost.
 
-A bad commit may pass now and then (an intermittent bug), and a good commit may, rarely, fail.
-kbisect models both with two rates learned during the bisection: `miss`, the chance that a bad
-commit passes, estimated from the runs at commits known to be bad (the bad end, commits decided
-bad), and `false_alarm`, the chance that a good commit fails, from the runs at commits known to
-be good. Each has a Beta prior, so the first steps are careful and a clean predicate soon needs
-few runs.
-
-A step is a sequential probability ratio test: after each run the posterior probability that the
-commit is bad is computed from its passes and fails; the step is decided once that probability is
-beyond 1 - alpha either way and the run count has reached the floor, or at the ceiling (then
-with the confidence it has). This is syzbot's "run it several times" with the number of runs
-chosen by the evidence instead of fixed.
+The model itself (Beta priors on the two noise rates, the posterior over the culprit's position)
+is kbisect.bisect.posterior.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
-# Beta priors: a bad commit passes about 20% of the time, a good one fails about 0.4% of the time
-# (intermittent bugs hide; good kernels rarely fail, and infrastructure trouble is ERROR, not a
-# fail), each worth about 5 runs of evidence. bench/bench_bisect.py chose the miss prior: with
-# mean 0.1 the first steps, taken before the rate is learned, trusted too few passes.
-MISS_PRIOR = (1.0, 4.0)
-FALSE_ALARM_PRIOR = (0.02, 4.98)
-
-
-BAD_END_PRIOR = 0.99
-"""The bad end was reported bad: a few passes there are the bug hiding, not a good commit."""
+RETIRED = frozenset({"alpha", "max_runs", "validate_runs", "restarts"})
+"""Policy names of the step-by-step engine, found in stored requests: ignored on resume."""
 
 
 @dataclass(frozen=True)
 class Policy:
-    """How hard to look. `alpha` is the error a single decision may have."""
+    """How hard to look."""
 
-    alpha: float = 0.005
+    confidence: float = 0.99
+    """Stop when the likeliest first bad commit has this posterior probability."""
     min_runs: int = 1
-    """The --repeat floor: runs per step before any decision."""
-    max_runs: int = 12
-    """Runs per step at most; then the step is decided by the larger posterior."""
-    end_runs: int = 3
-    """Runs at each end before the bisection starts."""
-    validate_runs: int = 3
-    """At least this many runs for each validation (culprit, parent, revert)."""
+    """The --repeat floor: runs at a commit, once it is run, before the search moves on."""
+    end_runs: int = 0
+    """Runs at each end before the search (0: as many as the evidence asks, maybe none)."""
+    run_budget: int = 250
+    """Predicate runs at most (--max-runs); then the bisection stops (aborted)."""
     infra_retries: int = 2
-    """Infrastructure errors tolerated at one commit before it is skipped."""
+    """Infrastructure errors tolerated at one commit before it counts as untestable."""
     budget_seconds: float | None = None
-    restarts: int = 3
-    """How often a contradicted bisection is started again with what it learned."""
+    revert_runs: int = 6
+    """Runs at most of the bad end with the culprit reverted (the revert check)."""
+    deterministic: bool = False
+    """The predicate always gives the same answer for a commit (a build): one run each."""
 
-
-@dataclass
-class Tally:
-    passes: int = 0
-    fails: int = 0
-
-    @property
-    def runs(self) -> int:
-        return self.passes + self.fails
-
-    def add(self, failed: bool) -> None:
-        if failed:
-            self.fails += 1
-        else:
-            self.passes += 1
-
-
-@dataclass
-class Rates:
-    """What the runs so far say about the predicate's noise."""
-
-    at_bad: Tally
-    at_good: Tally
+    def __post_init__(self) -> None:
+        if not 0.5 < self.confidence < 1:
+            raise ValueError(f"confidence {self.confidence}: expected more than 0.5, less than 1")
 
     @classmethod
-    def fresh(cls) -> Rates:
-        return cls(Tally(), Tally())
-
-    @property
-    def miss(self) -> float:
-        """P(pass | bad)."""
-        a, b = MISS_PRIOR
-        return (self.at_bad.passes + a) / (self.at_bad.runs + a + b)
-
-    @property
-    def false_alarm(self) -> float:
-        """P(fail | good)."""
-        a, b = FALSE_ALARM_PRIOR
-        return (self.at_good.fails + a) / (self.at_good.runs + a + b)
-
-    def learn(self, tally: Tally, bad: bool) -> None:
-        into = self.at_bad if bad else self.at_good
-        into.passes += tally.passes
-        into.fails += tally.fails
+    def stored(cls, data: Mapping[str, Any]) -> Policy:
+        """The policy of a stored request (names of older kbisect versions are dropped)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known - RETIRED
+        if unknown:
+            raise ValueError(f"unknown policy settings: {', '.join(sorted(unknown))}")
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def p_bad(tally: Tally, rates: Rates, prior_bad: float = 0.5) -> float:
-    """Posterior probability that the commit is bad, given its passes and fails."""
-    miss, alarm = rates.miss, rates.false_alarm
-    log_bad = tally.fails * math.log(1 - miss) + tally.passes * math.log(miss)
-    log_good = tally.fails * math.log(alarm) + tally.passes * math.log(1 - alarm)
-    log_bad += math.log(prior_bad)
-    log_good += math.log(1 - prior_bad)
-    top = max(log_bad, log_good)
-    wb, wg = math.exp(log_bad - top), math.exp(log_good - top)
-    return wb / (wb + wg)
+class TrialCosts:
+    """Seconds a run at a commit is expected to take, from what kbisect knows: a commit run
+    before in this bisection is built (its build is in the store), so it costs the run alone;
+    one that needs a compile adds the build time; one that is not what the host runs now adds
+    a boot. The run, build and boot times start as given and follow what the runs took."""
 
+    def __init__(
+        self,
+        run_seconds: float = 60.0,
+        build_seconds: float = 0.0,
+        boot_seconds: float = 0.0,
+        built: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.run_seconds = run_seconds
+        self.build_seconds = build_seconds
+        self.boot_seconds = boot_seconds
+        self.built = built or (lambda _: False)
+        self._seen: set[str] = set()
+        self._last: str | None = None
+        self._repeat: list[float] = []
+        self._fresh: list[float] = []
 
-@dataclass(frozen=True)
-class Decision:
-    bad: bool | None
-    """True bad, False good, None: run again."""
-    confidence: float
-    """Posterior probability of the decision (or of the likelier side while undecided)."""
+    def __call__(self, commit: str) -> float:
+        cost = self._typical(self._repeat, self.run_seconds)
+        if commit not in self._seen and not self.built(commit):
+            extra = self._typical(self._fresh, cost + self.build_seconds) - cost
+            cost += max(extra, 0.0)
+        if commit != self._last:
+            cost += self.boot_seconds
+        return max(cost, 1e-3)
 
+    def ran(self, commit: str, seconds: float) -> None:
+        """Learn from a run that ended."""
+        (self._repeat if commit in self._seen else self._fresh).append(seconds)
+        self._seen.add(commit)
+        self._last = commit
 
-def decide(
-    tally: Tally,
-    rates: Rates,
-    policy: Policy,
-    *,
-    floor: int | None = None,
-    prior_bad: float = 0.5,
-) -> Decision:
-    """Decide a commit from its runs, or ask for another run. `prior_bad` is what is believed
-    before any run: 0.5 for a step; the user's word for the bad end (BAD_END_PRIOR)."""
-    pb = p_bad(tally, rates, prior_bad)
-    confidence = max(pb, 1 - pb)
-    needed = floor if floor is not None else policy.min_runs
-    if tally.runs < needed:
-        return Decision(None, confidence)
-    if pb >= 1 - policy.alpha:
-        return Decision(True, pb)
-    if pb <= policy.alpha:
-        return Decision(False, 1 - pb)
-    if tally.runs >= policy.max_runs:
-        return Decision(pb >= 0.5, confidence)
-    return Decision(None, confidence)
+    @staticmethod
+    def _typical(values: list[float], default: float) -> float:
+        if not values:
+            return default
+        ordered = sorted(values[-9:])
+        return ordered[len(ordered) // 2]

@@ -9,9 +9,9 @@ from invoke.context import Context
 
 from kbisect.bisect.gitbisect import read_bisect_log
 from kbisect.bisect.request import BisectRequest
-from kbisect.bisect.session import prepare, results_dir, run_bisection
+from kbisect.bisect.session import prepare, results_dir, run_bisection, running, shown_status
 from kbisect.bisect.stats import Policy
-from kbisect.cli.arguments import Convert, positive_int, positive_number
+from kbisect.cli.arguments import Convert, number, positive_int, positive_number
 from kbisect.cli.common import TaskResult, project, say
 from kbisect.cli.common import task as kb_task
 from kbisect.config import Project
@@ -31,13 +31,24 @@ _HELP = {
     "build_only": "Predicate: bad when the kernel does not build.",
     "run": "Predicate: a shell command run in the checked-out tree (git bisect run's contract).",
     "timeout": "Seconds one --run command may take (then it is an infrastructure error).",
-    "repeat": "Runs per step at least (default 1; more are added while results are flaky).",
-    "max_runs": "Runs per step at most (default 12).",
-    "end_runs": "Runs at each end before bisecting (default 3).",
+    "confidence": "Stop when the likeliest first bad commit has this probability (default 0.99).",
+    "repeat": "Runs at each commit tried, at least (default 1; the evidence asks for more).",
+    "max_runs": "Predicate runs at most, in all (default 250); then the bisection is aborted.",
+    "end_runs": "Runs at each end before bisecting (default 0: as the evidence asks).",
     "budget": "Stop after this many seconds of bisecting (exit 3, the range so far reported).",
     "resume": "Continue bisection ID after a crash or kill, without redoing finished runs.",
 }
+
+
+def _confidence(text: str) -> float:
+    value = number(text)
+    if not 0.5 < value < 1:
+        raise ValueError("expected a probability between 0.5 and 1 (exclusive), e.g. 0.99")
+    return value
+
+
 _CHECKS: dict[str, Convert] = {
+    "confidence": _confidence,
     "timeout": positive_number,
     "repeat": positive_int,
     "max_runs": positive_int,
@@ -47,16 +58,21 @@ _CHECKS: dict[str, Convert] = {
 }
 
 
-def _policy(
-    repeat: int, max_runs: int, end_runs: int, budget: float, predicate: str
-) -> dict[str, object]:
+Limits = tuple[int, int, int, float, float]
+"""--repeat, --max-runs, --end-runs, --budget, --confidence."""
+
+
+def _policy(limits: Limits, predicate: str) -> dict[str, object]:
+    repeat, max_runs, end_runs, budget, confidence = limits
     policy: dict[str, object] = {}
     if predicate == "build":  # a build is deterministic (and cached): one run says it all
-        policy.update(max_runs=1, end_runs=1, validate_runs=1)
+        policy["deterministic"] = True
+    if confidence:
+        policy["confidence"] = confidence
     if repeat:
         policy["min_runs"] = repeat
     if max_runs:
-        policy["max_runs"] = max(max_runs, repeat)
+        policy["run_budget"] = max(max_runs, repeat)
     if end_runs:
         policy["end_runs"] = end_runs
     if budget:
@@ -85,11 +101,10 @@ def _new_request(
     build_only: bool,
     run: str | None,
     timeout: float,
-    limits: tuple[int, int, int, float],
+    limits: Limits,
 ) -> BisectRequest:
     """The request both `bisect` and `bisect.replay` make from their (shared) options."""
     kind = _predicate(job, build_only, run)
-    repeat, max_runs, end_runs, budget = limits
     return BisectRequest(
         tree=p.tree_name(tree),
         good=list(good),
@@ -102,7 +117,7 @@ def _new_request(
         test=test,
         host=host,
         profile=profile,
-        policy=_policy(repeat, max_runs, end_runs, budget, kind),
+        policy=_policy(limits, kind),
     )
 
 
@@ -146,6 +161,7 @@ def bisect(
     max_runs: int = 0,
     end_runs: int = 0,
     budget: float = 0.0,
+    confidence: float = 0.0,
     resume: int = 0,
     root: str | None = None,
     json: bool = False,
@@ -157,9 +173,10 @@ def bisect(
     in the checked-out tree, with git bisect run's exit codes). `--tree` may be the path of any
     git repository; then no configuration is needed.
 
-    The ends are confirmed first, git chooses the steps, flaky results get more runs, and the
-    culprit is validated (it fails, its parent passes, the bad end with it reverted passes).
-    Exit 0 confirmed, 1 found but not confirmed (or only suspects), 2 user error, 3
+    One posterior over the first bad commit, learned from every run (flaky results and
+    untestable commits included), chooses each next run by the information it gives per second
+    it costs, until the likeliest commit has --confidence; then the bad end with it reverted is
+    checked. Exit 0 confirmed, 1 found but not confirmed (or only suspects), 2 user error, 3
     infrastructure failure or aborted, 4 the ends did not reproduce.
 
     `bisect --resume ID` continues a bisection after a crash or `kill -9`: the recorded runs
@@ -172,13 +189,17 @@ def bisect(
             if record is None:
                 raise UserError(f"no bisection {resume} in {store.path}")
             request = BisectRequest.from_json(record.request)
+            shown = shown_status(store, record)
+            if shown == "running":
+                with running(store, resume):  # the one-line error, with the PID
+                    pass
             say(f"resuming bisection {resume} ({len(store.trials(resume))} runs recorded)")
             return _execute(p, request, resume, store)
         if not good or bad is None:
             raise UserError("give --good REV (one or more) and --bad REV, or --resume ID")
         request = _new_request(
             p, good, bad, tree, variant, job, test, host, profile, build_only, run, timeout,
-            (repeat, max_runs, end_runs, budget),
+            (repeat, max_runs, end_runs, budget, confidence),
         )  # fmt: skip
         request, _ = prepare(p, request)
         record = store.create_bisection(request.to_json())
@@ -227,6 +248,7 @@ def bisect_replay(
     max_runs: int = 0,
     end_runs: int = 0,
     budget: float = 0.0,
+    confidence: float = 0.0,
     root: str | None = None,
     json: bool = False,
 ) -> TaskResult:
@@ -240,7 +262,7 @@ def bisect_replay(
     good, bad = read_bisect_log(Path(log_file))
     request = _new_request(
         p, good, bad, tree, variant, job, test, host, profile, build_only, run, timeout,
-        (repeat, max_runs, end_runs, budget),
+        (repeat, max_runs, end_runs, budget, confidence),
     )  # fmt: skip
     with ResultsStore(p.results_dir) as store:
         request, _ = prepare(p, request)

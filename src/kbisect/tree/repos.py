@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from kbisect import processes
 from kbisect.config import Project, Tree
-from kbisect.errors import UserError
+from kbisect.deadline import Deadline
+from kbisect.errors import InfraError, UserError
 from kbisect.progress import Say
 from kbisect.tree import debian
 from kbisect.tree.git import GIT_HINT, Git
@@ -58,8 +62,23 @@ def ensure_mirror(tree: TreeRepo) -> None:
         )
     tree.path.parent.mkdir(parents=True, exist_ok=True)
     partial = tree.path.with_name(tree.path.name + ".partial")
-    _git_anywhere(["clone", "--mirror", "--quiet", str(tree.config.url), str(partial)])
-    partial.rename(tree.path)
+    # one clone at a time; whoever holds the lock owns `.partial`, so one left by a killed clone
+    # is stale and goes (the kernel drops the lock of a dead process)
+    with tree.path.with_name(tree.path.name + ".lock").open("a") as lock:
+        deadline = Deadline(FETCH_TIMEOUT)
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline.expired:
+                    raise InfraError(f"tree {tree.name!r}: another clone took too long") from None
+                time.sleep(0.2)
+        if (tree.path / "HEAD").exists():
+            return  # the other process cloned it
+        shutil.rmtree(partial, ignore_errors=True)
+        _git_anywhere(["clone", "--mirror", "--quiet", str(tree.config.url), str(partial)])
+        partial.rename(tree.path)
 
 
 def fetch(tree: TreeRepo) -> None:
