@@ -29,6 +29,7 @@ from kbisect.bisect.stats import Policy, TrialCosts
 from kbisect.config import Project
 from kbisect.errors import KbisectError, UserError
 from kbisect.lab.lab import Lab
+from kbisect.lab.protocol import KernelDidNotBoot
 from kbisect.progress import Say
 from kbisect.results.model import BisectionRecord, ResultStatus, TrialRecord
 from kbisect.results.store import ResultsStore
@@ -239,7 +240,11 @@ def make_predicate(
         except KbisectError:
             alive = False
         if current is None or current.build_key != artifact.key or not alive:
-            host.deploy(artifact)
+            try:
+                host.deploy(artifact)
+            except KernelDidNotBoot as exc:  # bad, as a kernel that fails before its test
+                reason = str(exc).splitlines()[0]
+                return ResultStatus.FAIL, {"boot": ResultStatus.FAIL}, reason
         counter[0] += 1
         out = logs_dir / str(counter[0])
         result = run_job(host, job, counter[0], binary, out, say, only=only)
