@@ -125,7 +125,7 @@ signal.signal(signal.SIGTERM, end)
 if os.getppid() != parent:
     end()
 status = child.wait()
-sys.exit(128 - status if status < 0 else status)
+sys.exit(status if status >= 0 else 128 - status)
 """
 """Runs a command in its own process group and ends the whole group, TERM then KILL after the
 grace time, when kbisect dies (even by SIGKILL: the kernel sends it PR_SET_PDEATHSIG's TERM)."""
