@@ -13,8 +13,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from tests.test_bisect_engine import Scripted, chain, commit, flaky
 from tests.test_browser import BUILD_KEY, T0, Built, add_run, make_results, pages
 
+from kbisect.bisect.engine import Bisector, BisectResult
+from kbisect.bisect.session import StoreJournal, results_dir, running
+from kbisect.bisect.stats import Policy
 from kbisect.browser import render_site
 from kbisect.browser.bisection import steps_of
 from kbisect.browser.expect import Verdict, expectations_of, failure_tag, judge
@@ -275,7 +279,8 @@ def test_bisection_steps_come_from_the_trials_and_take_a_posterior() -> None:
         TrialRecord(5, "step", "c" * 40, "error"),
         TrialRecord(6, "culprit", "c" * 40, "fail"),
     ]
-    steps = steps_of(list(reversed(trials)), "c" * 40, {"c" * 40: 0.93})
+    # the engine's posterior follows the probe runs at c (two), not the culprit's validation
+    steps = steps_of(list(reversed(trials)), "c" * 40, {"c" * 40: [0.61, 0.93]})
     assert [(s.label, s.note, s.passes, s.fails, s.errors) for s in steps] == [
         ("aaaaaaaa", "good-end", 2, 0, 0),
         ("bbbbbbbb", "bad-end", 0, 1, 0),
@@ -284,6 +289,7 @@ def test_bisection_steps_come_from_the_trials_and_take_a_posterior() -> None:
     ]
     assert [s.highlight for s in steps] == [False, False, True, True]
     assert steps[2].posterior == 0.93 and steps[0].posterior is None
+    assert steps[3].posterior is None, "a validation run is not in the posterior"
     svg = step_chart(steps, "runs")
     assert svg.count('class="hover culprit"') == 2 and 'class="posterior"' in svg
     assert "step 3: cccccccc (step): 0 pass, 1 fail, 1 error; posterior 0.930" in svg
@@ -296,6 +302,89 @@ def test_the_bisection_page_draws_its_runs_per_commit(built: Built) -> None:
     assert chart.count('class="hover') == 3 and chart.count('class="hover culprit"') == 2
     assert _title(page).startswith(f"bisection {built.bisection} · debian-6.1 v6.1.170-3..")
     assert "culprit bbbbbbbbbbbb · confirmed" in _title(page)
+    assert 'id="posterior"' not in page, "a report from before the posterior: no chart"
+
+
+def _engine_bisection(store: ResultsStore) -> tuple[int, BisectResult]:
+    """A bisection the real engine ran (a seeded flaky predicate on a 32-commit chain) into the
+    store, finished with a report that has its posterior, as kbisect.bisect.report writes it."""
+    record = store.create_bisection({"tree": "chain", "good": [commit(0)], "bad": commit(31)})
+    journal = StoreJournal(store, record.id, results_dir(store, record.id) / "bisect.log")
+    result = Bisector(
+        history=chain(32), predicate=Scripted(flaky(12, 0.2, seed=3)), policy=Policy(),
+        journal=journal, make_revert=lambda c: Path("revert"), say=lambda _: None,
+    ).run()  # fmt: skip
+    report = {
+        "status": result.status.value,
+        "message": result.message,
+        "culprit": {"commit": result.culprit, "subject": "change 12"} if result.culprit else None,
+        "posterior": {"commits": result.commits, "runs": result.trace},
+    }
+    store.finish_bisection(record.id, result.status.value, report)
+    return record.id, result
+
+
+def test_the_bisection_page_charts_the_posterior_run_by_run(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path / "results") as store:
+        bisection, result = _engine_bisection(store)
+        trace, final = result.trace, result.trace[-1]
+        render_site(store)
+        page = (tmp_path / "results/site" / f"bisect/{bisection}.html").read_text()
+        chart = page.split('id="posterior">')[1].split("</svg>")[0]
+        assert "likeliest" in chart and f"final {final['best'][:8]}" in chart
+        assert chart.count('class="hover"') == len(trace), "a column per run"
+        for t in (trace[0], final):  # each run's tooltip: its outcome and the likeliest's %
+            percent = f"{100 * t['p_best']:.1f}".rstrip("0").rstrip(".")
+            assert f"{t['run']} {t['outcome']}: likeliest {percent} %" in chart
+        # after the last run: the likeliest hypotheses with their probabilities
+        table = page.split('id="converged"')[1].split("</table>")[0]
+        for position, commit_id, p in final["top"]:
+            assert f'<td>{position}</td><td class="mono">{commit_id}</td>' in table
+            assert f"<td>{100 * p:.1f} %</td>" in table
+        assert f"over {result.commits} commits" in page
+        # the step chart's dashed line: the likeliest's probability after each probe step
+        steps = page.split("<h2>Steps</h2>")[1].split("</svg>")[0]
+        after_culprit = [t for t in trace if t["commit"] == final["best"]][-1]["p_best"]
+        assert f"posterior {after_culprit:.3f}" in steps and 'class="posterior"' in steps
+
+
+def test_a_malformed_or_hostile_posterior_is_checked_and_escaped(tmp_path: Path) -> None:
+    evil = "<script>alert('top')</script>"
+    with ResultsStore(tmp_path / "results") as store:
+        bisection, result = _engine_bisection(store)
+        record = store.get_bisection(bisection)
+        assert record is not None and record.report is not None
+        report = record.report
+        runs = report["posterior"]["runs"]
+        runs.append({"run": "x", "p_best": 0.5})  # not a run: left out
+        runs.append({**runs[-2], "run": runs[-2]["run"] + 1, "outcome": evil,
+                     "top": [[3, evil, 0.75], ["x", "y", 0.2]]})  # fmt: skip
+        store.finish_bisection(bisection, record.status, report)
+        render_site(store)
+        page = (tmp_path / "results/site" / f"bisect/{bisection}.html").read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(&#39;top&#39;)" in page
+    table = page.split('id="converged"')[1].split("</table>")[0]
+    assert table.count("<tr><td>") == 1 and "<td>75.0 %</td>" in table
+    chart = page.split('id="posterior">')[1].split("</svg>")[0]
+    assert chart.count('class="hover"') == len(result.trace) + 1
+
+
+def test_a_bisection_whose_process_died_is_shown_interrupted(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path / "results") as store:
+        record = store.create_bisection({"tree": "<b>chain</b>", "good": ["g"], "bad": "b"})
+        store.add_trial(record.id, TrialRecord(1, "good-end", "a" * 40, "pass"))
+        site = tmp_path / "results/site"
+        page, index = site / f"bisect/{record.id}.html", site / "index.html"
+        with running(store, record.id):  # this process runs it: running
+            render_site(store)
+            for html in (page.read_text(), index.read_text()):
+                assert 'class="st st-running">running<' in html and "interrupted" not in html
+        render_site(store)  # its process is gone: the same record, shown interrupted
+        resume = f"interrupted — resume with `kbisect bisect --resume {record.id}`"
+        for html in (page.read_text(), index.read_text()):
+            assert resume in html and "st-running" not in html
+        assert _title(page.read_text()).endswith(f"· {resume} &#183; kbisect")
+        assert "<b>chain" not in page.read_text() and "&lt;b&gt;chain" in page.read_text()
 
 
 def test_charts_escape_what_they_are_given_and_are_the_same_bytes_each_time() -> None:

@@ -1,17 +1,21 @@
 """Bisection pages (``bisect/ID.html``): the request, the culprit and its validation, the decided
-steps, the predicate runs and the bisect log. A report comes from a bisection's JSON: every
-part of it is checked for its type before it is shown."""
+steps, the posterior run by run, the predicate runs and the bisect log. A report comes from a
+bisection's JSON: every part of it is checked for its type before it is shown."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeGuard
 
+from markupsafe import Markup
+
+from kbisect.bisect.session import shown_status
 from kbisect.browser.manifest import Manifest
 from kbisect.browser.pages import key_of
 from kbisect.browser.safety import safe_file
 from kbisect.browser.site import LogView, Site
-from kbisect.browser.svg import Step, step_chart
+from kbisect.browser.svg import Line, Step, line_chart, step_chart
 from kbisect.results.model import BisectionRecord, TrialRecord
 from kbisect.results.store import ResultsStore
 
@@ -31,6 +35,30 @@ REQUEST_KEYS = (
 REPORT_KEYS = ("message", "confidence", "runs", "restarts", "miss_rate", "false_alarm_rate")
 FILES = ("report.txt", "report.json", "junit.xml", "bisect.log")
 """A bisection's files (bisect/ID/NAME) the page links to, those that are there."""
+PROBE_PHASES = ("good-end", "bad-end", "step")
+"""The phases of the runs the engine's posterior follows (validation runs are not in it)."""
+
+
+@dataclass(frozen=True)
+class PosteriorRun:
+    """One entry of a report's ``posterior.runs`` (kbisect.bisect.report): the run, where and
+    what it gave, and the posterior after it (its likeliest culprits, position, commit or None
+    for "the bad end is good", and probability)."""
+
+    run: int
+    commit: str
+    outcome: str
+    best_position: int
+    best: str | None
+    p_best: float
+    entropy: float
+    top: list[tuple[int, str | None, float]]
+
+
+def shown_bisections(store: ResultsStore) -> list[BisectionRecord]:
+    """The store's bisections with the status to show: one whose process died is interrupted
+    (with how to resume it), not running."""
+    return [replace(b, status=shown_status(store, b)) for b in store.bisections()]
 
 
 def render_bisections(
@@ -85,12 +113,15 @@ def _render(
         flags = []
     trials = store.trials(b.id)
     culprit = _culprit(report)
-    steps = steps_of(trials, culprit["commit"] if culprit else "", _posteriors(report))
+    commits, trace = posterior_of(report)
+    steps = steps_of(trials, culprit["commit"] if culprit else "", _best_by_commit(trace))
     site.render(
         "bisection.html.j2",
         relative,
         title=_title(b, culprit),
         chart=step_chart(steps, f"runs per commit, bisection {b.id}") if steps else None,
+        posterior_chart=posterior_chart(trace, f"posterior per run, bisection {b.id}"),
+        converged=_converged(commits, trace),
         b=b,
         report={k: report.get(k) for k in REPORT_KEYS},
         request=_request(b),
@@ -112,17 +143,22 @@ def _render(
 
 
 def steps_of(
-    trials: Sequence[TrialRecord], culprit: str, posteriors: Mapping[str, float]
+    trials: Sequence[TrialRecord], culprit: str, posteriors: Mapping[str, Sequence[float]]
 ) -> list[Step]:
     """The predicate runs as the chart shows them: a step per commit tested in a row (its runs
-    by outcome), in the order they ran; ``posteriors`` by commit, where the engine kept one."""
+    by outcome), in the order they ran. ``posteriors`` is, by commit, the likeliest culprit's
+    probability after each run there that the engine's posterior follows, in order: a step
+    shows the one after its last such run."""
     steps: list[Step] = []
     key: tuple[str, str] | None = None
     counts: dict[str, int] = {}
+    followed: dict[str, int] = {}
     for t in [*sorted(trials, key=lambda t: t.seq), None]:
         here = (t.phase, t.commit) if t is not None else None
         if key is not None and here != key:
             phase, commit = key
+            seen = followed.get(commit, 0)
+            after = posteriors.get(commit, ())
             steps.append(
                 Step(
                     commit[:8],
@@ -131,25 +167,113 @@ def steps_of(
                     counts.get("fail", 0),
                     counts.get("skip", 0),
                     sum(n for k, n in counts.items() if k not in ("pass", "fail", "skip")),
-                    posteriors.get(commit),
+                    after[seen - 1] if phase in PROBE_PHASES and 0 < seen <= len(after) else None,
                     bool(culprit) and commit == culprit,
                 )
             )
             counts = {}
         if t is not None:
             counts[t.outcome] = counts.get(t.outcome, 0) + 1
+            if t.phase in PROBE_PHASES and t.outcome != "abort":  # an abort ends before a trace
+                followed[t.commit] = followed.get(t.commit, 0) + 1
         key = here
     return steps
 
 
-def _posteriors(report: dict[str, Any]) -> dict[str, float]:
-    """A posterior per commit, from the report's ends and steps that carry one."""
-    out = {}
-    for v in [*_items(report.get("ends")), *_items(report.get("steps"))]:
-        value = v.get("posterior")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[str(v.get("commit", ""))] = float(value)
+def posterior_of(report: Mapping[str, Any]) -> tuple[int, list[PosteriorRun]]:
+    """A report's ``posterior``: how many commits it is over and its well-formed runs (none
+    for a report from before the engine kept it)."""
+    posterior = report.get("posterior")
+    if not isinstance(posterior, dict):
+        return 0, []
+    commits = posterior.get("commits")
+    runs = [r for r in map(_posterior_run, _items(posterior.get("runs"))) if r is not None]
+    return (commits if _is_int(commits) else 0), runs
+
+
+def _posterior_run(entry: dict[str, Any]) -> PosteriorRun | None:
+    run, position, p_best, entropy = (
+        entry.get(k) for k in ("run", "best_position", "p_best", "entropy")
+    )
+    if not (_is_int(run) and _is_int(position) and _is_number(p_best)):
+        return None
+    top = []
+    listed = entry.get("top")
+    for item in listed if isinstance(listed, list) else []:
+        if isinstance(item, list) and len(item) == 3 and _is_int(item[0]) and _is_number(item[2]):
+            top.append((item[0], None if item[1] is None else str(item[1]), float(item[2])))
+    best = entry.get("best")
+    return PosteriorRun(
+        run,
+        str(entry.get("commit") or ""),
+        str(entry.get("outcome") or ""),
+        position,
+        None if best is None else str(best),
+        float(p_best),
+        float(entropy) if _is_number(entropy) else 0.0,
+        top,
+    )
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _best_by_commit(trace: Sequence[PosteriorRun]) -> dict[str, list[float]]:
+    """The likeliest culprit's probability after each run, by the commit run."""
+    out: dict[str, list[float]] = {}
+    for r in trace:
+        out.setdefault(r.commit, []).append(r.p_best)
     return out
+
+
+def _name(commit: str | None) -> str:
+    return commit[:8] if commit else "bad end good"
+
+
+def posterior_chart(trace: Sequence[PosteriorRun], label: str) -> Markup | None:
+    """How sure the engine grew, run by run, in percent: the likeliest culprit's probability
+    after each run, and the probability of the one it converged on (after the last run)."""
+    if not trace:
+        return None
+    final = trace[-1]
+    converged = []
+    for r in trace:
+        p = next((p for position, _, p in r.top if position == final.best_position), None)
+        converged.append(None if p is None else 100 * p)
+    return line_chart(
+        [f"{r.run} {r.outcome}" for r in trace],
+        [
+            Line("likeliest", [100 * r.p_best for r in trace]),
+            Line(f"final {_name(final.best)}", converged),
+        ],
+        "%",
+        label,
+    )
+
+
+def _converged(commits: int, trace: Sequence[PosteriorRun]) -> dict[str, Any] | None:
+    """The posterior after the last run: its likeliest culprits and their probabilities."""
+    if not trace:
+        return None
+    final = trace[-1]
+    return {
+        "commits": commits,
+        "run": final.run,
+        "entropy": final.entropy,
+        "top": [
+            {
+                "position": position,
+                "commit": commit or "none: the bad end is good",
+                "percent": f"{100 * p:.1f}",
+            }
+            for position, commit, p in final.top
+        ],
+    }
 
 
 def _title(b: BisectionRecord, culprit: dict[str, Any] | None) -> str:

@@ -44,7 +44,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kbisect.browser.bisection import render_bisections
+from kbisect.browser.bisection import render_bisections, shown_bisections
 from kbisect.browser.builds import render_builds
 from kbisect.browser.expect import Expectations
 from kbisect.browser.index import render_index
@@ -163,7 +163,7 @@ class _SiteRender:
         marks = self.manifest.marks
         marks["runs"] = {k: v for k, v in marks["runs"].items() if k in ids}
         self.regressions = store.regressions()
-        self.bisections = store.bisections()
+        self.bisections = shown_bisections(store)  # interrupted ones as such, not running
         self.started = {r.id: when(r.started) for r in self.runs}
         self.window_part = {
             r.id: f"{r.id}:{self.sigs.get(r.id, '')}:{self.started[r.id]}" for r in self.runs

@@ -187,8 +187,8 @@ def line_chart(x_labels: Sequence[str], lines: Sequence[Line], unit: str, label:
 @dataclass(frozen=True)
 class Step:
     """One step of a bisection: a commit tested (label), why (note: the phase), its runs by
-    outcome, and, when the engine keeps one, the probability it then gave the culprit being
-    at or before this commit (posterior, 0 to 1)."""
+    outcome, and, when the report has the engine's posterior, the probability it then gave its
+    likeliest culprit (posterior, 0 to 1)."""
 
     label: str
     note: str
