@@ -22,6 +22,7 @@ from kbisect.config.model import SshOptions
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
 from kbisect.lab.housekeeping import (
+    CONFIG_PREFIX,
     INITRD_PREFIX,
     KERNEL_PREFIX,
     MODULES_MARK,
@@ -63,6 +64,11 @@ class GrubBoot:
         release = str(artifact.meta.get("kernel_release", ""))
         if not release:
             raise InfraError(f"build {artifact.key} has no kernel_release in its meta.json")
+        if release == running.get("release") and running.build is None:
+            raise InfraError(  # installing would replace the modules of the host's own kernel
+                f"{self.host}: build {artifact.key} has the release of the kernel the host runs "
+                f"({release}), not a kbisect build: refusing to overwrite its modules"
+            )
         transfers = Deadline(TRANSFER_SECONDS)
         self.tidy(session, running, installing=artifact.key, keep=self.options.keep_kernels)
         kernel, initrd = self._install_files(session, artifact, release, transfers)
@@ -110,6 +116,9 @@ class GrubBoot:
         grub_dir = self.options.grub_dir
         self._run(session, ["mkdir", "-p", boot, modules_dir, grub_dir], "preparing directories")
         session.upload(artifact.bzimage, kernel, transfers, mode=0o644)
+        config = artifact.path / "config"
+        if config.is_file():  # as `make install` does: mkinitramfs reads it
+            session.upload(config, f"{boot}/{CONFIG_PREFIX}{release}", transfers, mode=0o644)
         tarball = self.scratch / "modules.tar.gz"
         _pack_modules(artifact, release, tarball)
         token = secrets.token_hex(4)

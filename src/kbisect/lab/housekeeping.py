@@ -19,6 +19,7 @@ from kbisect.lab.ssh import SshSession
 from kbisect.lab.ssh.commands import sh_script
 
 KERNEL_PREFIX = "vmlinuz-kbisect-"
+CONFIG_PREFIX = "config-"  # + release: the name mkinitramfs reads
 INITRD_PREFIX = "initrd.img-kbisect-"
 MODULES_MARK = "kbisect.build"  # in a module tree kbisect installed: the key of its build
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -107,12 +108,14 @@ def removal(
     files = [
         f"{boot_dir}/{prefix}{key}" for key in gone for prefix in (KERNEL_PREFIX, INITRD_PREFIX)
     ]
-    trees = [
-        f"{modules_dir}/{tree}"
+    releases = [
+        tree
         for tree, key in sorted(installed.module_trees.items())
         if key not in kept and tree != running_release
     ]
-    return Removal(tuple(files), tuple(trees))
+    # the config installed with a release (for mkinitramfs) goes with its module tree
+    files += [f"{boot_dir}/{CONFIG_PREFIX}{release}" for release in releases]
+    return Removal(tuple(files), tuple(f"{modules_dir}/{tree}" for tree in releases))
 
 
 def list_installed(session: SshSession, boot_dir: str, modules_dir: str) -> Installed:

@@ -3,6 +3,8 @@ connection that runs commands, transfers files and keeps detached jobs."""
 
 from __future__ import annotations
 
+import logging
+
 import paramiko
 
 from kbisect.deadline import Deadline
@@ -17,6 +19,11 @@ from kbisect.lab.ssh.keys import (
 )
 from kbisect.lab.ssh.net import SshTarget, Watchdog, describe, drop, open_socket
 from kbisect.lab.ssh.transfer import FileTransfer
+
+# paramiko logs a failed login attempt's traceback (a host that is still booting resets the
+# connection) through Python's last-resort handler, onto kbisect's stderr: kbisect reports
+# failures itself, one line each.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _KEEPALIVE_SECONDS = 15
 
