@@ -27,6 +27,11 @@ def _name_problems(name: str) -> list[tuple[str, str]]:
     return [("name", f"expected letters, digits, '.', '_' or '-', got {shown(name)}")]
 
 
+def _dom0_memory_problems(dom0_mb: int, machine_mb: int) -> list[tuple[str, str]]:
+    """Xen needs memory of its own beside dom0's."""
+    return [("dom0_memory_mb", "expected less than memory_mb")] if dom0_mb >= machine_mb else []
+
+
 @dataclass(kw_only=True)
 class Settings(Model):
     """Tool-wide settings (key `settings` in configs/*.yaml; at most once)."""
@@ -120,9 +125,7 @@ class QemuOptions(Model):
     )
 
     def check(self) -> list[tuple[str, str]]:
-        if self.dom0_memory_mb >= self.memory_mb:
-            return [("dom0_memory_mb", "expected less than memory_mb")]
-        return []
+        return _dom0_memory_problems(self.dom0_memory_mb, self.memory_mb)
 
 
 @dataclass(kw_only=True)
@@ -230,9 +233,7 @@ class EmulatedMachine(Model):
     )
 
     def check(self) -> list[tuple[str, str]]:
-        if self.dom0_memory_mb >= self.memory_mb:
-            return [("dom0_memory_mb", "expected less than memory_mb")]
-        return []
+        return _dom0_memory_problems(self.dom0_memory_mb, self.memory_mb)
 
 
 @dataclass(kw_only=True)
