@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from invoke.context import Context
 from invoke.exceptions import Exit
 
@@ -10,6 +12,7 @@ from kbisect.errors import ExitCode, UserError
 from kbisect.tree import repos
 from kbisect.tree.checkout import checkout as do_checkout
 from kbisect.tree.checkout import slot
+from kbisect.tree.variant_import import import_mbox
 from kbisect.tree.variants import find_variant
 
 
@@ -95,3 +98,44 @@ def variants(c: Context, root: str | None = None) -> None:
         for v in exp.variants:
             patches = ", ".join(v.patches) or "no patches"
             say(f"  {exp.name}/{v.name:14} {v.description}  [{patches}]")
+
+
+@task(
+    name="import",
+    help={
+        "mbox": "The thread as an mbox file (b4 mbox, or saved from a mail client).",
+        "experiment": "Experiment to add the variants to (created if new); default: named "
+        "after the series.",
+        "prefix": "Name the variants PREFIX-v1, PREFIX-v2 ... (default: v1, v2 ...).",
+        "replace": "Replace existing variants of the same names imported from elsewhere.",
+    },
+)
+def variants_import(
+    c: Context,
+    mbox: str,
+    experiment: str | None = None,
+    prefix: str | None = None,
+    replace: bool = False,
+    root: str | None = None,
+) -> None:
+    """Make one variant per posted version of the patch series in a mail thread.
+
+    Reads the mbox, finds every version of the series (`[PATCH v3 2/4]`, `[RFC PATCH v2 0/3]`
+    cover letters, re-sends; replies quoting the patches are review and are left alone) and
+    writes each complete version as a variant of the experiment: its patches, in order, as
+    files under seeds/EXPERIMENT/VARIANT/, and its origin (subject, author, date, Message-Id)
+    in experiment.yaml. A version with a patch missing from the mbox, or a re-send of patches
+    already taken, is left out with a note. Importing the same thread again changes nothing; a
+    variant of the same name from another posting is an error unless `--replace`. A version
+    that does not apply to a revision is still imported: runs show it as SKIP.
+    """
+    p = project(root)
+    result = import_mbox(
+        p, Path(mbox), experiment=experiment, prefix=prefix, replace=replace, say=say
+    )
+    for item in result.variants:
+        v = item.variant
+        count = len(v.patches)
+        subject = v.origin.subject if v.origin else ""
+        say(f"  {result.experiment}/{v.name:14} {item.state:9} {count} patch(es)  {subject}")
+    say(f"{result.experiment}: {result.directory}")

@@ -302,6 +302,16 @@ class ConfigFile(Model):
 
 
 @dataclass(kw_only=True)
+class VariantOrigin(Model):
+    """The posting a variant was imported from (`kbisect variants.import`)."""
+
+    subject: str = doc("Subject of its cover letter, else of its first patch.")
+    author: str = doc("From: of that message.")
+    date: str = doc("Its date (ISO 8601).")
+    message_id: str = doc("Its Message-Id, as <...>.")
+
+
+@dataclass(kw_only=True)
 class Variant(Model):
     """One way of patching the tree."""
 
@@ -312,6 +322,9 @@ class Variant(Model):
         "Expected outcome per stress subtest (pass, fail, skip, or flaky: either pass or fail); "
         "key 'default' covers the others.",
         factory=dict,
+    )
+    origin: VariantOrigin | None = doc(
+        "Where it was posted, for variants imported from a mail thread.", None
     )
 
     def check(self) -> list[tuple[str, str]]:

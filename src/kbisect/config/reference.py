@@ -20,6 +20,7 @@ SECTIONS = [
     ("jobs[]", model.Job),
     ("seeds/NAME/experiment.yaml", model.Experiment),
     ("variants[]", model.Variant),
+    ("variants[].origin", model.VariantOrigin),
     ("pipelines/NAME.yaml", model.Pipeline),
     ("revisions[]", model.RevisionSet),
     ("experiments[]", model.VariantSet),
