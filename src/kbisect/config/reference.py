@@ -20,6 +20,7 @@ SECTIONS = [
     ("jobs[]", model.Job),
     ("seeds/NAME/experiment.yaml", model.Experiment),
     ("variants[]", model.Variant),
+    ("variants[].expect.SUBTEST", model.FlakyRange),
     ("pipelines/NAME.yaml", model.Pipeline),
     ("revisions[]", model.RevisionSet),
     ("experiments[]", model.VariantSet),
