@@ -60,15 +60,16 @@ class Rate:
         """Failed in some runs and passed in others."""
         return 0 < self.fails < self.runs
 
+    def brief(self) -> str:
+        """``33%, 95% interval 6-79%``."""
+        low, high = self.interval
+        return f"{percent(self.point)}, 95% interval {percent(low, sign=False)}-{percent(high)}"
+
     def describe(self) -> str:
         """``failed 1 of 3 (33%, 95% interval 6-79%)``."""
         if not self.runs:
             return "no run with a verdict"
-        low, high = self.interval
-        return (
-            f"failed {self.fails} of {self.runs} ({percent(self.point)}, "
-            f"95% interval {percent(low, sign=False)}-{percent(high)})"
-        )
+        return f"failed {self.fails} of {self.runs} ({self.brief()})"
 
 
 def percent(value: float, *, sign: bool = True) -> str:
