@@ -144,7 +144,7 @@ def test_nightly_shares_builds_overlaps_hosts_and_writes_outputs(
     assert sum(1 for _ in merged) == 8
     summary = (base / "summary.txt").read_text()
     assert summary.startswith(f"kbisect nightly run {run.id}")
-    assert "NEW REGRESSIONS: 0" in summary and "variants at v3 (passes/runs)" in summary
+    assert "NEW REGRESSIONS: 0" in summary and "variants at v3 (passes/runs;" in summary
 
 
 def test_resume_after_kill_9_loses_and_duplicates_nothing(

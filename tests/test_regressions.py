@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from kbisect.pipeline.outputs import summary
 from kbisect.pipeline.regressions import classify_run, pool
 from kbisect.results.model import CellRecord, ResultStatus, SubtestRecord
 from kbisect.results.store import ResultsStore
@@ -128,3 +129,21 @@ def test_errors_and_skips_are_not_runs_of_the_rate(tmp_path: Path) -> None:
         assert (change.change.value, change.passes, change.fails, change.errors) == (
             "FLAKY", 1, 1, 1,
         )  # fmt: skip
+
+
+def test_the_summary_gives_counts_of_repeats_and_a_flaky_rate(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path) as store:
+        run = scripted_run(store, {
+            ("v1", "x/none", "churn"): [P, F, P], ("v1", "x/none", "soak"): [F, F, F],
+            ("v1", "x/vm-io", "churn"): [P, P, P], ("v1", "x/vm-io", "soak"): [P, "ERROR", P],
+        })  # fmt: skip
+        text = summary(store, run, store.changes(run), {})
+    flaky = text.split("FLAKY: 1\n")[1].split("\n\n")[0]
+    assert flaky == "  v1 x/none h j churn: failed 1 of 3 (33%, 95% interval 6-79%)"
+    grid = text.split("variants at v1 ")[1].split("\n\n")[0].splitlines()
+    assert grid[0] == "(passes/runs; a flaky one fails LOW-HIGH%: 95% interval)"
+    assert grid[1].split() == ["subtest", "none", "vm-io"]
+    assert grid[2].split() == [
+        "churn", "FLAKY", "2/3", "fails", "6-79%", "3/3",
+    ]  # fmt: skip
+    assert grid[3].split() == ["soak", "FAIL", "0/3", "2/2", "+1", "err"]
