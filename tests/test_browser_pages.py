@@ -21,7 +21,7 @@ from kbisect.bisect.session import StoreJournal, results_dir, running
 from kbisect.bisect.stats import Policy
 from kbisect.browser import render_site
 from kbisect.browser.bisection import steps_of
-from kbisect.browser.expect import Verdict, expectations_of, failure_tag, judge
+from kbisect.browser.expect import Expected, Verdict, expectations_of, failure_tag, judge
 from kbisect.browser.safety import visible
 from kbisect.browser.svg import Band, Line, Step, line_chart, step_chart, strip_chart
 from kbisect.config.project import load_project
@@ -74,6 +74,59 @@ def test_judging_pooled_results_against_an_expectation() -> None:
     assert judge(None, 0, 3, 0) is Verdict.NOT_EXPECTED
     assert (failure_tag(14, None, False), failure_tag(0, 7, False)) == ("EFAULT", "SIGBUS")
     assert (failure_tag(5, None, False), failure_tag(0, None, True)) == ("EIO", "timeout")
+
+
+def test_a_flaky_expectation_with_a_range_judges_the_rate_interval() -> None:
+    churn = Expected("flaky", 0.05, 0.5)
+    assert str(churn) == "flaky 5-50%" and str(Expected.of("flaky")) == "flaky"
+    assert judge(churn, 2, 1, 0) is Verdict.EXPECTED  # 1 of 3: 6-79% meets 5-50%
+    assert judge(churn, 3, 0, 0) is Verdict.EXPECTED  # 3 runs cannot rule out a 5% flake
+    assert judge(churn, 100, 0, 0) is Verdict.UNEXPECTED  # 100 can: 0-4%
+    assert judge(churn, 0, 10, 0) is Verdict.UNEXPECTED  # a steady failure: 72-100%
+    assert judge(churn, 1, 1, 1) is Verdict.UNEXPECTED  # a skip is never flaky
+    assert judge(Expected("flaky"), 0, 10, 0) is Verdict.EXPECTED  # plain flaky: any rate
+
+
+def test_the_grid_shows_counts_of_repeats_with_the_rate_and_judges_a_flaky_range(
+    tmp_path: Path,
+) -> None:
+    """churn over three repeats: 1 of 3 failed under none (a flake, as the range expects), 3 of
+    3 under vm-io (outside the range: its interval is 44-100%, the range ends at 20%)."""
+    with ResultsStore(tmp_path / "results") as store:
+        run = store.start_run("nightly", pipeline="seed", started=T0)
+        fails = {"none": {2}, "vm-io": {1, 2, 3}}
+        for variant, failing in fails.items():
+            for repeat in (1, 2, 3):
+                bad = repeat in failing
+                status = ResultStatus.FAIL if bad else ResultStatus.PASS
+                sub = SubtestRecord(
+                    "churn", status, 0, "SIGBUS" if bad else "ok", 7 if bad else None
+                )
+                store.record_cell(run.id, CellRecord(
+                    "debian-6.1", "v6.1.192-3", f"gntdev-numa/{variant}", "xen-dom0", "qemu",
+                    "gntstress", repeat, status, subtests=(sub,), started=T0, finished=T0,
+                ))  # fmt: skip
+        store.finish_run(run.id, RunStatus.FINISHED)
+        classify_run(store, run.id)
+        range_ = Expected("flaky", 0.05, 0.2)
+        render_site(store, expectations={
+            "gntdev-numa/none": {"churn": range_}, "gntdev-numa/vm-io": {"default": range_},
+        })  # fmt: skip
+    got = pages(tmp_path / "results" / "site")
+    grid = next(v for k, v in got.items() if "/rev-v6.1.192-3-" in k)
+    none, vm_io = grid.split("<tr><th>churn</th>")[1].split("</tr>")[0].split("<td")[1:3]
+    assert '<span class="st st-FLAKY">FLAKY</span>' in none
+    assert 'title="failed 1 of 3 (33%, 95% interval 6-79%)">2/3</span>' in none
+    assert '<small class="rate">fails 6-79%</small>' in none
+    assert "expected flaky 5-20%" in none and "unexpected" not in none
+    assert 'title="failed 3 of 3 (100%, 95% interval 44-100%)">0/3</span>' in vm_io
+    assert 'class="unexpected"' in vm_io and "unexpected: expected flaky 5-20%" in vm_io
+    assert 'class="rate"' not in vm_io  # not flaky: no interval in small print
+    verdict = got[f"run/{run.id}/index.html"].split("<h2>Matrix</h2>")[0]
+    assert "expected flaky 5-20%, got FAIL (0 of 3 passed; fails 100%, 95% interval 44-100%)" in (
+        verdict
+    )
+    assert "gntdev-numa/none" not in verdict
 
 
 def _seed_run(store: ResultsStore, day: int, rev: str) -> int:

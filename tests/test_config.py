@@ -98,6 +98,21 @@ def with_change(path: str, old: str, new: str) -> dict[str, str]:
     return files
 
 
+def test_an_expected_flaky_rate_is_a_range_beside_the_words(make_project: MakeProject) -> None:
+    files = with_change(
+        "seeds/exp/experiment.yaml",
+        "{default: pass, odirect-read: fail}",
+        "{default: flaky, odirect-read: {flaky: [0.05, 0.5]}, churn: {flaky: [0, 1]}}",
+    )
+    expect = load_project(make_project(files)).experiments["exp"].variants[1].expect
+    assert expect["default"] == "flaky"
+    ranges = {k: (v.flaky, str(v)) for k, v in expect.items() if not isinstance(v, str)}
+    assert ranges == {
+        "odirect-read": ([0.05, 0.5], "flaky 5-50%"),
+        "churn": ([0.0, 1.0], "flaky 0-100%"),
+    }
+
+
 @pytest.mark.parametrize("word", ["on", "off", "auto"])
 def test_a_word_yaml_takes_for_a_boolean_is_the_word_where_words_are_expected(
     make_project: MakeProject, word: str
@@ -296,6 +311,7 @@ def test_a_default_that_names_nothing_is_located(make_project: MakeProject) -> N
 
 
 def test_every_number_has_a_range_and_the_reference_shows_it() -> None:
+    import dataclasses
     import typing
 
     from kbisect.config.reference import SECTIONS, reference_markdown
@@ -309,7 +325,10 @@ def test_every_number_has_a_range_and_the_reference_shows_it() -> None:
             if {int, float} & {tp, *typing.get_args(tp)}:
                 numbers.append(f.name)
                 low, high = f.metadata["bounds"]
-                assert f.default is None or low <= f.default <= high, f.name
+                required = (
+                    f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                )
+                assert required or f.default is None or low <= f.default <= high, f.name
                 [row] = [r for r in table.splitlines() if r.startswith(f"| `{f.name}` |")]
                 assert f" from {low} to {high} " in row, row
     assert {"port", "cpus", "max_power_cycles", "artifact_limit_gb", "newest_tags"} <= set(numbers)

@@ -49,6 +49,12 @@ def on_pipeline(old: str, new: str) -> Files:
     return change("pipelines/nightly.yaml", old, new)
 
 
+def flaky(value: str) -> Files:
+    """The experiment's odirect-read expectation replaced by ``value``."""
+    return change(EXP, "odirect-read: fail}", f"odirect-read: {value}}}")
+
+
+RANGE = "variants[1].expect.odirect-read"
 MAIN, JOBS, EXP, PIPE = (
     "configs/main.yaml", "configs/jobs.yaml", "seeds/exp/experiment.yaml", "pipelines/nightly.yaml"
 )  # fmt: skip
@@ -140,6 +146,22 @@ CASES: list[tuple[str, Files, str, str]] = [
     ("job-repeat", on_job("repeat: -2"), f"{JOBS}:4: jobs[0].repeat", "got -2"),
     ("pipeline-repeat", on_pipeline("jobs: [stress]", "jobs: [stress]\nrepeat: 100000000"),
      f"{PIPE}:10: repeat", "from 1 to 1000"),
+    # an expected failure rate: `expect: {SUBTEST: {flaky: [LOW, HIGH]}}`
+    ("flaky-reversed", flaky("{flaky: [0.5, 0.05]}"), f"{EXP}:10: {RANGE}.flaky",
+     "expected LOW <= HIGH, got [0.5, 0.05]"),
+    ("flaky-one-rate", flaky("{flaky: [0.5]}"), f"{EXP}:10: {RANGE}.flaky",
+     "expected two rates [LOW, HIGH], got 1"),
+    ("flaky-nan", flaky("{flaky: [.nan, 0.5]}"), f"{EXP}:10: {RANGE}.flaky[0]",
+     "expected a number from 0 to 1, got .nan"),
+    ("flaky-percent", flaky("{flaky: [0.05, 50]}"), f"{EXP}:10: {RANGE}.flaky[1]",
+     "expected a number from 0 to 1, got 50"),
+    ("flaky-word", flaky("flakey"), f"{EXP}:10: {RANGE}",
+     "expected one of 'pass', 'fail', 'skip', 'flaky' or a mapping (FlakyRange), got 'flakey'"),
+    ("flaky-list", flaky("[0.05, 0.5]"), f"{EXP}:10: {RANGE}",
+     "or a mapping (FlakyRange), got a list"),
+    ("flaky-null", flaky("null"), f"{EXP}:10: {RANGE}", "got nothing (null)"),
+    ("flaky-key", flaky("{flaky: [0, 1], rate: 1}"), f"{EXP}:10: {RANGE}.rate",
+     "unknown key (expected one of: flaky)"),
     ("newest-tags", on_pipeline("revisions: [v6.1, 6.2]", "newest_tags: -5"),
      f"{PIPE}:3: revisions[0].newest_tags", "got -5"),
     ("max-bisections", on_pipeline("jobs: [stress]", "jobs: [stress]\nauto_bisect:\n"
@@ -274,7 +296,8 @@ def test_every_problem_of_a_file_is_listed_each_on_its_line(project_dir: Path) -
 # Through the real command line: exit 2, the lines on stderr, nothing written, no traceback.
 
 CLI_CASES = ["python-tag", "nul-byte", "deep-flow", "billion-laughs", "forged-line-in-key",
-             "huge-value", "pipeline-repeat", "yml-file", "unknown-host"]  # fmt: skip
+             "huge-value", "pipeline-repeat", "yml-file", "unknown-host",
+             "flaky-reversed"]  # fmt: skip
 
 
 def kbisect(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

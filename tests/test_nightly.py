@@ -1,6 +1,6 @@
 """The nightly: scheduling over a fake kernel tree and two namespace rack hosts (real sshd, real
-builds of the fake kbuild, FAKE grub/reboot), resume after kill -9, and regression tracking
-with scripted results over several runs."""
+builds of the fake kbuild, FAKE grub/reboot), resume after kill -9, auto-bisection of a new
+regression (the classes themselves: tests/test_regressions.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,7 @@ from fake_kernel import commit_file, git, make_buildable_repo, make_patch
 from fake_machine import fake_rack_host
 from kbisect.lab.lease import Lease
 from kbisect.lab.ssh import KnownHosts, generate_keypair
-from kbisect.pipeline.regressions import classify_run
-from kbisect.results.model import CellRecord, ResultStatus, RunStatus, SubtestRecord
+from kbisect.results.model import CellRecord, ResultStatus, RunStatus
 from kbisect.results.store import ResultsStore
 from netns import NetnsLab, SshHost
 
@@ -146,7 +144,7 @@ def test_nightly_shares_builds_overlaps_hosts_and_writes_outputs(
     assert sum(1 for _ in merged) == 8
     summary = (base / "summary.txt").read_text()
     assert summary.startswith(f"kbisect nightly run {run.id}")
-    assert "NEW REGRESSIONS: 0" in summary and "variants at v3 (passes/runs)" in summary
+    assert "NEW REGRESSIONS: 0" in summary and "variants at v3 (passes/runs;" in summary
 
 
 def test_resume_after_kill_9_loses_and_duplicates_nothing(
@@ -195,69 +193,6 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(
 
 
 # -- regression tracking with scripted results ----------------------------------------------------
-
-
-def scripted_run(store: ResultsStore, results: dict[tuple[str, str, str], list[str]]) -> int:
-    """A finished nightly whose cells say what `results` says: (rev, variant, subtest) ->
-    statuses, one per repeat."""
-    run = store.start_run("nightly", pipeline="nightly")
-    per_cell: dict[tuple[str, str, int], list[SubtestRecord]] = {}
-    for (rev, variant, subtest), statuses in results.items():
-        for repeat, status in enumerate(statuses, 1):
-            per_cell.setdefault((rev, variant, repeat), []).append(
-                SubtestRecord(subtest, ResultStatus(status))
-            )
-    now = datetime.now(UTC)
-    for (rev, variant, repeat), subs in per_cell.items():
-        worst = "FAIL" if any(s.status is ResultStatus.FAIL for s in subs) else "PASS"
-        store.record_cell(run.id, CellRecord(
-            tree="t", rev=rev, variant=variant, profile="p", host="h", job="j", repeat=repeat,
-            status=ResultStatus(worst), subtests=tuple(subs), started=now,
-            finished=now + timedelta(seconds=1),
-        ))  # fmt: skip
-    classify_run(store, run.id)
-    store.finish_run(run.id)
-    return run.id
-
-
-def test_baseline_classes_and_regression_lifecycle(tmp_path: Path) -> None:
-    with ResultsStore(tmp_path) as store:
-        first = scripted_run(store, {
-            ("v1", "a", "odirect"): ["PASS"], ("v1", "a", "soak"): ["FAIL"],
-            ("v1", "b", "odirect"): ["PASS"], ("v1", "b", "fork"): ["PASS"],
-        })  # fmt: skip
-        assert {c.change for c in store.changes(first)} == {"NEW"}
-        second = scripted_run(store, {
-            ("v2", "a", "odirect"): ["FAIL"],            # passed at v1: regression
-            ("v2", "a", "soak"): ["FAIL"],               # never passed
-            ("v2", "b", "odirect"): ["PASS", "FAIL"],    # flaky
-            ("v2", "b", "fork"): ["PASS"],               # still passing
-            ("v2", "b", "churn"): ["PASS"],              # new test
-        })  # fmt: skip
-        got = {(c.key.variant, c.key.subtest): c.change for c in store.changes(second)}
-        assert got == {
-            ("a", "odirect"): "REGRESSION", ("a", "soak"): "NEVER PASSED",
-            ("b", "odirect"): "FLAKY", ("b", "fork"): "PASS", ("b", "churn"): "NEW",
-        }  # fmt: skip
-        opened = store.regressions("open")
-        assert [(r.line[1], r.line[5], r.opened_rev, r.good_rev) for r in opened] == [
-            ("a", "odirect", "v2", "v1")
-        ]
-        third = scripted_run(store, {("v3", "a", "odirect"): ["FAIL"]})
-        assert [c.change for c in store.changes(third)] == ["STILL FAILING"]
-        assert len(store.regressions("open")) == 1, "still the same open regression"
-        fourth = scripted_run(store, {("v4", "a", "odirect"): ["PASS", "PASS"]})
-        assert [c.change for c in store.changes(fourth)] == ["FIXED"]
-        fixed = store.regressions("fixed")
-        assert [(r.opened_run, r.fixed_run, r.fixed_rev) for r in fixed] == [(second, fourth, "v4")]
-        assert store.regressions("open") == []
-        # an infrastructure-only result is INFRA, not a failure
-        fifth = store.start_run("nightly", pipeline="nightly")
-        store.record_cell(fifth.id, CellRecord(
-            tree="t", rev="v5", variant="a", profile="p", host="h", job="j", repeat=1,
-            status=ResultStatus.ERROR, reason="host died",
-        ))  # fmt: skip
-        assert [c.change for c in classify_run(store, fifth.id)] == ["INFRA"]
 
 
 def test_ctrl_c_stops_cleanly_and_leaves_the_run_resumable(

@@ -2,7 +2,8 @@
 seeds/NAME/experiment.yaml), and whether a subtest's pooled results are what was expected.
 
 Cells name their variant ``EXPERIMENT/VARIANT``; a variant's ``expect`` maps subtests to pass,
-fail, skip or flaky (pass or fail), with ``default`` for the others. An unexpected pass is as
+fail, skip or flaky (pass or fail, optionally at a failure rate within a range), with
+``default`` for the others. An unexpected pass is as
 much news as an unexpected failure: the variant no longer does what the experiment says.
 """
 
@@ -11,13 +12,45 @@ from __future__ import annotations
 import errno as errno_module
 import signal as signal_module
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from kbisect.pipeline.regressions import CELL
 from kbisect.results.model import CellRecord, ResultStatus
+from kbisect.results.rates import Rate, percent, within
 
-Expectations = Mapping[str, Mapping[str, str]]
+
+@dataclass(frozen=True)
+class Expected:
+    """What a variant is expected to do in a subtest: pass, fail, skip, or flaky with a range
+    of failure rates (plain ``flaky``: any rate)."""
+
+    word: str
+    low: float = 0.0
+    high: float = 1.0
+
+    @classmethod
+    def of(cls, value: Any) -> Expected:
+        """From a word or a kbisect.config FlakyRange (anything with ``flaky: [low, high]``)."""
+        if isinstance(value, Expected):
+            return value
+        if isinstance(value, str):
+            return cls(value)
+        low, high = value.flaky
+        return cls("flaky", float(low), float(high))
+
+    @property
+    def ranged(self) -> bool:
+        return self.word == "flaky" and (self.low, self.high) != (0.0, 1.0)
+
+    def __str__(self) -> str:
+        if not self.ranged:
+            return self.word
+        return f"flaky {percent(self.low, sign=False)}-{percent(self.high)}"
+
+
+Expectations = Mapping[str, Mapping[str, Expected | str]]
 """Variant as cells name it (EXPERIMENT/VARIANT) -> subtest (or "default") -> expectation."""
 
 DEFAULT = "default"
@@ -34,40 +67,50 @@ class Verdict(StrEnum):
     """The variant (or the subtest, with no default) has no expectation."""
 
 
-def expectations_of(experiments: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+def expectations_of(experiments: Mapping[str, Any]) -> dict[str, dict[str, Expected]]:
     """The expectations of a project's experiments (kbisect.config Experiments by name)."""
-    out: dict[str, dict[str, str]] = {}
+    out: dict[str, dict[str, Expected]] = {}
     for name, experiment in sorted(experiments.items()):
         for variant in experiment.variants:
             if variant.expect:
-                out[f"{name}/{variant.name}"] = {str(k): str(v) for k, v in variant.expect.items()}
+                out[f"{name}/{variant.name}"] = {
+                    str(k): Expected.of(v) for k, v in variant.expect.items()
+                }
     return out
 
 
-def expectation(expectations: Expectations, variant: str, subtest: str) -> str | None:
+def expectation(expectations: Expectations, variant: str, subtest: str) -> Expected | None:
     """What ``variant`` is expected to do in ``subtest`` (None: nothing is said)."""
     mine = expectations.get(variant)
     if not mine:
         return None
-    return mine.get(subtest, mine.get(DEFAULT))
+    found = mine.get(subtest, mine.get(DEFAULT))
+    return None if found is None else Expected.of(found)
 
 
-def judge(expected: str | None, passes: int, fails: int, skips: int) -> Verdict:
-    """Pooled results (repeats, hosts, jobs) against an expectation."""
+_ALLOWED = {  # may pass, may fail, may skip
+    "pass": (True, False, False),
+    "fail": (False, True, False),
+    "skip": (False, False, True),
+    "flaky": (True, True, False),
+}
+
+
+def judge(expected: Expected | str | None, passes: int, fails: int, skips: int) -> Verdict:
+    """Pooled results (repeats, hosts, jobs) against an expectation. ``flaky`` with a range is
+    unexpected when the 95% interval of the failure rate seen lies wholly outside the range."""
     if expected is None:
         return Verdict.NOT_EXPECTED
     if not (passes or fails or skips):
         return Verdict.NO_VERDICT
-    allowed = {
-        "pass": (True, False, False),
-        "fail": (False, True, False),
-        "skip": (False, False, True),
-        "flaky": (True, True, False),
-    }.get(expected)
+    want = Expected.of(expected)
+    allowed = _ALLOWED.get(want.word)
     if allowed is None:
         return Verdict.NOT_EXPECTED
     seen = (passes > 0, fails > 0, skips > 0)
     ok = all(allowed[i] or not seen[i] for i in range(3))
+    if ok and want.ranged:
+        ok = within(Rate(fails, passes + fails), want.low, want.high) is not False
     return Verdict.EXPECTED if ok else Verdict.UNEXPECTED
 
 

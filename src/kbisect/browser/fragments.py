@@ -16,8 +16,9 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from kbisect.browser.expect import Verdict, judge
+from kbisect.browser.expect import Expected, Verdict, judge
 from kbisect.browser.safety import slug, visible
+from kbisect.results.rates import Rate, percent
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -143,13 +144,14 @@ def variant_rows(
     variants: Iterable[str],
     subtests: Iterable[str],
     table: Mapping[tuple[str, str], Any],
-    expected: Mapping[tuple[str, str], str | None],
+    expected: Mapping[tuple[str, str], Expected | None],
     failures: Mapping[tuple[str, str], Sequence[tuple[str, int, str]]],
 ) -> Markup:
     """The body of a revision page's table: per subtest, each variant's pooled result (a
-    kbisect.pipeline.regressions.Pool), whether it is what the experiment expects, and how it
-    failed (EFAULT, SIGBUS: each a link to the subtest on a cell that failed so, its detail in
-    the link's title)."""
+    kbisect.pipeline.regressions.Pool: passes of runs, its failure rate and 95% interval in the
+    title, and in small print where it is flaky), whether it is what the experiment expects,
+    and how it failed (EFAULT, SIGBUS: each a link to the subtest on a cell that failed so, its
+    detail in the link's title)."""
     chosen = list(variants)
     out = []
     for name in subtests:
@@ -174,15 +176,24 @@ def variant_rows(
             if verdict is Verdict.UNEXPECTED:
                 td = '<td class="unexpected">'
                 mark = f' <span class="ex ex-no">unexpected: expected {text(want)}</span>'
-            elif verdict is Verdict.EXPECTED and want != "pass":  # passing as it should: quiet
+            elif verdict is Verdict.EXPECTED and want and want.word != "pass":  # quiet passes
                 mark = f' <span class="ex ex-ok">expected {text(want)}</span>'
             row.append(
                 f'{td}<span class="st st-{css(status)}">{text(status)}</span> '
-                f"{int(p.passes)}/{int(p.passes + p.fails)}{extra}{mark}</td>"
+                f"{_counts(p.rate)}{extra}{mark}</td>"
             )
         row.append("</tr>\n")
         out.append("".join(row))
     return Markup("".join(out))  # noqa: S704 (escaped parts)
+
+
+def _counts(rate: Rate) -> str:
+    """``2/3`` passes of runs, the rate in the title; a flaky one says its interval."""
+    counts = f'<span class="n" title="{text(rate.describe())}">{rate.passes}/{rate.runs}</span>'
+    if not rate.flaky:
+        return counts
+    low, high = rate.interval
+    return f'{counts} <small class="rate">fails {percent(low, sign=False)}-{percent(high)}</small>'
 
 
 def variant_cells(variants: Iterable[str], cells: Mapping[str, Sequence[Any]]) -> Markup:

@@ -14,6 +14,7 @@ from kbisect.browser.expect import Expectations, Verdict, expectation, failure_t
 from kbisect.browser.fragments import cls, subtest_anchor, text
 from kbisect.pipeline.regressions import CELL, Pool
 from kbisect.results.model import CellRecord, Change, ChangeRecord, ResultStatus, SubtestKey
+from kbisect.results.rates import Rate
 
 LISTED_MAX = 40
 """At most this many findings are named per section (then "and N more")."""
@@ -97,6 +98,8 @@ def run_verdict(
         if ch.change == Change.REGRESSION:
             tag, detail, link = failed.get(tuple(k), ("FAIL", "", ""))
             how = f"{tag}, failed {ch.fails} of {ch.passes + ch.fails}"
+            if ch.passes:  # a flaky regression: its rate rose beyond doubt
+                how += f" ({Rate(ch.fails, ch.passes + ch.fails).brief()})"
             verdict.regressions.append(Finding(k.subtest, where, how, detail, link or None))
         else:
             how = f"passed {ch.passes} of {ch.passes + ch.fails}"
@@ -150,7 +153,7 @@ def _unexpected(
         group[1] += p.passes
         group[2] += p.passes + p.fails
     out = []
-    for (variant, subtest, want, status), (
+    for (variant, subtest, wanted, status), (
         revs,
         passes,
         runs,
@@ -158,7 +161,10 @@ def _unexpected(
         detail,
         link,
     ) in grouped.items():
-        how = f"expected {want}, got {status} ({passes} of {runs} passed)"
+        how = f"expected {wanted}, got {status} ({passes} of {runs} passed"
+        if status == "FLAKY" or wanted.startswith("flaky"):
+            how += f"; fails {Rate(runs - passes, runs).brief()}"
+        how += ")"
         out.append(
             Finding(
                 subtest,

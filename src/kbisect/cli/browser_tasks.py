@@ -8,7 +8,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from kbisect.browser import SITE_DIR, render_diff, render_site, serve
-from kbisect.browser.expect import expectations_of
+from kbisect.browser.expect import Expected, expectations_of
 from kbisect.cli.arguments import port_number, positive_int, run_id
 from kbisect.cli.common import project, say
 from kbisect.cli.common import task as kb_task
@@ -23,7 +23,7 @@ def _results_dir(root: str | None) -> Path:
     return project(root, required=False).results_dir
 
 
-def _expectations(root: str | None) -> dict[str, dict[str, str]]:
+def _expectations(root: str | None) -> dict[str, dict[str, Expected]]:
     """What the project's experiments expect of their variants (shown against the results)."""
     return expectations_of(project(root, required=False).experiments)
 

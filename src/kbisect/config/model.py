@@ -312,15 +312,39 @@ class VariantOrigin(Model):
 
 
 @dataclass(kw_only=True)
+class FlakyRange(Model):
+    """A flaky subtest's expected failure rate (a value of a variant's `expect`), e.g.
+    `churn: {flaky: [0.05, 0.5]}`: it fails in 5% to 50% of its runs. A subtest is unexpected
+    when the 95% interval of the rate it showed lies wholly outside the range."""
+
+    flaky: list[float] = doc(
+        "The lowest and highest failure rate expected, as fractions of runs.", bounds=(0, 1)
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        if len(self.flaky) != 2:
+            return [("flaky", f"expected two rates [LOW, HIGH], got {len(self.flaky)}")]
+        low, high = self.flaky
+        if low > high:  # each is from 0 to 1 (the reader checks the bounds)
+            return [("flaky", f"expected LOW <= HIGH, got [{low:g}, {high:g}]")]
+        return []
+
+    def __str__(self) -> str:
+        low, high = self.flaky
+        return f"flaky {low * 100:g}-{high * 100:g}%"
+
+
+@dataclass(kw_only=True)
 class Variant(Model):
     """One way of patching the tree."""
 
     name: str = doc("Name used by pipelines and `--variant`.")
     description: str = doc("One line: what this variant does.")
     patches: list[str] = doc("Patch files in this directory, applied in order.", factory=list)
-    expect: dict[str, Expectation] = doc(
-        "Expected outcome per stress subtest (pass, fail, skip, or flaky: either pass or fail); "
-        "key 'default' covers the others.",
+    expect: dict[str, Expectation | FlakyRange] = doc(
+        "Expected outcome per stress subtest: pass, fail, skip, or flaky (passes in some runs "
+        "and fails in others, at any rate), or `{flaky: [LOW, HIGH]}` for a failure rate in "
+        "that range (see `variants[].expect.SUBTEST`); key 'default' covers the others.",
         factory=dict,
     )
     origin: VariantOrigin | None = doc(

@@ -21,6 +21,7 @@ SECTIONS = [
     ("seeds/NAME/experiment.yaml", model.Experiment),
     ("variants[]", model.Variant),
     ("variants[].origin", model.VariantOrigin),
+    ("variants[].expect.SUBTEST", model.FlakyRange),
     ("pipelines/NAME.yaml", model.Pipeline),
     ("revisions[]", model.RevisionSet),
     ("experiments[]", model.VariantSet),

@@ -2,7 +2,8 @@
 
 We walk the composed nodes ourselves instead of `yaml.safe_load`, so an error can say where it
 is. Supported field types: str, int, float, bool, Literal[...], X | None, list[X],
-dict[str, X] and nested models. Every number has a range and every string is text without
+dict[str, X], nested models, and unions of a scalar type with a model (chosen by the node: a
+mapping reads as the model). Every number has a range and every string is text without
 control characters; both are checked here, for every field alike.
 """
 
@@ -100,10 +101,13 @@ def describe(tp: Any, bounds: Bounds | None = None, non_empty: bool = False) -> 
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
         rest = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(describe(a, bounds, non_empty) for a in rest) + " (or null)"
+        nullable = " (or null)" if len(rest) < len(typing.get_args(tp)) else ""
+        return " or ".join(describe(a, bounds, non_empty) for a in rest) + nullable
     if origin is list:
         some = "a non-empty" if non_empty else "a"
-        return f"{some} list of {_plural(typing.get_args(tp)[0])}"
+        item = typing.get_args(tp)[0]
+        within = f" from {_number(bounds[0])} to {_number(bounds[1])}" if bounds else ""
+        return f"{some} list of {_plural(item)}{within if item in (int, float) else ''}"
     if origin is dict:
         return f"a mapping of names to {_plural(typing.get_args(tp)[1])}"
     if isinstance(tp, type) and issubclass(tp, Model):
@@ -152,9 +156,11 @@ class Reader:
         origin = typing.get_origin(tp)
         if origin in (Union, types.UnionType):
             args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if is_null(node):
+            if is_null(node) and len(args) < len(typing.get_args(tp)):
                 return None
-            return self._read(args[0], node, path, rel, lines)
+            if len(args) == 1:
+                return self._read(args[0], node, path, rel, lines)
+            return self._alternative(tp, args, node, path, rel, lines)
         if isinstance(tp, type) and issubclass(tp, Model):
             return self._read_model(tp, node, path)
         if origin is list:
@@ -177,15 +183,31 @@ class Reader:
             return _INVALID if _INVALID in result.values() else result
         return self._scalar(tp, node, path)
 
-    def _scalar(self, tp: Any, node: yaml.Node, path: str) -> Any:
+    def _alternative(
+        self, tp: Any, args: list[Any], node: yaml.Node, path: str, rel: str, lines: dict[str, int]
+    ) -> Any:
+        """A union of a model and a scalar type: a mapping reads as the model, anything else as
+        the scalar; a mistake names both."""
+        is_model = [isinstance(a, type) and issubclass(a, Model) for a in args]
+        if isinstance(node, yaml.MappingNode) and any(is_model):
+            return self._read(args[is_model.index(True)], node, path, rel, lines)
+        if isinstance(node, yaml.ScalarNode) and not all(is_model):
+            return self._scalar(args[is_model.index(False)], node, path, shown_as=tp)
+        return self._wrong(tp, node, path)
+
+    def _scalar(self, tp: Any, node: yaml.Node, path: str, shown_as: Any = None) -> Any:
+        """A scalar of type ``tp``; a mistake is described as ``shown_as`` (default ``tp``)."""
+        shown_as = tp if shown_as is None else shown_as
         if not isinstance(node, yaml.ScalarNode):
-            return self._wrong(tp, node, path)
+            return self._wrong(shown_as, node, path)
         try:
             value = self._constructor.construct_object(node)
         except _CONSTRUCT_ERRORS:
             tag = tag_name(node.tag)
             self._problem(
-                node, path, f"{shown(node.value)} is not a valid {tag} (expected {describe(tp)})"
+                node,
+                path,
+                f"{shown(node.value)} is not a valid {tag} (expected {describe(shown_as)})",
             )
             return _INVALID
         if typing.get_origin(tp) is Literal:
@@ -194,7 +216,7 @@ class Reader:
                 return value
             if isinstance(value, bool) and node.value in allowed:
                 return node.value  # YAML 1.1 reads on/off/yes/no as booleans; these are words
-            return self._wrong(tp, node, path)
+            return self._wrong(shown_as, node, path)
         if tp is str and value is not None and not isinstance(value, bool):
             text = value if isinstance(value, str) else node.value  # `6.1` stays "6.1"
             return self._text(text, node, path)
@@ -202,7 +224,7 @@ class Reader:
             return self._float(value, node, path)
         if tp is Any or (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
             return value
-        return self._wrong(tp, node, path)
+        return self._wrong(shown_as, node, path)
 
     def _text(self, text: str, node: yaml.Node, path: str) -> Any:
         if refused_character(text) is None:
@@ -295,17 +317,33 @@ class Reader:
             return _INVALID
         return obj
 
+    def _in_bounds(self, bounds: Bounds, tp: Any, value: Any, node: yaml.Node, path: str) -> Any:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if numeric and not bounds[0] <= value <= bounds[1]:
+            # NaN fails both comparisons, so it lands here too
+            got = printable(node.value, 40) if isinstance(node, yaml.ScalarNode) else value
+            self._problem(node, path, f"expected {describe(tp, bounds)}, got {got}")
+            return _INVALID
+        return value
+
     def _limits(
         self, f: dataclasses.Field[Any], tp: Any, value: Any, node: yaml.Node, path: str
     ) -> Any:
         """The field's range (numbers) and non-emptiness (lists), checked."""
         bounds: Bounds | None = f.metadata.get("bounds")
         non_empty: bool = f.metadata.get("non_empty", False)
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if numeric and bounds is not None and not bounds[0] <= value <= bounds[1]:
-            # NaN fails both comparisons, so it lands here too
-            got = printable(node.value, 40) if isinstance(node, yaml.ScalarNode) else value
-            self._problem(node, path, f"expected {describe(tp, bounds)}, got {got}")
+        if bounds is not None and isinstance(value, list) and isinstance(node, yaml.SequenceNode):
+            # a list of numbers: each item in the range (broken items, reported and left out,
+            # would shift the positions: the others are then not checked)
+            pairs = zip(value, node.value, strict=True) if len(value) == len(node.value) else ()
+            item_tp = typing.get_args(tp)[0]
+            checked = [
+                self._in_bounds(bounds, item_tp, item, item_node, f"{path}[{i}]")
+                for i, (item, item_node) in enumerate(pairs)
+            ]
+            if _INVALID in checked:
+                return _INVALID
+        elif bounds is not None and self._in_bounds(bounds, tp, value, node, path) is _INVALID:
             return _INVALID
         if non_empty and isinstance(value, list) and not value:
             if isinstance(node, yaml.SequenceNode) and not node.value:  # not merely all broken

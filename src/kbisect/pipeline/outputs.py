@@ -9,10 +9,11 @@ from pathlib import Path
 from kbisect.config import Pipeline, Project
 from kbisect.errors import KbisectError
 from kbisect.lab.lab import Lab
-from kbisect.pipeline.regressions import CELL, variant_table
+from kbisect.pipeline.regressions import CELL, Pool, variant_table
 from kbisect.progress import Say
 from kbisect.results.junit import write_junit as write_cells_junit
 from kbisect.results.model import CellRecord, Change, ChangeRecord, ResultStatus
+from kbisect.results.rates import Rate, percent
 from kbisect.results.store import ResultsStore
 
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -88,9 +89,10 @@ def summary(
             lines += ["", f"{change.value}: {len(items)}"]
             for c in items[:30]:
                 k = c.key
+                errors = f", {c.errors} infrastructure errors" if c.errors else ""
                 lines.append(
                     f"  {k.rev} {k.variant} {k.host} {k.job} {k.subtest}: "
-                    f"pass {c.passes} of {c.passes + c.fails + c.errors}"
+                    f"{Rate(c.fails, c.passes + c.fails).describe()}{errors}"
                 )
     for rev in sorted({c.rev for c in cells}):
         lines += ["", *variant_lines(cells, rev)]
@@ -99,26 +101,36 @@ def summary(
 
 
 def variant_lines(cells: list[CellRecord], rev: str) -> list[str]:
-    """Variants by subtest at one revision: `p/n` passes of runs, FAIL marks at a glance."""
+    """Variants by subtest at one revision: `p/n` passes of runs with a verdict, FAIL and
+    FLAKY marks at a glance, a flaky entry with the 95% interval of its failure rate."""
     variants, subtests, table = variant_table(cells, rev)
     short = [v.rsplit("/", 1)[-1] for v in variants]
+    entries = {key: _entry(p) for key, p in table.items()}
     width = max([len(s) for s in subtests] + [8])
-    cols = [max(len(s), 9) for s in short]
-    out = [f"variants at {rev} (passes/runs)"]
+    cols = [
+        max([len(s), 9] + [len(entries.get((sub, v), "")) for sub in subtests])
+        for s, v in zip(short, variants, strict=True)
+    ]
+    out = [f"variants at {rev} (passes/runs; a flaky one fails LOW-HIGH%: 95% interval)"]
     header = "  ".join(s.ljust(w) for s, w in zip(short, cols, strict=True))
-    out.append("  " + "subtest".ljust(width) + "  " + header)
+    out.append(("  " + "subtest".ljust(width) + "  " + header).rstrip())
     for sub in subtests:
-        row = []
-        for v, w in zip(variants, cols, strict=True):
-            p = table.get((sub, v))
-            if p is None:
-                row.append("-".ljust(w))
-                continue
-            runs = p.passes + p.fails + p.errors
-            mark = "FAIL " if p.fails else ("ERR  " if p.errors and not p.passes else "")
-            row.append(f"{mark}{p.passes}/{runs}".ljust(w))
-        out.append("  " + sub.ljust(width) + "  " + "  ".join(row))
+        row = [entries.get((sub, v), "-").ljust(w) for v, w in zip(variants, cols, strict=True)]
+        out.append(("  " + sub.ljust(width) + "  " + "  ".join(row)).rstrip())
     return out
+
+
+def _entry(p: Pool) -> str:
+    """One variant's pooled subtest: `3/3`, `FAIL 0/3`, `FLAKY 2/3 fails 6-79%`, `ERR`."""
+    rate = p.rate
+    if not rate.runs:
+        return "ERR" if p.errors else "SKIP"
+    mark = "FAIL " if rate.fails == rate.runs else ("FLAKY " if rate.flaky else "")
+    text = f"{mark}{rate.passes}/{rate.runs}"
+    if rate.flaky:
+        low, high = rate.interval
+        text += f" fails {percent(low, sign=False)}-{percent(high)}"
+    return text + (f" +{p.errors} err" if p.errors else "")
 
 
 def _bisection_line(store: ResultsStore, bisection_id: int) -> str:

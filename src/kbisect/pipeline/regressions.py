@@ -1,19 +1,23 @@
 """Regression tracking: each subtest of a run against its baseline, and regressions that stay
 open across runs until a run sees the test pass again.
 
-Repeats of a cell are pooled per subtest (pass in N of M). The baseline of a subtest is the same
-test in the previous completed run of the same pipeline: at the same revision if that run had
-it, else at that run's newest revision (a nightly whose newest tag moved on compares the new tag
-with the previous newest). Classes:
+Repeats of a cell are pooled per subtest (failed in k of n runs with a verdict), a failure rate
+with its 95% interval (kbisect.results.rates). The baseline of a subtest is the same test in the
+previous completed run of the same pipeline: at the same revision if that run had it, else at
+that run's newest revision (a nightly whose newest tag moved on compares the new tag with the
+previous newest). A rate *shifts* when it flips cleanly (every run passed before, every run
+fails now, or the other way round) or when its interval no longer overlaps the baseline's; one
+unlucky repeat never does. Classes:
 
-- REGRESSION: failed in every repeat now, passed cleanly in the baseline.
-- FIXED: passes now, failed in the baseline.
-- STILL FAILING: fails now and failed (or was flaky) in the baseline.
+- REGRESSION: the failure rate shifted up against the baseline (with one run per cell: failed
+  now, passed in the baseline).
+- FIXED: passes in every run now, and the rate shifted down (it failed in every baseline run).
+- STILL FAILING: fails in every run now and failed (or was flaky) in the baseline.
 - NEVER PASSED: fails now, and no earlier run ever saw it pass.
-- FLAKY: passed in some repeats and failed in others.
+- FLAKY: passed in some repeats and failed in others, with no shift up: a state with its rate.
 - NEW: no earlier run has this test.
 - INFRA: no verdict now, only infrastructure errors.
-- PASS, SKIP: unchanged and passing, or not testable here.
+- PASS, SKIP: passing (also after a flaky baseline: no shift), or not testable here.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from kbisect.results.model import (
     RunStatus,
     SubtestKey,
 )
+from kbisect.results.rates import Rate, Shift, shift
 from kbisect.results.store import ResultsStore
 
 CELL = "cell"
@@ -53,6 +58,11 @@ class Pool:
             self.skips += 1
         else:  # ERROR, MISS
             self.errors += 1
+
+    @property
+    def rate(self) -> Rate:
+        """The failure rate over the runs with a verdict (errors and skips left out)."""
+        return Rate(self.fails, self.passes + self.fails)
 
     @property
     def status(self) -> str:
@@ -83,21 +93,22 @@ def pool(cells: Iterable[CellRecord]) -> dict[SubtestKey, Pool]:
     return dict(pools)
 
 
-def _classify(now: Pool, baseline: str | None, ever_passed: bool, seen_before: bool) -> Change:
+def _classify(now: Pool, baseline: Pool | None, ever_passed: bool, seen_before: bool) -> Change:
     status = now.status
     if status == "ERROR":
         return Change.INFRA
     if status == "SKIP":
         return Change.SKIP
+    moved = shift(now.rate, baseline.rate) if baseline is not None else Shift.NONE
+    if moved is Shift.UP and seen_before:
+        return Change.REGRESSION
     if status == "FLAKY":
         return Change.FLAKY
     if not seen_before:
         return Change.NEW
     if status == "PASS":
-        return Change.FIXED if baseline in ("FAIL", "FLAKY") else Change.PASS
-    # status == "FAIL"
-    if baseline == "PASS":
-        return Change.REGRESSION
+        return Change.FIXED if moved is Shift.DOWN else Change.PASS
+    # status == "FAIL", and not a shift up from the baseline
     if not ever_passed:
         return Change.NEVER_PASSED
     return Change.STILL_FAILING
@@ -130,8 +141,9 @@ def classify_run(
     records = []
     for key, now in sorted(pool(store.cells(run_id)).items()):
         base = baseline_changes.get(key) or newest_rev_in_baseline.get(key.line)
-        base_status = _pool_status(base) if base else None
-        change = _classify(now, base_status, key.line in last_pass, key.line in seen)
+        base_pool = Pool(base.passes, base.fails, base.errors) if base else None
+        base_status = base_pool.status if base_pool else None
+        change = _classify(now, base_pool, key.line in last_pass, key.line in seen)
         records.append(
             ChangeRecord(
                 key=key,
@@ -147,10 +159,6 @@ def classify_run(
     store.record_changes(run_id, records)
     _track(store, run_id, records, baseline_changes, newest_rev_in_baseline)
     return records
-
-
-def _pool_status(c: ChangeRecord) -> str:
-    return Pool(c.passes, c.fails, c.errors).status
 
 
 def _track(
