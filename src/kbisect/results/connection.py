@@ -151,8 +151,14 @@ class PgConnection:
     """A psycopg connection that takes the store's SQL as sqlite3 does (Database)."""
 
     def __init__(self, url: str, connect_timeout: float) -> None:
-        import psycopg
-        from psycopg.types.string import TextLoader
+        try:  # optional: only a shared store needs it
+            import psycopg
+            from psycopg.types.string import TextLoader
+        except ImportError as e:
+            raise InfraError(
+                f"the store {shown_url(url)} needs psycopg 3, which is not installed: "
+                "pip install 'kbisect[postgresql]' (./bootstrap --test installs it)"
+            ) from e
 
         self._psycopg = psycopg
         try:
@@ -236,6 +242,26 @@ def open_database(url: str, *, timeout: float = BUSY_TIMEOUT_S) -> PgConnection:
         conn.close()
         raise
     return conn
+
+
+def probe_store(results_dir: Path, url: str | None) -> str:
+    """Which store this is and that it can be reached, in a line (InfraError when it cannot);
+    a shared store's schema is brought up to date on the way."""
+    url = store_url(url)
+    if url is None:
+        path = results_dir / DB_NAME
+        state = "present" if path.is_file() else "made on first use"
+        return f"SQLite file {path} ({state}; host leases on this machine)"
+    conn = open_database(url, timeout=10)
+    try:
+        server = conn.execute("SHOW server_version").fetchone()[0]
+        version = conn.execute("SELECT version FROM schema_version").fetchone()[0]
+    finally:
+        conn.close()
+    return (
+        f"PostgreSQL {server} at {shown_url(url)}, reachable (schema version {version}; "
+        "shared host leases)"
+    )
 
 
 class StoreConnection(Closeable):
