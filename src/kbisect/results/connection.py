@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 from kbisect.closeable import Closeable
 from kbisect.errors import InfraError, UserError
 from kbisect.results.model import LogRef
-from kbisect.results.schema import DB_NAME, Dialect, migrate
+from kbisect.results.schema import DB_NAME, SQLITE, Dialect, migrate
 
 BUSY_TIMEOUT_S = 30.0
 STORE_ENV = "KBISECT_STORE"
@@ -117,12 +117,6 @@ def postgresql_ddl(statement: str) -> str:
     return statement
 
 
-SQLITE = Dialect(
-    name="sqlite",
-    begin_write=("BEGIN IMMEDIATE",),
-    table_exists="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-    ddl=lambda statement: statement,
-)
 POSTGRESQL = Dialect(
     name="postgresql",
     begin_write=("BEGIN", f"SELECT pg_advisory_xact_lock({_WRITERS_LOCK})"),

@@ -39,6 +39,16 @@ class Dialect:
     ddl: Callable[[str], str]
 
 
+SQLITE = Dialect(
+    name="sqlite",
+    begin_write=("BEGIN IMMEDIATE",),
+    table_exists="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+    ddl=lambda statement: statement,
+)
+"""The default backend, whose spelling the schema and the queries are written in (PostgreSQL's
+Dialect is in kbisect.results.connection)."""
+
+
 class _Connection(Protocol):
     def execute(self, sql: str, parameters: Any = (), /) -> Any: ...
 
@@ -246,10 +256,7 @@ def migrate(conn: _Connection, where: str = DB_NAME, dialect: Dialect | None = N
     ``conn`` must be in autocommit mode (isolation_level None). Concurrent openers are safe: each
     migration re-reads the version under the write lock. ``dialect`` defaults to SQLite's.
     """
-    if dialect is None:
-        from kbisect.results.connection import SQLITE
-
-        dialect = SQLITE
+    dialect = dialect or SQLITE
     while True:
         for statement in dialect.begin_write:
             conn.execute(statement)
