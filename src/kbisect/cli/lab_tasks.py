@@ -10,6 +10,7 @@ from invoke.context import Context
 
 from kbisect.build.builder import store_for
 from kbisect.build.store import Artifact
+from kbisect.cli.arguments import positive_number
 from kbisect.cli.common import project, say, warn
 from kbisect.cli.common import task as kb_task
 from kbisect.config import Project
@@ -208,6 +209,7 @@ def lab_leases(c: Context, root: str | None = None) -> None:
         "hold": "Seconds to hold it.",
         "purpose": "What for (shown to others; default: maintenance by USER).",
     },
+    checks={"hold": positive_number},
     name="lease",
 )
 def lab_lease(
@@ -219,8 +221,6 @@ def lab_lease(
     `kbisect lab.release HOST --force`; with leases on this machine (no shared store) the
     command holds the host in the foreground.
     """
-    if hold <= 0:
-        raise UserError(f"--hold: expected a number of seconds above 0, got {hold:g}")
     p = project(root)
     with Lab(p, keep_up=True, say=say) as lab:
         name = lab.host(host).name
