@@ -17,6 +17,7 @@ from kbisect.tree import debian, repos
 from kbisect.tree.checkout import checkout, slot
 from kbisect.tree.repos import TreeRepo
 from kbisect.tree.variants import find_variant
+from pgserver import PostgresServer, ServerError, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,6 +47,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     'or leave these out with -m "not needs_root"'
                 )
             )
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (tests/pgserver.py). Not being able to start
+    it fails the tests that need it: the shared store is tested for real or not at all."""
+    try:
+        server = start_server()
+    except ServerError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """Each store backend in turn: None for the SQLite file, else a fresh PostgreSQL store's URL,
+    also in $KBISECT_STORE (so child processes and stores opened without a URL use it)."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("KBISECT_STORE", raising=False)
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.fresh_schema()
+    monkeypatch.setenv("KBISECT_STORE", url)
+    return url
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from pathlib import Path
 from kbisect.browser.bisection import FILES as BISECTION_FILES
 from kbisect.browser.manifest import MANIFEST
 from kbisect.browser.safety import Resolver
+from kbisect.results.connection import store_url
 from kbisect.results.schema import DB_NAME
 from kbisect.results.store import ResultsStore
 
@@ -50,7 +51,7 @@ def site_pages(site_real: Path) -> set[str]:
 def linked_files(results_dir: Path) -> set[str]:
     """The real paths of the raw files pages may link: what the store refers to, each checked
     to lie inside the results directory."""
-    if not (results_dir / DB_NAME).is_file():
+    if store_url() is None and not (results_dir / DB_NAME).is_file():
         return set()
     resolver = Resolver(results_dir)
     with ResultsStore(results_dir) as store:

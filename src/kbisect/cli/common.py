@@ -19,6 +19,7 @@ from invoke.exceptions import Exit
 
 from kbisect.cli.arguments import Convert, Task
 from kbisect.config import Project, load_project
+from kbisect.config.project import STORE_ENV
 from kbisect.errors import ExitCode, KbisectError
 from kbisect.lab.lab import install_exit_handlers
 
@@ -101,8 +102,14 @@ def project(root: str | None = None, *, required: bool = True) -> Project:
     """The project configuration (root from --root, $KBISECT_ROOT or the working directory).
 
     Outside any project this is a user error, unless `required=False` (a task that also works
-    on a plain repository), which gets built-in defaults."""
-    return load_project(Path(root).resolve() if root else None, required=required)
+    on a plain repository), which gets built-in defaults.
+
+    A shared store in the settings is exported as $KBISECT_STORE (unless that is set already),
+    so that every store this command and its workers open is that one."""
+    p = load_project(Path(root).resolve() if root else None, required=required)
+    if p.settings.store and not os.environ.get(STORE_ENV):
+        os.environ[STORE_ENV] = p.settings.store
+    return p
 
 
 def say(text: str = "") -> None:

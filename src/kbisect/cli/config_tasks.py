@@ -6,6 +6,7 @@ from invoke.context import Context
 
 from kbisect.cli.common import project, say, task
 from kbisect.config.reference import reference_markdown
+from kbisect.results.connection import probe_store
 
 
 @task(help={"root": "Project directory (default: $KBISECT_ROOT or the nearest with configs/)."})
@@ -15,6 +16,7 @@ def check(c: Context, root: str | None = None) -> None:
     Each problem is one line, `file:line: key.path: what was expected`, and all of them are
     listed, not only the first. Exit 0 when the configuration is clean, 2 otherwise. Every task
     that reads the project checks the same; docs/configuration.md says what is accepted.
+    It then says which results store is used and reaches a shared one (exit 3 if it cannot).
     """
     p = project(root)
     say(
@@ -22,6 +24,7 @@ def check(c: Context, root: str | None = None) -> None:
         f"{len(p.hosts)} hosts, {len(p.jobs)} jobs, {len(p.experiments)} experiments, "
         f"{len(p.pipelines)} pipelines; cache {p.cache_dir}"
     )
+    say(f"store: {probe_store(p.results_dir, p.store_url)}")
 
 
 @task(help={}, name="reference")

@@ -10,6 +10,7 @@ from invoke.context import Context
 
 from kbisect.build.builder import store_for
 from kbisect.build.store import Artifact
+from kbisect.cli.arguments import positive_number
 from kbisect.cli.common import project, say, warn
 from kbisect.cli.common import task as kb_task
 from kbisect.config import Project
@@ -17,7 +18,7 @@ from kbisect.deadline import Deadline
 from kbisect.errors import UserError
 from kbisect.lab.embedded import EmbeddedHost
 from kbisect.lab.lab import Lab
-from kbisect.lab.lease import Lease
+from kbisect.lab.lease import current_user
 from kbisect.lab.protocol import Deployment, LabHost
 from kbisect.lab.rack import RackHost
 from kbisect.lab.ssh import fetch_host_key, fingerprint
@@ -151,7 +152,7 @@ def lab_status(c: Context, root: str | None = None) -> None:
             if deployed is not None:
                 when = time.strftime("%Y-%m-%d %H:%M", time.localtime(deployed.booted_at))
                 say(f"  deployed  {deployed.build_key} ({deployed.release}) at {when}")
-            holder = Lease.holder(lab.leases_dir(), h.name)
+            holder = lab.leases().holder(h.name)
             say(f"  lease     {holder.describe() if holder else 'free'}")
 
 
@@ -185,6 +186,64 @@ def lab_trust(c: Context, host: str, yes: bool = False, root: str | None = None)
                 raise UserError("not recorded")
         h.known_hosts.add(t.address, t.port, key)
         say(f"pinned in {h.known_hosts.writable}")
+
+
+@kb_task(help={}, name="leases")
+def lab_leases(c: Context, root: str | None = None) -> None:
+    """List who holds which host: controller, pid, user, purpose, since and (in a shared store)
+    when the lease expires without a heartbeat."""
+    p = project(root)
+    with Lab(p, keep_up=True, say=say) as lab:
+        book = lab.leases()
+        say(f"host leases {book.describe()}")
+        holders = book.holders()
+        for info in holders:
+            say(f"  {info.host:<16} {info.describe()}")
+        if not holders:
+            say("  none held")
+
+
+@kb_task(
+    help={
+        "host": "Host to reserve.",
+        "hold": "Seconds to hold it.",
+        "purpose": "What for (shown to others; default: maintenance by USER).",
+    },
+    checks={"hold": positive_number},
+    name="lease",
+)
+def lab_lease(
+    c: Context, host: str, hold: float, purpose: str | None = None, root: str | None = None
+) -> None:
+    """Reserve a host by hand (for maintenance) for --hold SECONDS.
+
+    In a shared store the lease stays after this command ends, until it expires or
+    `kbisect lab.release HOST --force`; with leases on this machine (no shared store) the
+    command holds the host in the foreground.
+    """
+    p = project(root)
+    with Lab(p, keep_up=True, say=say) as lab:
+        name = lab.host(host).name
+        lab.leases().hold(name, purpose or f"maintenance by {current_user()}", hold, say)
+
+
+@kb_task(
+    help={"host": "Host whose lease to end.", "force": "Required: end whoever holds it."},
+    name="release",
+)
+def lab_release(c: Context, host: str, force: bool = False, root: str | None = None) -> None:
+    """Take a host's lease back from whoever holds it (--force), e.g. a reservation by hand.
+
+    A controller that still works on the host learns it at its next heartbeat; one that died
+    needs no help (its lease expires), but this frees the host at once.
+    """
+    if not force:
+        raise UserError("lab.release ends another's lease: say --force")
+    p = project(root)
+    with Lab(p, keep_up=True, say=say) as lab:
+        name = lab.host(host).name
+        taken = lab.leases().take_back(name)
+        say(f"{name}: took back the lease of {taken.describe()}" if taken else f"{name}: free")
 
 
 @kb_task(

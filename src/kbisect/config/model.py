@@ -59,6 +59,23 @@ class Settings(Model):
         "only profile.",
         None,
     )
+    store: str | None = doc(
+        "Results store and host leases shared by every controller: a `postgresql://` URL "
+        "(needs psycopg 3: `pip install 'kbisect[postgresql]'`). Overridden by $KBISECT_STORE; "
+        "default: the SQLite file kbisect.sqlite in results_dir, with leases on this machine.",
+        None,
+    )
+    lease_timeout: int = doc(
+        "Seconds a host lease in a shared store outlives its holder's last heartbeat (a holder "
+        "heartbeats every third of it): how long a host stays lost to a controller that died.",
+        60,
+        bounds=(3, DAY),
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.store is not None and not self.store.startswith(("postgresql://", "postgres://")):
+            return [("store", f"expected a postgresql:// URL, got {shown(self.store)}")]
+        return []
 
 
 @dataclass(kw_only=True)

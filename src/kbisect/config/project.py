@@ -30,6 +30,7 @@ from kbisect.errors import ConfigError, ConfigProblem, UserError
 
 ROOT_ENV = "KBISECT_ROOT"
 CACHE_ENV = "KBISECT_CACHE"
+STORE_ENV = "KBISECT_STORE"
 MAX_FILE_BYTES = 128 * 1024  # the largest shipped file is 2 KiB; reading 128 KiB takes 1 s
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json", ".toml")  # what a user may think is read
 N = TypeVar("N", bound=Model)
@@ -67,6 +68,12 @@ class Project:
         if not self.configs_dir.is_dir():  # no project (a plain repository): keep out of it
             return self.cache_dir / "results"
         return self.root / self.settings.results_dir
+
+    @property
+    def store_url(self) -> str | None:
+        """The shared store's URL: $KBISECT_STORE, else settings.store; None for the SQLite
+        file in the results directory."""
+        return os.environ.get(STORE_ENV) or self.settings.store or None
 
     def tree_name(self, given: str | None) -> str:
         """The tree a task works on: the one given (`--tree`: a name, or any git repository's

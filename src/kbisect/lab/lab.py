@@ -18,10 +18,10 @@ from kbisect.config import Project
 from kbisect.deadline import Deadline
 from kbisect.errors import UserError
 from kbisect.lab.kinds import make_host
-from kbisect.lab.lease import Lease
 from kbisect.lab.machine.vm import VirtualMachine
 from kbisect.lab.protocol import LabHost, LabPaths
 from kbisect.lab.ssh import generate_keypair, load_private_key
+from kbisect.lab.store_lease import HeldLease, LeaseBook, lease_book
 from kbisect.progress import Say
 
 KEY_NAME = "id_ed25519"
@@ -60,7 +60,7 @@ class Lab:
         self.keep_up = keep_up
         self.say = say
         self._hosts: dict[str, LabHost] = {}
-        self._leases: list[Lease] = []
+        self._leases: list[HeldLease] = []
         self._switched_on: list[VirtualMachine] = []
 
     def host(self, name: str | None) -> LabHost:
@@ -89,9 +89,9 @@ class Lab:
     def all_hosts(self) -> list[LabHost]:
         return [self.host(name) for name in sorted(self.project.hosts)]
 
-    def lease(self, host: LabHost, purpose: str, wait: float = 0.0) -> Lease:
+    def lease(self, host: LabHost, purpose: str, wait: float = 0.0) -> HeldLease:
         """Take the host for this process (released when the Lab closes, or by the caller)."""
-        lease = Lease.acquire(self.paths.lab_dir / "leases", host.name, purpose, Deadline(wait))
+        lease = self.leases().acquire(host.name, purpose, Deadline(wait))
         self._leases.append(lease)
         if host.config.machine is not None:
             self._switch_on(host)
@@ -106,6 +106,11 @@ class Lab:
 
     def leases_dir(self) -> Path:
         return self.paths.lab_dir / "leases"
+
+    def leases(self) -> LeaseBook:
+        """The host leases: in the shared store when there is one, else on this machine."""
+        settings = self.project.settings
+        return lease_book(self.leases_dir(), self.project.store_url, settings.lease_timeout)
 
     def close(self) -> None:
         for host in self._hosts.values():

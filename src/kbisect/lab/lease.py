@@ -1,5 +1,8 @@
 """Host leases: one user of a lab host at a time, across processes on this machine.
 
+These are the leases of a controller on its own (the default): with a shared store the leases
+are rows in it instead (kbisect.lab.store_lease), and ``lease_book`` there picks which.
+
 A lease is an exclusive flock on `LEASES_DIR/HOST.lock` plus `HOST.json` saying who holds it. The
 kernel drops a flock when its holder dies, however it dies (kill -9 included), so a dead holder
 never blocks anyone; its info file may stay behind, but it only counts while the lock is held.
@@ -16,7 +19,8 @@ import re
 import socket
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,14 +44,20 @@ class LeaseInfo:
     hostname: str
     purpose: str
     since: datetime
+    # when a shared store's lease ends unless its holder heartbeats (None: with its holder)
+    expires: datetime | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         since = self.since.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-        return f"{self.user}@{self.hostname} (pid {self.pid}) for {self.purpose!r} since {since}"
+        text = f"{self.user}@{self.hostname} (pid {self.pid}) for {self.purpose!r} since {since}"
+        if self.expires is not None:
+            text += f", expires {self.expires.astimezone().strftime('%Y-%m-%d %H:%M:%S')}"
+        return text
 
     def to_json(self) -> str:
         data = asdict(self)
         data["since"] = self.since.isoformat()
+        del data["expires"]
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
@@ -63,9 +73,14 @@ class LeaseInfo:
         )
 
 
-def _paths(leases_dir: Path, host: str) -> tuple[Path, Path]:
+def check_host_name(host: str) -> str:
     if not _NAME_RE.fullmatch(host):
         raise UserError(f"bad host name {host!r}: use letters, digits, '.', '_' and '-'")
+    return host
+
+
+def _paths(leases_dir: Path, host: str) -> tuple[Path, Path]:
+    check_host_name(host)
     return leases_dir / f"{host}.lock", leases_dir / f"{host}.json"
 
 
@@ -99,7 +114,7 @@ def _read_info(info_path: Path) -> LeaseInfo | None:
         return None
 
 
-def _user() -> str:
+def current_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -134,7 +149,7 @@ class Lease(Closeable):
             info = LeaseInfo(
                 host=host,
                 pid=os.getpid(),
-                user=_user(),
+                user=current_user(),
                 hostname=socket.gethostname(),
                 purpose=purpose,
                 since=datetime.now(UTC),
@@ -198,3 +213,41 @@ def _write_atomically(path: Path, text: str) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InfraError(f"cannot write lease info {path}: {exc.strerror}") from None
+
+
+class FileLeases:
+    """The leases of this machine's controllers: flocks in a directory (LeaseBook)."""
+
+    def __init__(self, leases_dir: Path) -> None:
+        self.leases_dir = leases_dir
+
+    def describe(self) -> str:
+        return f"on this machine ({self.leases_dir})"
+
+    def acquire(self, host: str, purpose: str, deadline: Deadline) -> Lease:
+        return Lease.acquire(self.leases_dir, host, purpose, deadline)
+
+    def holder(self, host: str) -> LeaseInfo | None:
+        return Lease.holder(self.leases_dir, host)
+
+    def holders(self) -> list[LeaseInfo]:
+        if not self.leases_dir.is_dir():
+            return []
+        hosts = sorted(path.stem for path in self.leases_dir.glob("*.lock"))
+        return [info for info in map(self.holder, hosts) if info is not None]
+
+    def hold(self, host: str, purpose: str, seconds: float, say: Callable[[str], None]) -> None:
+        """Hold a host by hand. A flock lives with its process: this one holds it for
+        ``seconds`` in the foreground (or until interrupted)."""
+        with self.acquire(host, purpose, Deadline(0)) as lease:
+            say(f"{host}: held by {lease.info.describe()} for {seconds:g} s (Ctrl-C ends it)")
+            time.sleep(seconds)
+
+    def take_back(self, host: str) -> LeaseInfo | None:
+        holder = self.holder(host)
+        if holder is None:
+            return None
+        raise UserError(
+            f"host {host} is leased by {holder.describe()}: a lease on this machine lives with "
+            "its process; end that process (leases in a shared store can be taken back)"
+        )

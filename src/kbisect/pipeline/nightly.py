@@ -209,7 +209,7 @@ class NightlyRun:
     # -- threads -----------------------------------------------------------------------------
 
     def _builder(self) -> None:
-        store = ResultsStore(self.store.results_dir)
+        store = ResultsStore(self.store.results_dir, url=self.store.url)
         try:
             runner = CellRunner(self.project, self.lab, store, self.run_id, self.say)
             for unit in self.units:
@@ -230,7 +230,7 @@ class NightlyRun:
             store.close()
 
     def _worker(self, host_name: str) -> None:
-        store = ResultsStore(self.store.results_dir)
+        store = ResultsStore(self.store.results_dir, url=self.store.url)
         try:
             runner = CellRunner(self.project, self.lab, store, self.run_id, self.say)
             host = self.lab.host(host_name)
@@ -369,11 +369,12 @@ def run_nightly(
     from kbisect.results.model import RunStatus
 
     pipeline = project.pipelines[pipeline_name]
-    if resume and not (project.results_dir / DB_NAME).is_file():  # refused before writing
+    no_file = project.store_url is None and not (project.results_dir / DB_NAME).is_file()
+    if resume and no_file:  # refused before writing
         raise UserError(
             f"no nightly run {resume} in {project.results_dir} (no results store there)"
         )
-    store = ResultsStore(project.results_dir)
+    store = ResultsStore(project.results_dir, url=project.store_url)
     try:
         if resume:
             run = store.get_run(resume)

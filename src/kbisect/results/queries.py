@@ -9,13 +9,12 @@ what the plain reads (``cells``, ``changes``) give, which the tests hold them ag
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from kbisect.errors import UserError
-from kbisect.results.connection import StoreConnection
+from kbisect.results.connection import Database, StoreConnection
 from kbisect.results.model import (
     BisectionRecord,
     BuildRecord,
@@ -76,6 +75,15 @@ _EVIDENCE_ROWS = _of_cells(
 )
 _LOG_ROWS = _of_cells("SELECT cell_id, kind, path FROM logs WHERE {cells} ORDER BY cell_id, seq")
 
+# A build's duration from its meta: SQLite's JSON functions, PostgreSQL's (whose casts refuse
+# what json_valid would skip: the store writes only valid JSON).
+_BUILD_SECONDS = {
+    "sqlite": "SELECT build_key, json_extract(meta, '$.duration_s') FROM builds "
+    "WHERE json_valid(meta) AND json_type(meta, '$.duration_s') IN ('integer', 'real')",
+    "postgresql": "SELECT build_key, (meta::jsonb ->> 'duration_s')::float FROM builds "
+    "WHERE jsonb_typeof(meta::jsonb -> 'duration_s') = 'number'",
+}
+
 _CHANGE_COLUMNS = (
     "tree, rev, variant, profile, host, job, subtest, class, passes, fails, errors, "
     "baseline_run, baseline_status, last_pass_run"
@@ -95,10 +103,9 @@ class StoreQueries(StoreConnection):
         self, *, status: RunStatus | None = None, kind: str | None = None, limit: int | None = None
     ) -> list[RunRecord]:
         """Runs, newest first; ``status=RunStatus.RUNNING`` finds unfinished (resumable) ones."""
-        sql = "SELECT * FROM runs WHERE (? IS NULL OR status = ?) AND (? IS NULL OR kind = ?)"
-        sql += " ORDER BY started DESC, id DESC LIMIT ?"
-        value = status.value if status else None
-        rows = self._read(sql, (value, value, kind, kind, -1 if limit is None else limit))
+        where, params = _conditions(status=status.value if status else None, kind=kind)
+        sql = f"SELECT * FROM runs{where} ORDER BY started DESC, id DESC"  # noqa: S608 (constants)
+        rows = self._read(*_limited(sql, params, limit))
         return [_run(row) for row in rows]
 
     def referenced_files(self) -> list[str]:
@@ -201,11 +208,7 @@ class StoreQueries(StoreConnection):
     def build_seconds(self) -> dict[str, float]:
         """How long each build took when it was built (its meta's duration_s, kept when later
         runs find it in the cache), by build key (the results browser's trends)."""
-        rows = self._read(
-            "SELECT build_key, json_extract(meta, '$.duration_s') FROM builds "
-            "WHERE json_valid(meta) "
-            "AND json_type(meta, '$.duration_s') IN ('integer', 'real')"
-        )
+        rows = self._read(_BUILD_SECONDS[self.dialect.name])
         return {row[0]: float(row[1]) for row in rows}
 
     # -- bisections ------------------------------------------------------------------------------
@@ -215,9 +218,7 @@ class StoreQueries(StoreConnection):
         return _bisection(rows[0]) if rows else None
 
     def bisections(self, limit: int | None = None) -> list[BisectionRecord]:
-        rows = self._read(
-            "SELECT * FROM bisections ORDER BY id DESC LIMIT ?", (-1 if limit is None else limit,)
-        )
+        rows = self._read(*_limited("SELECT * FROM bisections ORDER BY id DESC", (), limit))
         return [_bisection(row) for row in rows]
 
     def trials(self, bisection_id: int) -> list[TrialRecord]:
@@ -316,10 +317,8 @@ class StoreQueries(StoreConnection):
         return out
 
     def regressions(self, status: str | None = None) -> list[RegressionRecord]:
-        rows = self._read(
-            "SELECT * FROM regressions WHERE (? IS NULL OR status = ?) ORDER BY id",
-            (status, status),
-        )
+        where, params = _conditions(status=status)
+        rows = self._read(f"SELECT * FROM regressions{where} ORDER BY id", params)  # noqa: S608
         return [_regression(r) for r in rows]
 
     # -- cheap signatures of content (for renderers that skip what did not change) -------------
@@ -377,7 +376,7 @@ class StoreQueries(StoreConnection):
 # -- cells' children, a dictionary by cell id each -----------------------------------------------
 
 
-def _subtest_rows(conn: sqlite3.Connection, ids: Span) -> dict[int, tuple[SubtestRecord, ...]]:
+def _subtest_rows(conn: Database, ids: Span) -> dict[int, tuple[SubtestRecord, ...]]:
     """The subtests of the cells in a JSON array of ids, read a row a subtest."""
     out: dict[int, list[SubtestRecord]] = {}
     for cell_id, name, status, errno, detail, signal, timed_out in conn.execute(
@@ -390,7 +389,7 @@ def _subtest_rows(conn: sqlite3.Connection, ids: Span) -> dict[int, tuple[Subtes
 
 
 def _subtest_arrays(
-    conn: sqlite3.Connection, sql: str, span: Span, mine: set[int]
+    conn: Database, sql: str, span: Span, mine: set[int]
 ) -> dict[int, tuple[SubtestRecord, ...]]:
     """The subtests of the cells in ``mine``, read a JSON array a cell."""
     out: dict[int, tuple[SubtestRecord, ...]] = {}
@@ -424,9 +423,7 @@ def _subtests_of(array: str) -> tuple[SubtestRecord, ...] | None:
     )
 
 
-def _evidence(
-    conn: sqlite3.Connection, sql: str, span: Span, mine: set[int]
-) -> dict[int, list[Evidence]]:
+def _evidence(conn: Database, sql: str, span: Span, mine: set[int]) -> dict[int, list[Evidence]]:
     out: dict[int, list[Evidence]] = {}
     for cell_id, signature, source, line, lines, also, strong, more in conn.execute(sql, span):
         if cell_id in mine:
@@ -444,9 +441,7 @@ def _evidence(
     return out
 
 
-def _logs(
-    conn: sqlite3.Connection, sql: str, span: Span, mine: set[int]
-) -> dict[int, list[LogRef]]:
+def _logs(conn: Database, sql: str, span: Span, mine: set[int]) -> dict[int, list[LogRef]]:
     out: dict[int, list[LogRef]] = {}
     refs: dict[tuple[str, str], LogRef] = {}
     for cell_id, kind, path in conn.execute(sql, span):
@@ -495,6 +490,19 @@ def _cell(
     )
 
 
+def _conditions(**equal: str | None) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause for the columns given a value (None: any value), and its parameters."""
+    given = {column: value for column, value in equal.items() if value is not None}
+    if not given:
+        return "", ()
+    return " WHERE " + " AND ".join(f"{column} = ?" for column in given), tuple(given.values())
+
+
+def _limited(sql: str, params: tuple[Any, ...], limit: int | None) -> tuple[str, tuple[Any, ...]]:
+    """``sql`` with a LIMIT when there is one (none is spelled differently in each dialect)."""
+    return (sql, params) if limit is None else (sql + " LIMIT ?", (*params, limit))
+
+
 def _first(item: Sequence[Any]) -> Any:
     return item[0]
 
@@ -503,7 +511,7 @@ def _two(item: Sequence[Any]) -> Any:
     return item[:2]
 
 
-def _regression(r: sqlite3.Row) -> RegressionRecord:
+def _regression(r: Any) -> RegressionRecord:
     return RegressionRecord(
         id=r["id"],
         line=(r["tree"], r["variant"], r["profile"], r["host"], r["job"], r["subtest"]),
@@ -517,7 +525,7 @@ def _regression(r: sqlite3.Row) -> RegressionRecord:
     )
 
 
-def _bisection(row: sqlite3.Row) -> BisectionRecord:
+def _bisection(row: Any) -> BisectionRecord:
     return BisectionRecord(
         id=row["id"],
         created=decode_time(row["created"]) or datetime.now(UTC),
@@ -528,7 +536,7 @@ def _bisection(row: sqlite3.Row) -> BisectionRecord:
     )
 
 
-def _run(row: sqlite3.Row) -> RunRecord:
+def _run(row: Any) -> RunRecord:
     started = decode_time(row["started"])
     assert started is not None
     return RunRecord(

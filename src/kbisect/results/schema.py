@@ -3,22 +3,57 @@
 The schema is versioned: MIGRATIONS[i] takes the store from version i to i + 1, and opening a
 store applies whatever is missing. Add a migration (bisections, say); never edit an old one.
 Times are kept as ISO text in UTC, structured values as compact JSON with sorted keys.
+The migrations are written in SQLite's spelling; a Dialect (kbisect.results.connection) gives
+PostgreSQL's column types, and a statement for one backend only is marked with ``Only``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from kbisect.errors import UserError
 
 DB_NAME = "kbisect.sqlite"
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+
+@dataclass(frozen=True)
+class Only:
+    """A migration statement for one backend only (``dialect``: a Dialect's name)."""
+
+    dialect: str
+    statement: str
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What migrating needs to know of a backend (instances in kbisect.results.connection)."""
+
+    name: str
+    begin_write: tuple[str, ...]
+    table_exists: str
+    ddl: Callable[[str], str]
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    begin_write=("BEGIN IMMEDIATE",),
+    table_exists="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+    ddl=lambda statement: statement,
+)
+"""The default backend, whose spelling the schema and the queries are written in (PostgreSQL's
+Dialect is in kbisect.results.connection)."""
+
+
+class _Connection(Protocol):
+    def execute(self, sql: str, parameters: Any = (), /) -> Any: ...
+
+
+MIGRATIONS: tuple[tuple[str | Only, ...], ...] = (
     (
         "CREATE TABLE schema_version (version INTEGER NOT NULL)",
         "INSERT INTO schema_version (version) VALUES (0)",
@@ -156,6 +191,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX regressions_open ON regressions (status)",
     ),
+    (
+        # the browser's signatures count changes by rowid, which PostgreSQL has not by itself
+        Only(
+            "postgresql", "ALTER TABLE changes ADD COLUMN rowid BIGINT GENERATED ALWAYS AS IDENTITY"
+        ),
+        # host leases of a shared store (kbisect.lab.store_lease); times are the server's clock
+        # in seconds since the epoch, so that controllers with skewed clocks agree on expiry
+        """CREATE TABLE leases (
+            host TEXT PRIMARY KEY,
+            token TEXT NOT NULL,
+            controller TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            user_name TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            since REAL NOT NULL,
+            heartbeat REAL NOT NULL,
+            expires REAL NOT NULL
+        )""",
+    ),
 )
 """MIGRATIONS[i]: the statements that take the schema from version i to i + 1.
 
@@ -189,26 +243,25 @@ def fingerprint_hash(fingerprint: Mapping[str, str]) -> str:
     return hashlib.sha256(encode_json(dict(fingerprint)).encode()).hexdigest()
 
 
-def _schema_version(conn: sqlite3.Connection) -> int:
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-    ).fetchone()
-    if exists is None:
+def _schema_version(conn: _Connection, dialect: Dialect) -> int:
+    if conn.execute(dialect.table_exists, ("schema_version",)).fetchone() is None:
         return 0
     row = conn.execute("SELECT version FROM schema_version").fetchone()
     return int(row[0])
 
 
-def migrate(conn: sqlite3.Connection, where: str = DB_NAME) -> int:
+def migrate(conn: _Connection, where: str = DB_NAME, dialect: Dialect | None = None) -> int:
     """Bring the schema to SCHEMA_VERSION, one transaction per migration; the version reached.
 
     ``conn`` must be in autocommit mode (isolation_level None). Concurrent openers are safe: each
-    migration re-reads the version under the write lock.
+    migration re-reads the version under the write lock. ``dialect`` defaults to SQLite's.
     """
+    dialect = dialect or SQLITE
     while True:
-        conn.execute("BEGIN IMMEDIATE")
+        for statement in dialect.begin_write:
+            conn.execute(statement)
         try:
-            version = _schema_version(conn)
+            version = _schema_version(conn, dialect)
             if version > SCHEMA_VERSION:
                 raise UserError(
                     f"{where} has schema version {version}; this kbisect knows up to "
@@ -217,10 +270,21 @@ def migrate(conn: sqlite3.Connection, where: str = DB_NAME) -> int:
             if version == SCHEMA_VERSION:
                 conn.execute("COMMIT")
                 return version
-            for statement in MIGRATIONS[version]:
-                conn.execute(statement)
+            for step in MIGRATIONS[version]:
+                if isinstance(step, Only) and step.dialect != dialect.name:
+                    continue
+                _execute_ddl(conn, dialect.ddl(step.statement if isinstance(step, Only) else step))
             conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+
+def _execute_ddl(conn: _Connection, statement: str) -> None:
+    """A schema statement as it is (no placeholders to translate)."""
+    execute_ddl = getattr(conn, "execute_ddl", None)
+    if execute_ddl is not None:
+        execute_ddl(statement)
+    else:
+        conn.execute(statement)

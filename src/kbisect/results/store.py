@@ -1,4 +1,5 @@
-"""The results store: one SQLite file, the source of truth for runs, cells, builds and hosts.
+"""The results store: one SQLite file or a shared PostgreSQL database, the source of truth
+for runs, cells, builds and hosts.
 
 Every write is one transaction (kbisect.results.connection): a cell is written whole or not at
 all (its subtests, evidence and log references in the same transaction), so a killed run leaves
@@ -9,12 +10,12 @@ relative paths. The tables are in kbisect.results.schema, the reads in kbisect.r
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from kbisect.errors import UserError
+from kbisect.results.connection import Database
 from kbisect.results.model import (
     BisectionRecord,
     BuildRecord,
@@ -32,7 +33,7 @@ from kbisect.results.schema import encode_json, encode_time, fingerprint_hash
 _INSERT_CELL = (
     "INSERT INTO cells (run_id, tree, rev, variant, profile, host, job, repeat, status, reason, "
     "commit_id, patch_hash, build_key, started, finished, fingerprint_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 
 
@@ -93,9 +94,9 @@ class ResultsStore(StoreQueries):
             self._insert_children(conn, cell_id, cell)
         return cell_id
 
-    def _insert_cell(self, conn: sqlite3.Connection, run_id: int, cell: CellRecord) -> int:
+    def _insert_cell(self, conn: Database, run_id: int, cell: CellRecord) -> int:
         fp_id = self._fingerprint_id(conn, cell.fingerprint) if cell.fingerprint else None
-        cursor = conn.execute(
+        row = conn.execute(
             _INSERT_CELL,
             (
                 run_id,
@@ -109,11 +110,10 @@ class ResultsStore(StoreQueries):
                 encode_time(cell.finished),
                 fp_id,
             ),
-        )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        ).fetchone()
+        return int(row[0])
 
-    def _insert_children(self, conn: sqlite3.Connection, cell_id: int, cell: CellRecord) -> None:
+    def _insert_children(self, conn: Database, cell_id: int, cell: CellRecord) -> None:
         conn.executemany(
             "INSERT INTO subtests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -162,13 +162,13 @@ class ResultsStore(StoreQueries):
         with self._write() as conn:
             return self._fingerprint_id(conn, fingerprint)
 
-    def _fingerprint_id(self, conn: sqlite3.Connection, fingerprint: Mapping[str, str]) -> int:
+    def _fingerprint_id(self, conn: Database, fingerprint: Mapping[str, str]) -> int:
         for k, v in fingerprint.items():
             if not isinstance(k, str) or not isinstance(v, str):
                 raise ValueError(f"fingerprint entries are strings: {k!r}: {v!r}")
         digest = fingerprint_hash(fingerprint)
         conn.execute(
-            "INSERT OR IGNORE INTO fingerprints (hash, data) VALUES (?, ?)",
+            "INSERT INTO fingerprints (hash, data) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING",
             (digest, encode_json(dict(fingerprint))),
         )
         row = conn.execute("SELECT id FROM fingerprints WHERE hash = ?", (digest,)).fetchone()
@@ -180,8 +180,10 @@ class ResultsStore(StoreQueries):
         """Store (or update) what is known about a build key."""
         with self._write() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO builds (build_key, status, log, errors, meta, recorded) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO builds (build_key, status, log, errors, meta, recorded) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (build_key) DO UPDATE SET "
+                "status = excluded.status, log = excluded.log, errors = excluded.errors, "
+                "meta = excluded.meta, recorded = excluded.recorded",
                 (
                     build.key,
                     build.status,
@@ -278,11 +280,10 @@ class ResultsStore(StoreQueries):
     # -- one-row writes --------------------------------------------------------------------------
 
     def _insert(self, sql: str, params: tuple[Any, ...]) -> int:
-        """One row added in a transaction of its own; its id."""
+        """One row added in a transaction of its own; its id (``sql`` is an INSERT)."""
         with self._write() as conn:
-            cursor = conn.execute(sql, params)
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+            row = conn.execute(sql + " RETURNING id", params).fetchone()
+        return int(row[0])
 
     def _update_one(self, what: str, sql: str, params: tuple[Any, ...]) -> None:
         """One row changed in a transaction of its own; ``what`` names it if it is not there."""
