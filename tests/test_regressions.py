@@ -141,7 +141,7 @@ def test_the_summary_gives_counts_of_repeats_and_a_flaky_rate(tmp_path: Path) ->
     flaky = text.split("FLAKY: 1\n")[1].split("\n\n")[0]
     assert flaky == "  v1 x/none h j churn: failed 1 of 3 (33%, 95% interval 6-79%)"
     grid = text.split("variants at v1 ")[1].split("\n\n")[0].splitlines()
-    assert grid[0] == "(passes/runs; a flaky one fails LOW-HIGH%: 95% interval)"
+    assert grid[0] == "(passes/runs; a flaky one fails LOW-HIGH%: 95% interval) on h"
     assert grid[1].split() == ["subtest", "none", "vm-io"]
     assert grid[2].split() == [
         "churn", "FLAKY", "2/3", "fails", "6-79%", "3/3",

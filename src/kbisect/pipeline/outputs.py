@@ -95,7 +95,9 @@ def summary(
                     f"{Rate(c.fails, c.passes + c.fails).describe()}{errors}"
                 )
     for rev in sorted({c.rev for c in cells}):
-        lines += ["", *variant_lines(cells, rev)]
+        at_rev = [c for c in cells if c.rev == rev]
+        for host in sorted({c.host for c in at_rev}):  # hosts apart: each its own table
+            lines += ["", *variant_lines([c for c in at_rev if c.host == host], rev)]
     lines += ["", f"results: {store.results_dir / 'runs' / str(run_id)}"]
     return "\n".join(lines) + "\n"
 
@@ -111,7 +113,10 @@ def variant_lines(cells: list[CellRecord], rev: str) -> list[str]:
         max([len(s), 9] + [len(entries.get((sub, v), "")) for sub in subtests])
         for s, v in zip(short, variants, strict=True)
     ]
-    out = [f"variants at {rev} (passes/runs; a flaky one fails LOW-HIGH%: 95% interval)"]
+    hosts = ", ".join(sorted({c.host for c in cells if c.rev == rev}))
+    out = [
+        f"variants at {rev} (passes/runs; a flaky one fails LOW-HIGH%: 95% interval) on {hosts}"
+    ]
     header = "  ".join(s.ljust(w) for s, w in zip(short, cols, strict=True))
     out.append(("  " + "subtest".ljust(width) + "  " + header).rstrip())
     for sub in subtests:
