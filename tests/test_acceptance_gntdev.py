@@ -1,12 +1,13 @@
 """The seed case for real: `kbisect run` for each gntdev variant of Debian's newest 6.1 release on
 the embedded Xen host, judged against the expectations in seeds/gntdev-numa/experiment.yaml (which
-record what was observed), then read back from the results store and the JUnit files."""
+record what was observed), then read back from the results store and the JUnit files. A whole
+nightly over the same variants, on the embedded host and the rack machine at once, is in
+tests/test_rack_vm.py."""
 
 from __future__ import annotations
 
 import errno
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,6 @@ from junitparser import Error, Failure, JUnitXml, Skipped
 from conftest import REPO, VARIANTS
 from kbisect.build.store import Artifact
 from kbisect.config import Project
-from kbisect.lab.qemu import standby_wanted
 from kbisect.results.model import ResultStatus
 from kbisect.results.store import ResultsStore
 
@@ -93,50 +93,3 @@ def test_four_variants_on_the_embedded_host(
                     ResultStatus.SKIP if Skipped in kinds else ResultStatus.PASS
                 )  # fmt: skip
             assert sorted(statuses.values()) == sorted(s.status for s in cell.subtests)
-
-
-@pytest.mark.slow
-def test_default_nightly_on_the_embedded_host(
-    real_project: Project,
-    dom0_builds: dict[str, Artifact],
-    debian_tree: tuple[object, list[str]],
-    tmp_path: Path,
-) -> None:
-    """The shipped nightly pipeline, narrowed to the newest release (the session has only the
-    newest release built) and to one run per cell (it ships three, for flake rates: 12 cells
-    of a minute each here): four variants on the embedded host, the summary's variant table."""
-    root = tmp_path / "project"
-    for part in ("configs", "seeds", "pipelines"):
-        shutil.copytree(REPO / part, root / part)
-    nightly = root / "pipelines/nightly.yaml"
-    shipped = nightly.read_text()
-    assert "newest_tags: 2" in shipped and "\nrepeat: 3\n" in shipped
-    narrowed = shipped.replace("newest_tags: 2", "newest_tags: 1")
-    nightly.write_text(narrowed.replace("\nrepeat: 3\n", "\nrepeat: 1\n"))
-    env = {**os.environ, "KBISECT_ROOT": str(root), "KBISECT_RESULTS": str(tmp_path / "res")}
-    done = subprocess.run(
-        [sys.executable, "-m", "kbisect", "nightly"],
-        capture_output=True, text=True, env=env, timeout=1800, check=False,
-    )  # fmt: skip
-    print(done.stdout[-4000:], done.stderr[-2000:])
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
-    # where the machine has cores to spare, each variant after the first booted on the
-    # standby QEMU while the one before it ran
-    staged = standby_wanted(real_project.hosts["qemu"].qemu_options())
-    assert done.stdout.count("booted on standby") == (3 if staged else 0)
-    rev = debian_tree[1][-1]
-    with ResultsStore(tmp_path / "res") as store:
-        run = store.runs()[0]
-        cells = store.cells(run.id)
-        changes = store.changes(run.id)
-    assert len(cells) == 4 and {c.rev for c in cells} == {rev}
-    assert {c.change for c in changes} == {"NEW"}, "a first nightly has no baseline"
-    summary = (tmp_path / "res/runs" / str(run.id) / "summary.txt").read_text()
-    table = summary[summary.index(f"variants at {rev}") :].splitlines()
-    header = table[1].split()
-    assert header == ["subtest", "vm-mixedmap", "vm-io", "none", "mempolicy"] or sorted(
-        header[1:]
-    ) == sorted(VARIANTS)
-    row = {line.split()[0]: line for line in table[2:] if line.strip()}
-    assert "FAIL" in row["odirect-read"] and "FAIL" in row["numa-soak"]
-    assert "FAIL" not in row["self-map"]

@@ -178,3 +178,24 @@ def test_power_refuses_a_host_that_is_not_a_machine_and_a_bad_action(tmp_path: P
         capture_output=True, text=True, env=env, timeout=60, check=False,
     )  # fmt: skip
     assert status.returncode == 0 and status.stdout.strip() == "rack-vm: off"
+
+
+def test_the_two_hosts_pipeline_is_the_nightly_on_both_hosts(tmp_path: Path) -> None:
+    """pipelines/two-hosts.yaml plans the shipped nightly's newest release, once per cell, on the
+    embedded host and the rack machine (tests/test_rack_vm.py runs it)."""
+    env = {**os.environ, "KBISECT_ROOT": str(Path(__file__).resolve().parent.parent)}
+    env["KBISECT_CACHE"] = str(tmp_path / "cache")
+    plans = {}
+    for pipeline in ("nightly", "two-hosts"):
+        done = subprocess.run(
+            [sys.executable, "-m", "kbisect", "nightly", "--pipeline", pipeline, "--dry-run"],
+            capture_output=True, text=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        plans[pipeline] = done.stdout
+    assert "hosts      qemu\n" in plans["nightly"] and "repeat     3\n" in plans["nightly"]
+    two = plans["two-hosts"]
+    assert "hosts      qemu, rack-vm\n" in two and "repeat     1\n" in two
+    for line in plans["nightly"].splitlines()[:4]:
+        if line.startswith(("  variants", "  profiles")):
+            assert line in two.splitlines()
