@@ -162,7 +162,9 @@ def project(make_project) -> Path:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def store(project: Path) -> ResultsStore:
+def store(project: Path, store_backend: str | None) -> ResultsStore:
+    """The store filled, in each backend (SQLite, PostgreSQL: the experiment's cells are
+    picked by a range on their variant names, which both must compare alike)."""
     results = load_project(project).results_dir
     results.mkdir(parents=True, exist_ok=True)
     with ResultsStore(results) as s:
@@ -250,6 +252,15 @@ def test_the_browser_page_is_escaped_and_linked(project: Path, store: ResultsSto
     index = (site / "index.html").read_text()
     assert f'href="{findings_page(EXPERIMENT)}"' in index
     assert not (site / findings_page("gntdev-numa2")).exists()  # not an experiment here
+    with ResultsStore(p.results_dir) as again:
+        second = render_site(again, experiments=p.experiments)
+    assert findings_page(EXPERIMENT) not in second.written  # nothing changed: not rendered
+    with ResultsStore(p.results_dir) as again:
+        run = again.start_run("nightly", started=T0 + timedelta(days=5))
+        again.record_cell(run.id, _cell("vm-io", "qemu", run.id, 0, T0 + timedelta(days=5)))
+        third = render_site(again, experiments=p.experiments)
+    assert findings_page(EXPERIMENT) in third.written
+    assert "3 runs" in (site / findings_page(EXPERIMENT)).read_text()
 
 
 def _kbisect(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
