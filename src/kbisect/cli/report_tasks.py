@@ -39,7 +39,7 @@ def _links(site: Path, output: str | None, links: str | None) -> str:
 @kb_task(
     help={
         "experiment": "The experiment (seeds/NAME/experiment.yaml).",
-        "output": "Write the report to this file (default: stdout).",
+        "output": "Write the Markdown to this file (default: stdout; --json prints on stdout).",
         "since": "Only runs from this one on (its id; see the index of the site).",
         "host": "Only the cells of this host.",
         "links": "Where links to cells start: the site's URL or path (default: the site's "
