@@ -1,5 +1,6 @@
-"""The index (``index.html``): runs and bisections, newest first, and the open regressions. It is
-rendered every time, from the runs' summaries in the manifest (no run's cells are read)."""
+"""The index (``index.html``): runs and bisections, newest first, the open regressions, and the
+experiments' findings. It is rendered every time, from the runs' summaries and the findings
+pages in the manifest (no run's cells are read)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def render_index(
     bisections: Sequence[BisectionRecord],
     regressions: Sequence[RegressionRecord],
     trends: Sequence[tuple[str, str, int]] = (),
+    findings: Sequence[tuple[str, str, int]] = (),
 ) -> None:
     """The index of ``runs`` (oldest first: the page lists them newest first)."""
     rows_html = []
@@ -38,6 +40,7 @@ def render_index(
         bisection_ids={b.id for b in bisections},
         open_regressions=[r for r in regressions if r.status == "open"],
         trends=trends,
+        findings=findings,
     )
 
 

@@ -1,7 +1,7 @@
 """The manifest (``.manifest.json`` in the site directory): what the last render made from what,
 so that the next one renders only what changed. It holds every rendered run's key, summary (for
-the index) and history entries, the keys of line, build and bisection pages, and of long logs'
-pages; every key is over the layout (kbisect, templates, the browser's code) as well."""
+the index) and history entries, the keys of line, build, bisection and findings pages, and of
+long logs' pages; every key is over the layout (kbisect, templates, the browser's code) as well."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ class Manifest:
         self.line_keys: dict[str, str] = {}
         self.builds: dict[str, dict[str, Any]] = {}
         self.bisections: dict[str, dict[str, Any]] = {}
+        self.findings: dict[str, dict[str, Any]] = {}
+        """Findings pages by experiment: their key and how many cells they show."""
         self._index: dict[tuple[str, ...], int] = {}
         self._unpacked: dict[int, list[list[Any]]] = {}
         self.marks: dict[str, Any] = {}
@@ -50,6 +52,7 @@ class Manifest:
         self.builds = data["builds"]
         self.bisections = data["bisections"]
         self.marks = data["marks"]
+        self.findings = data.get("findings", {})  # absent from manifests of older renders
         self._index = {tuple(line): i for i, line in enumerate(self.lines)}
 
     def packed_entries(self, run_id: int) -> list[list[Any]]:
@@ -88,6 +91,7 @@ class Manifest:
             "builds": self.builds,
             "bisections": self.bisections,
             "marks": self.marks,
+            "findings": self.findings,
         }
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, separators=(",", ":"), default=str))

@@ -12,6 +12,7 @@ Layout of the site directory (``results/site`` by default)::
     log/H-N.html               page N of a long log (LOG_PAGE_LINES lines a page)
     build/KEY.html             a build and its log
     bisect/ID.html             a bisection: steps, culprit and validation, runs, bisect log
+    findings/NAME.html         an experiment's findings over all its runs (`kbisect report`)
     diff/A-B.html              `results.diff A B`
     .manifest.json             what was rendered from what (see below)
 
@@ -40,6 +41,7 @@ import itertools
 import multiprocessing
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,7 @@ from pathlib import Path
 from kbisect.browser.bisection import render_bisections, shown_bisections
 from kbisect.browser.builds import render_builds
 from kbisect.browser.expect import Expectations
+from kbisect.browser.findings_page import findings_links, render_findings
 from kbisect.browser.index import render_index
 from kbisect.browser.lines import render_lines
 from kbisect.browser.manifest import MANIFEST, Manifest
@@ -70,6 +73,7 @@ from kbisect.browser.site import (
     remove_unreferenced,
 )
 from kbisect.browser.trends import render_trends
+from kbisect.config.model import Experiment
 from kbisect.results.model import RegressionRecord, RunRecord, RunStatus
 from kbisect.results.store import ResultsStore
 
@@ -117,22 +121,30 @@ def render_site(
     full: bool = False,
     jobs: int = 1,
     expectations: Expectations | None = None,
+    experiments: Mapping[str, Experiment] | None = None,
 ) -> RenderReport:
     """Render the store into ``out`` (default ``results/site``): only what changed since the
     last render (everything with ``full``), in up to ``jobs`` processes. ``expectations``: what
     the experiments' variants are expected to do (``expect.expectations_of(project.experiments)``),
-    shown against what was observed."""
+    shown against what was observed. ``experiments`` (the project's, by name): a findings page
+    for each one that has results."""
     with without_cyclic_gc():
-        return _render_site(store, out, full, jobs, dict(expectations or {}))
+        return _render_site(store, out, full, jobs, dict(expectations or {}), experiments or {})
 
 
 def _render_site(
-    store: ResultsStore, out: Path | None, full: bool, jobs: int, expectations: Expectations
+    store: ResultsStore,
+    out: Path | None,
+    full: bool,
+    jobs: int,
+    expectations: Expectations,
+    experiments: Mapping[str, Experiment],
 ) -> RenderReport:
     started_at = time.perf_counter()
     site_dir = out if out is not None else store.results_dir / SITE_DIR
     site_dir.mkdir(parents=True, exist_ok=True)
     render = _SiteRender(store, site_dir, full, expectations)
+    render.experiments = experiments
     facts = render.render_runs(render.runs_to_render(), jobs)
     render.render_pages(facts)
     render.manifest.save()
@@ -151,6 +163,7 @@ class _SiteRender:
         self.report = RenderReport(site_dir)
         self.env = environment()
         self.expectations = expectations
+        self.experiments: Mapping[str, Experiment] = {}
         # the expectations shape run pages as the templates do: a change re-renders them
         self.layout = key_of(layout_key(self.env), sorted(expectations.items()))
         # the manifest belongs to one store: another one (--out shared) starts from nothing
@@ -284,8 +297,18 @@ class _SiteRender:
         trends = render_trends(site, manifest, self.runs, store.build_seconds())
         keep = {page.split("/")[1] for _, page, _ in trends}
         remove_stale(self.site_dir / "trends", keep, report.removed, "trends/")
+        report.skipped += render_findings(
+            site, store, manifest, layout, self.experiments, self.sigs, report.removed
+        )
         render_index(
-            site, manifest, self.runs, self.started, self.bisections, self.regressions, trends
+            site,
+            manifest,
+            self.runs,
+            self.started,
+            self.bisections,
+            self.regressions,
+            trends,
+            findings_links(manifest),
         )
         report.add(site.out.written, site.out.unchanged, site.out.largest)
 

@@ -15,6 +15,7 @@ from kbisect.cli import (
     lab_tasks,
     machine_tasks,
     pipeline_tasks,
+    report_tasks,
     run_tasks,
     tree_tasks,
 )
@@ -36,6 +37,7 @@ ns.add_collection(Collection("tree", tree_tasks.import_, tree_tasks.revs))
 ns.add_collection(Collection("demo", demo_tasks.history))
 ns.add_task(browser_tasks.browse)
 ns.add_collection(Collection("results", browser_tasks.results_render, browser_tasks.results_diff))
+ns.add_task(report_tasks.report)
 bisect_collection = Collection("bisect", bisect_tasks.bisect_log, bisect_tasks.bisect_replay)
 bisect_collection.add_task(bisect_tasks.bisect, default=True)
 ns.add_collection(bisect_collection)

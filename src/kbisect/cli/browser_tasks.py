@@ -34,7 +34,12 @@ def _out(results: Path, out: str | None) -> Path:
 
 def _render(store: ResultsStore, out: Path, full: bool, jobs: int, root: str | None) -> None:
     report = render_site(
-        store, out, full=full, jobs=jobs or os.cpu_count() or 1, expectations=_expectations(root)
+        store,
+        out,
+        full=full,
+        jobs=jobs or os.cpu_count() or 1,
+        expectations=_expectations(root),
+        experiments=project(root, required=False).experiments,
     )
     say(report.summary())
     if report.largest[1]:

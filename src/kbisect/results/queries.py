@@ -145,6 +145,20 @@ class StoreQueries(StoreConnection):
             out[cell.run_id].append(cell)
         return out
 
+    def experiment_cells(
+        self, experiment: str, *, since_run: int | None = None, host: str | None = None
+    ) -> list[CellRecord]:
+        """Every cell of an experiment's variants (named EXPERIMENT/VARIANT), in id order, from
+        run ``since_run`` on and on ``host`` when given (a findings report reads all of them).
+        A range on the name: both dialects compare text by code point, and "0" follows "/"."""
+        where = "variant >= ? AND variant < ?"
+        params: tuple[Any, ...] = (f"{experiment}/", f"{experiment}0")
+        if since_run is not None:
+            where, params = f"{where} AND run_id >= ?", (*params, since_run)
+        if host is not None:
+            where, params = f"{where} AND host = ?", (*params, host)
+        return self._read_cells(where, params, batched=True)
+
     def _read_cells(self, where: str, params: Span, *, batched: bool) -> list[CellRecord]:
         """The cells ``where`` (a condition on cells) picks, in id order, with everything.
 
