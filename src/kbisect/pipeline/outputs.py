@@ -114,9 +114,7 @@ def variant_lines(cells: list[CellRecord], rev: str) -> list[str]:
         for s, v in zip(short, variants, strict=True)
     ]
     hosts = ", ".join(sorted({c.host for c in cells if c.rev == rev}))
-    out = [
-        f"variants at {rev} (passes/runs; a flaky one fails LOW-HIGH%: 95% interval) on {hosts}"
-    ]
+    out = [f"variants at {rev} (passes/runs; a flaky one fails LOW-HIGH%: 95% interval) on {hosts}"]
     header = "  ".join(s.ljust(w) for s, w in zip(short, cols, strict=True))
     out.append(("  " + "subtest".ljust(width) + "  " + header).rstrip())
     for sub in subtests:
