@@ -283,7 +283,8 @@ def test_a_kernel_that_hangs_is_power_cycled_back_and_fails(
         "      power_cycle: [kbisect, lab.power, rack-vm, cycle]\n"
         "      dom0_cmdline: root=/dev/nowhere rootwait ro console=hvc0 earlyprintk=xen\n"
         "      commands: {initrd: null}\n",
-    ).replace("    boot_timeout: 300\n", "    boot_timeout: 200\n")
+    ).replace("    boot_timeout: 600\n", "    boot_timeout: 240\n")
+    assert "dom0_cmdline: root=/dev/nowhere" in text and "boot_timeout: 240" in text
     lab_yaml.write_text(text)
     results = tmp_path / "results"
     os.environ["KBISECT_RESULTS"] = str(results)

@@ -281,8 +281,21 @@ class LabHost(ABC):
     def _wait_back(self, previous: str | None, deadline: Deadline) -> Probe:
         """Wait until the host answers with a boot id other than `previous`."""
         while True:
-            with self.connect(deadline) as session:
-                probe = self.probe(session, Deadline(min(_SHORT, max(deadline.remaining(), 5))))
+            try:
+                with self.connect(deadline) as session:
+                    probe = self.probe(
+                        session, Deadline(max(min(_SHORT, deadline.remaining()), 15))
+                    )
+            except (HostKeyChanged, HostKeyUnknown, HostDown):
+                raise
+            except InfraError as exc:  # logged in, but a booting host is slow to answer yet
+                if deadline.remaining() < _RETRY_SECONDS:
+                    raise HostDown(
+                        f"{self.name}: not answering within {deadline.seconds:g} s "
+                        f"({_first_line(exc)})" + self._console_note()
+                    ) from None
+                time.sleep(_RETRY_SECONDS)
+                continue
             if probe.get("boot_id") and probe.get("boot_id") != previous:
                 return probe
             if deadline.remaining() < _RETRY_SECONDS:
