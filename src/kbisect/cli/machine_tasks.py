@@ -16,7 +16,6 @@ from kbisect.config.model import DAY
 from kbisect.deadline import Deadline
 from kbisect.errors import UserError
 from kbisect.lab.lab import Lab
-from kbisect.lab.machine.image import ensure_image
 from kbisect.lab.machine.vm import Power, VirtualMachine
 
 ACTIONS = ("on", "off", "cycle", "status")
@@ -88,7 +87,7 @@ def lab_image(c: Context, host: str, root: str | None = None) -> None:
     p = project(root)
     with Lab(p, keep_up=True, say=say) as lab:
         vm = lab.machine(host)
-        image = ensure_image(vm.recipe, p.cache_dir, say)
+        image = vm.image(say)
     size = image.disk.stat().st_blocks * 512
     say(f"{host}: image {vm.recipe.key}: {image.disk} ({size / 2**20:.0f} MiB on disk)")
     say(f"  fallback entry  {image.fallback_entry}")
