@@ -41,7 +41,7 @@ _KINDS = {k.value: k for k in LogKind}
 
 _CELL_COLUMNS = (
     "id, run_id, tree, rev, variant, profile, host, job, repeat, status, reason, commit_id, "
-    "patch_hash, build_key, started, finished, fingerprint_id"
+    "patch_hash, build_key, started, finished, boot_seconds, fingerprint_id"
 )
 SAME_CELL = "run_id = ? AND " + " AND ".join(f"{name} = ?" for name in CellIdentity._fields)
 """The condition on cells that picks a run's cell by its identity: (run_id, *identity)."""
@@ -479,7 +479,7 @@ def _cell(
 ) -> CellRecord:
     """A cell from its row (_CELL_COLUMNS) and its children."""
     cell_id, run_id, tree, rev, variant, profile, host, job, repeat, status, reason = row[:11]
-    commit, patch, build, started, finished = row[11:16]
+    commit, patch, build, started, finished, boot_seconds = row[11:17]
     return CellRecord(
         tree=tree,
         rev=rev,
@@ -499,6 +499,7 @@ def _cell(
         subtests=subtests,
         logs=logs,
         evidence=evidence,
+        boot_seconds=boot_seconds,
         id=cell_id,
         run_id=run_id,
     )
