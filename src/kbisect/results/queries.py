@@ -146,17 +146,26 @@ class StoreQueries(StoreConnection):
         return out
 
     def experiment_cells(
-        self, experiment: str, *, since_run: int | None = None, host: str | None = None
+        self,
+        experiment: str,
+        *,
+        since_run: int | None = None,
+        host: str | None = None,
+        run_ids: Sequence[int] | None = None,
     ) -> list[CellRecord]:
         """Every cell of an experiment's variants (named EXPERIMENT/VARIANT), in id order, from
-        run ``since_run`` on and on ``host`` when given (a findings report reads all of them).
-        A range on the name: both dialects compare text by code point, and "0" follows "/"."""
+        run ``since_run`` on, on ``host`` and of the runs ``run_ids`` when given (a findings
+        report reads all of them). A range on the name: both dialects compare text by code
+        point, and "0" follows "/"."""
         where = "variant >= ? AND variant < ?"
         params: tuple[Any, ...] = (f"{experiment}/", f"{experiment}0")
         if since_run is not None:
             where, params = f"{where} AND run_id >= ?", (*params, since_run)
         if host is not None:
             where, params = f"{where} AND host = ?", (*params, host)
+        if run_ids is not None:
+            where += " AND run_id IN (SELECT value FROM json_each(?))"
+            params = (*params, encode_json(sorted(run_ids)))
         return self._read_cells(where, params, batched=True)
 
     def _read_cells(self, where: str, params: Span, *, batched: bool) -> list[CellRecord]:
