@@ -6,15 +6,19 @@ python3 bench/bench_browser.py [--runs 1000] [--cells 64] [--subtests 15] [--job
 Builds a synthetic results store through the ResultsStore API (--runs nightly runs of --cells
 cells with --subtests subtests each: 2 revisions x 4 variants x 2 hosts x 2 jobs x 2 repeats for
 64 cells, a new tag every 7 runs, vm-io breaking O_DIRECT from the third tag on, a flaky
-numa-soak, classified changes, open regressions, one bisection; unless --no-logs, a job output
-and a dmesg file per cell and a 2,400-line build log per build), then measures:
+numa-soak, boot times on first repeats, classified changes, open regressions, one bisection;
+unless --no-logs, a job output and a dmesg file per cell and a 2,400-line build log per build),
+then measures:
 
 1. rendering the whole site from scratch, wall and CPU time (target: under 10 s for
    1,000 x 64 x 15), the pages written, the site's size and its largest page; the CPU time is
    this process's and its workers' (printed apart too): when other work takes the cores, the
    wall time stretches while the CPU time stays about what the render costs;
 2. rendering again with nothing new (the manifest and the store's signatures are read);
-3. rendering after one more run, three times (target: under 1 s).
+3. rendering after one more run, three times (target: under 1 s);
+4. the findings page of the project's gntdev-numa experiment (three of the four variants): the
+   first time (it tallies the cells of every run), then after one more run, twice (it reads
+   the cells of the new run only), against a render of one more run without it.
 
 The store goes to a temporary directory (on /dev/shm when there is one: 64,000 cells written
 with SQLite's synchronous=FULL on a disk would measure the disk) unless --dir says where. The
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import resource
 import shutil
@@ -34,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kbisect.browser import render_site
+from kbisect.config.project import load_project
 from kbisect.jobs.gntstress import SUBTESTS
 from kbisect.results.model import (
     BuildRecord,
@@ -50,6 +56,7 @@ from kbisect.results.model import (
 )
 from kbisect.results.store import ResultsStore
 
+REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
 VARIANTS = ("gntdev-numa/vm-mixedmap", "gntdev-numa/vm-io", "gntdev-numa/none", "mempolicy")
 HOSTS = ("qemu", "rack-1")
@@ -86,6 +93,12 @@ def outcome(run: int, rev: str, variant: str, name: str) -> ResultStatus:
     if variant.endswith("none") and name == "numa-soak" and run % 3 == 0:
         return ResultStatus.FAIL
     return ResultStatus.PASS
+
+
+def boot_seconds(run: int, host: str) -> float:
+    """The boot a cell's deploy took (its first repeat's): seconds under QEMU, a minute or two
+    on the rack machine."""
+    return 4.0 + run % 5 if host == "qemu" else 60.0 + run % 40
 
 
 def write_log(path: Path, lines: list[str]) -> None:
@@ -173,6 +186,7 @@ def add_run(
                 fingerprint=FP,
                 subtests=subs,
                 logs=refs,
+                boot_seconds=boot_seconds(r, host) if repeat == 1 else None,
             ),
         )
         for s in subs:
@@ -262,6 +276,30 @@ def size_of(site: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
+def measure_findings(
+    store: ResultsStore,
+    site: Path,
+    jobs: int,
+    args: argparse.Namespace,
+    previous: dict,
+    one_run: float,
+) -> None:
+    """The findings page: alone (nothing else new), then with one more run."""
+    experiments = {"gntdev-numa": load_project(REPO).experiments["gntdev-numa"]}
+    figures = []
+    for extra in (None, 3, 4):  # the first render tallies every run; then one more run, twice
+        if extra is not None:
+            add_run(store, args.runs + extra, args.cells, args.subtests, not args.no_logs, previous)
+        t, cpu = time.perf_counter(), sum(cpu_split())
+        render_site(store, site, jobs=jobs, experiments=experiments)
+        figures.append(f"{time.perf_counter() - t:.2f} s ({sum(cpu_split()) - cpu:.2f} s CPU)")
+    cells = json.loads((site / ".manifest.json").read_text())["findings"]["gntdev-numa"]["cells"]
+    print(
+        f"findings page ({cells} cells of gntdev-numa): {figures[0]} the first time, nothing "
+        f"else new; one new run with it {figures[1]}, {figures[2]} (without it {one_run:.2f} s)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=1000)
@@ -316,6 +354,7 @@ def main() -> None:
             f"{report.skipped} not rendered"
         )
         print(f"  load average {os.getloadavg()[0]:.1f} (the machine's other work slows all this)")
+        measure_findings(store, site, jobs, args, previous, min(times))
     finally:
         store.close()
         if not args.keep and args.dir is None:

@@ -302,6 +302,50 @@ def test_trends_show_where_a_failure_started(built: Built) -> None:
     assert f'href="../../{link[1]}"' in run_page
 
 
+def _run_with_boots(store: ResultsStore, day: int, boots: dict[str, list[float | None]]) -> int:
+    """A nightly run with a cell per (host, boot): the boot time its deploy took, or None for
+    a cell that ran on a kernel already up."""
+    run = store.start_run("nightly", pipeline="nightly", started=T0 + timedelta(days=day))
+    passed = (SubtestRecord("odirect-read", ResultStatus.PASS),)
+    for host, seconds in boots.items():
+        for repeat, boot in enumerate(seconds, 1):
+            store.record_cell(run.id, CellRecord(
+                "debian-6.1", "v6.1.192-3", "gntdev-numa/none", "xen-dom0", host, "gntstress",
+                repeat, ResultStatus.PASS, subtests=passed, started=T0,
+                finished=T0 + timedelta(seconds=30), boot_seconds=boot,
+            ))  # fmt: skip
+    store.finish_run(run.id, RunStatus.FINISHED)
+    classify_run(store, run.id)
+    return run.id
+
+
+def test_trends_show_boot_time_per_host_and_gaps_where_none_was_recorded(built: Built) -> None:
+    store = built.store  # its first runs are older: no boot times
+    booted = _run_with_boots(store, 3, {"qemu": [4.0, None, 6.0], "rack1": [88.5, None]})
+    up = _run_with_boots(store, 4, {"qemu": [None, None]})  # ran on kernels already up
+    again = _run_with_boots(store, 5, {"rack1": [130.0]})
+    render_site(store)
+    site = built.results / "site"
+    index = (site / "index.html").read_text()
+    link = re.search(r'href="(trends/[^"]+)">nightly \(nightly\)', index)
+    assert link is not None
+    page = (site / link[1]).read_text()
+    boot = page.split("<h2>Boot time</h2>")[1]
+    assert 'aria-label="mean boot time per host, nightly (nightly)"' in boot
+    assert f"run {booted}: qemu 5 s; rack1 88.5 s" in boot  # each boot once, the mean per host
+    assert f"run {up}: no value" in boot  # nothing booted: a gap, not a zero
+    assert f"run {again}: rack1 130 s" in boot
+    assert f"run {min(r.id for r in store.runs())}: no value" in boot  # before boot times
+    # qemu's one point, rack1's two: apart, as no line is drawn across a run without a value
+    assert boot.count("<circle") == 3 and "<polyline" not in boot
+    cells = store.cells(booted)
+    first = next(c for c in cells if c.host == "rack1" and c.repeat == 1)
+    cell_page = (site / f"run/{booted}/cell-{first.id}.html").read_text()
+    assert "<tr><th>boot</th><td>88.5 s, from the deploy" in cell_page
+    second = next(c for c in cells if c.host == "rack1" and c.repeat == 2)
+    assert "<th>boot</th>" not in (site / f"run/{booted}/cell-{second.id}.html").read_text()
+
+
 def test_a_flaky_pair_is_called_flaky_not_failing_since() -> None:
     from kbisect.browser.trends import _onset
 

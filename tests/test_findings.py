@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -261,6 +262,42 @@ def test_the_browser_page_is_escaped_and_linked(project: Path, store: ResultsSto
         third = render_site(again, experiments=p.experiments)
     assert findings_page(EXPERIMENT) in third.written
     assert "3 runs" in (site / findings_page(EXPERIMENT)).read_text()
+
+
+def test_the_page_reads_only_the_runs_that_changed_and_says_what_reading_all_would(
+    project: Path, store: ResultsStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = load_project(project)
+    site = p.results_dir / "site"
+    with store:
+        render_site(store, experiments=p.experiments)
+        asked: list[list[int] | None] = []
+        read_all = store.experiment_cells
+
+        def spy(experiment: str, **given: object) -> list[CellRecord]:
+            ids = given.get("run_ids")
+            asked.append(sorted(ids) if isinstance(ids, list) else None)
+            return read_all(experiment, **given)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "experiment_cells", spy)
+        # run 1's vm-io cell on qemu is recorded again (a resumed run), with kernel evidence
+        # now; a third run adds a way to fail not seen before (EIO) on a Xen not seen before
+        redone = _cell("vm-io", "qemu", 1, 0, T0)
+        evidence = (Evidence("BUG:", LogKind.DMESG, 3, ("BUG: Bad page map in process x",)),)
+        store.record_cell(1, replace(redone, evidence=evidence, reason="kernel evidence: BUG:"))
+        run = store.start_run("nightly", started=T0 + timedelta(days=5))
+        eio = SubtestRecord("odirect-read", BAD, errno=5, detail="read: Input/output error")
+        newer = _cell("vm-io", "rack-vm", run.id, 0, T0 + timedelta(days=5))
+        fingerprint = {**newer.fingerprint, "xen_version": "4.17.9-next"}
+        newer = replace(newer, subtests=(eio, *newer.subtests[1:]), fingerprint=fingerprint)
+        store.record_cell(run.id, newer)
+        render_site(store, experiments=p.experiments)
+        assert asked == [[1, run.id]]  # not run 2's cells again
+        page = (site / findings_page(EXPERIMENT)).read_text()
+        render_site(store, site.with_name("site-again"), experiments=p.experiments)
+    from_all = (site.with_name("site-again") / findings_page(EXPERIMENT)).read_text()
+    assert page == from_all
+    assert "EIO" in page and "4.17.9-next" in page
 
 
 def _kbisect(*args: str, root: Path) -> subprocess.CompletedProcess[str]:

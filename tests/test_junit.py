@@ -497,6 +497,11 @@ def test_properties_name_revision_build_host_variant_and_boot() -> None:
     assert props["host"] == "qemu-xen" and props["variant"] == "gntdev-numa/none"
     assert props["host.boot"] == "xen 4.17.3 dom0_mem=1024M; dom0 6.1.0-kbisect numa=fake=2"
     assert props["host.dom0_cmdline"] == "numa=fake=2"
+    assert "boot_seconds" not in props  # the cell did not boot its kernel (or predates the field)
+    booted = ET.fromstring(render([replace(cell, boot_seconds=41.5)])).find("testsuite")
+    assert booted is not None
+    props = {p.get("name"): p.get("value") for p in booted.iter("property")}
+    assert props["boot_seconds"] == "41.5"
 
 
 def test_files_are_readable_by_all(tmp_path: Path) -> None:

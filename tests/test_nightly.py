@@ -145,6 +145,29 @@ def test_nightly_shares_builds_overlaps_hosts_and_writes_outputs(
     summary = (base / "summary.txt").read_text()
     assert summary.startswith(f"kbisect nightly run {run.id}")
     assert "NEW REGRESSIONS: 0" in summary and "variants at v3 (passes/runs;" in summary
+    # every cell's host booted its build (a build a cell here): each recorded how long it took
+    assert all(c.boot_seconds is not None and c.boot_seconds > 0 for c in cells), cells
+
+
+def test_the_cell_that_booted_its_kernel_records_the_boot(
+    rack: tuple[Path, list[SshHost]], tmp_path: Path
+) -> None:
+    work, hosts = rack
+    root = make_project(work, hosts, tmp_path)
+    argv = [sys.executable, "-m", "kbisect", "run", "fake", "v3", "fake", "--host", "rack1"]
+    for _ in range(2):  # the second finds the build still up on rack1
+        done = subprocess.run(
+            [*argv, "--repeat", "2"], capture_output=True, text=True,
+            env=kbisect_env(root, tmp_path), timeout=600, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    with ResultsStore(tmp_path / "results") as store:
+        again, first = store.runs()
+        booted, up = store.cells(first.id), store.cells(again.id)
+    assert [c.repeat for c in booted] == [1, 2] and [c.repeat for c in up] == [1, 2]
+    assert booted[0].boot_seconds is not None and booted[0].boot_seconds > 0
+    assert booted[1].boot_seconds is None  # the same boot, counted once
+    assert [c.boot_seconds for c in up] == [None, None]  # ran on the kernel already up
 
 
 def test_resume_after_kill_9_loses_and_duplicates_nothing(

@@ -229,6 +229,34 @@ def test_an_exception_after_the_cell_row_leaves_nothing(
     assert store.get_cell(inserted[1]) is None
 
 
+def test_a_cell_keeps_its_boot_time_and_older_stores_gain_the_column(
+    tmp_path: Path, store_backend: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a store as kbisect made it before cells kept their boot time, with a cell in it
+    boot_column = schema.SCHEMA_VERSION - 1
+    assert "boot_seconds" in str(schema.MIGRATIONS[boot_column])
+    with monkeypatch.context() as older:
+        older.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:boot_column])
+        older.setattr(schema, "SCHEMA_VERSION", boot_column)
+        with ResultsStore(tmp_path, url=store_backend) as old:
+            run = old.start_run("nightly")
+            with old._write() as conn:
+                conn.execute(
+                    "INSERT INTO cells (run_id, tree, rev, variant, profile, host, job, repeat, "
+                    "status, reason) VALUES (?, 't', 'r', '', 'p', 'h', 'j', 1, 'PASS', '')",
+                    (run.id,),
+                )
+            assert _count(old, "SELECT version FROM schema_version") == boot_column
+    with ResultsStore(tmp_path, url=store_backend) as store:
+        assert _count(store, "SELECT version FROM schema_version") == schema.SCHEMA_VERSION
+        (old_cell,) = store.cells(run.id)
+        assert old_cell.boot_seconds is None  # not known: no value, never a zero
+        booted = make_cell(repeat=2, boot_seconds=41.7)
+        cell_id = store.record_cell(run.id, booted)
+        assert store.get_cell(cell_id) == replace(booted, id=cell_id, run_id=run.id)
+        assert store.cells_of_runs([run.id])[run.id][1].boot_seconds == 41.7
+
+
 def test_runs_read_together_keep_odd_subtests_as_they_were(store: ResultsStore) -> None:
     """cells_of_runs reads a cell's subtests as one JSON array: names and details of any text,
     signals, time-outs, big numbers and the order come back as ``cells`` reads them; a number

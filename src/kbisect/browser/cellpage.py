@@ -244,7 +244,18 @@ def _facts(
         f"<tr><th>host, job, repeat</th><td>{text(c.host)}, {text(c.job)}, {int(c.repeat)}"
         "</td></tr>\n"
         f"<tr><th>started, finished</th><td>{times}</td></tr>\n"
+        f"{_boot(c)}"
         f"<tr><th>JUnit</th><td>{junit_html}</td></tr>\n"
+    )
+
+
+def _boot(c: CellRecord) -> str:
+    """The boot row, for a cell whose deploy booted its kernel (others ran on one already up)."""
+    if c.boot_seconds is None:
+        return ""
+    return (
+        f"<tr><th>boot</th><td>{float(c.boot_seconds):g} s, from the deploy's start to the "
+        "verified login (this cell's deploy booted the kernel)</td></tr>\n"
     )
 
 

@@ -1,7 +1,8 @@
 """A findings report: an experiment's question answered from every run of its variants in the
 store (``kbisect report``, and the page findings/NAME.html of the results browser).
 
-``gather`` reads the store once and returns plain data: per variant and subtest the results
+``gather`` reads the store once (through a tally of the cells, kbisect.browser.findings_tally)
+and returns plain data: per variant and subtest the results
 pooled over all runs, revisions and hosts (and per host), the expectation and whether what was
 seen is what was expected, how failures failed (errno, signal, kernel evidence) with a link to
 the first cell that shows it, the kernels and Xen versions, and each host's fingerprint. The
@@ -14,19 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kbisect.browser.expect import (
-    Expectations,
-    Verdict,
-    expectation,
-    expectations_of,
-    failures_of,
-    judge,
-)
+from kbisect.browser.expect import Expectations, Verdict, expectation, expectations_of, judge
+from kbisect.browser.findings_tally import Tally, tally
 from kbisect.browser.fragments import subtest_anchor
 from kbisect.config.model import Experiment, Variant, VariantOrigin
-from kbisect.lab.probe import BUILD_PARAM, FINGERPRINT_KEYS
-from kbisect.pipeline.regressions import CELL, Pool, pool
-from kbisect.results.model import CellRecord, ResultStatus, RunRecord
+from kbisect.lab.probe import FINGERPRINT_KEYS
+from kbisect.pipeline.regressions import CELL, Pool
+from kbisect.results.model import RunRecord
 from kbisect.results.queries import StoreQueries
 from kbisect.results.rates import Rate
 
@@ -150,12 +145,22 @@ def gather(
 ) -> Findings:
     """What the store says about ``experiment`` (from run ``since`` on, on ``host`` only)."""
     cells = store.experiment_cells(experiment.name, since_run=since, host=host)
-    runs = {r.id: r for r in store.runs()}
+    found = tally(cells, f"{experiment.name}/")
+    return findings_of(experiment, found, store.runs(), since=since, host=host)
+
+
+def findings_of(
+    experiment: Experiment,
+    cells: Tally,
+    runs: Iterable[RunRecord],
+    *,
+    since: int | None = None,
+    host: str | None = None,
+) -> Findings:
+    """The findings the tally of the experiment's cells gives (``runs``: the store's)."""
     expectations = expectations_of({experiment.name: experiment})
     prefix = f"{experiment.name}/"
-    by_variant: dict[str, list[CellRecord]] = {}
-    for cell in cells:
-        by_variant.setdefault(cell.variant.removeprefix(prefix), []).append(cell)
+    by_variant: dict[str, dict[str, Any]] = cells["variants"]
     variants = [_variant_of(v, True) for v in experiment.variants]
     configured = {v.name for v in variants}
     variants += [
@@ -163,9 +168,10 @@ def gather(
         for name in sorted(set(by_variant) - configured)
     ]
     for found in variants:
-        mine = by_variant.get(found.name, [])
-        found.cells = len(mine)
-        found.subtests = _subtests(mine, expectations, prefix + found.name)
+        mine = by_variant.get(found.name)
+        if mine is not None:
+            found.cells = mine["cells"]
+            found.subtests = _subtests(mine, expectations, prefix + found.name)
     return Findings(
         experiment=experiment.name,
         title=experiment.title,
@@ -174,11 +180,11 @@ def gather(
         since=since,
         host=host,
         variants=variants,
-        hosts=sorted({c.host for c in cells}),
-        runs=_runs(cells, runs),
-        revisions=_revisions(cells),
-        host_facts=_hosts(cells),
-        cells=len(cells),
+        hosts=sorted(cells["hosts"]),
+        runs=_runs(cells["runs"], {r.id: r for r in runs}),
+        revisions=_revisions(cells["revs"]),
+        host_facts=_hosts(cells["hosts"]),
+        cells=sum(v["cells"] for v in by_variant.values()),
     )
 
 
@@ -189,28 +195,28 @@ def _variant_of(variant: Variant, known: bool) -> VariantFindings:
 
 
 def _subtests(
-    cells: list[CellRecord], expectations: Expectations, variant: str
+    variant: dict[str, Any], expectations: Expectations, name_of_variant: str
 ) -> list[SubtestFinding]:
     """A variant's subtests in the order its job runs them (kernel evidence's ``cell`` last)."""
-    order: dict[str, None] = {}
-    for cell in cells:
-        order.update((s.name, None) for s in cell.subtests)
+    order = dict.fromkeys(sorted(variant["order"], key=lambda name: variant["order"][name]))
     totals: dict[str, Pool] = {}
     hosts: dict[str, dict[str, Pool]] = {}
-    for key, counts in pool(cells).items():
-        order.setdefault(key.subtest, None)
-        _add(totals.setdefault(key.subtest, Pool()), counts)
-        _add(hosts.setdefault(key.subtest, {}).setdefault(key.host, Pool()), counts)
+    for name, by_host in variant["pools"].items():
+        order.setdefault(name, None)
+        for host, counts in by_host.items():
+            _add(totals.setdefault(name, Pool()), Pool(*counts))
+            _add(hosts.setdefault(name, {}).setdefault(host, Pool()), Pool(*counts))
     if CELL in order:
         order[CELL] = order.pop(CELL)
-        _clean_cells_pass(cells, totals[CELL], hosts[CELL])
-    run_of = {int(c.id or 0): int(c.run_id or 0) for c in cells}
-    failures = failures_of(cells)
+        # kernel evidence is counted over every cell: one whose subtests ran and whose kernel
+        # reported nothing passes it (the pools count only cells with evidence or no subtests)
+        for host, clean in variant["clean"].items():
+            totals[CELL].passes += clean
+            hosts[CELL].setdefault(host, Pool()).passes += clean
     out = []
     for name in order:
         total = totals[name]
-        expected = expectation(expectations, variant, name)
-        ways = failures.get((name, variant), [])
+        expected = expectation(expectations, name_of_variant, name)
         out.append(
             SubtestFinding(
                 subtest=name,
@@ -219,21 +225,12 @@ def _subtests(
                 total=total,
                 by_host=dict(sorted(hosts[name].items())),
                 failed_with=[
-                    (tag, detail, CellLink(run_of[cid], cid, "" if name == CELL else name))
-                    for tag, cid, detail in ways
+                    (tag, detail, CellLink(run, cell_id, "" if name == CELL else name))
+                    for tag, cell_id, detail, run in variant["ways"].get(name, [])
                 ],
             )
         )
     return out
-
-
-def _clean_cells_pass(cells: list[CellRecord], total: Pool, hosts: dict[str, Pool]) -> None:
-    """Kernel evidence is counted over every cell: a cell whose subtests ran and whose kernel
-    reported nothing passes it (the pool counts only the cells with evidence or no subtests)."""
-    for cell in cells:
-        if cell.subtests and not (cell.evidence and cell.status is ResultStatus.FAIL):
-            total.passes += 1
-            hosts.setdefault(cell.host, Pool()).passes += 1
 
 
 def _add(into: Pool, counts: Pool) -> None:
@@ -243,12 +240,9 @@ def _add(into: Pool, counts: Pool) -> None:
     into.skips += counts.skips
 
 
-def _runs(cells: Iterable[CellRecord], runs: dict[int, RunRecord]) -> list[RunFacts]:
-    counts: dict[int, int] = {}
-    for cell in cells:
-        counts[int(cell.run_id or 0)] = counts.get(int(cell.run_id or 0), 0) + 1
+def _runs(counts: dict[str, int], runs: dict[int, RunRecord]) -> list[RunFacts]:
     out = []
-    for run_id, n in sorted(counts.items()):
+    for run_id, n in sorted((int(run), n) for run, n in counts.items()):
         run = runs.get(run_id)
         started = run.started.strftime("%Y-%m-%d %H:%M UTC") if run else "-"
         kind, pipeline = (run.kind, run.pipeline) if run else ("-", None)
@@ -256,45 +250,30 @@ def _runs(cells: Iterable[CellRecord], runs: dict[int, RunRecord]) -> list[RunFa
     return out
 
 
-def _distinct(values: Iterable[str | None]) -> tuple[str, ...]:
-    return tuple(sorted({v for v in values if v}))
-
-
-def _revisions(cells: list[CellRecord]) -> list[RevisionFacts]:
-    by_rev: dict[str, list[CellRecord]] = {}
-    for cell in cells:
-        by_rev.setdefault(cell.rev, []).append(cell)
+def _revisions(revs: dict[str, dict[str, Any]]) -> list[RevisionFacts]:
     return [
         RevisionFacts(
             rev,
-            _distinct(c.commit[:12] if c.commit else None for c in mine),
-            _distinct(c.fingerprint.get("dom0_release") for c in mine),
-            _distinct(c.fingerprint.get("xen_version") for c in mine),
-            len(mine),
+            tuple(sorted(facts["commits"])),
+            tuple(sorted(facts["dom0"])),
+            tuple(sorted(facts["xen"])),
+            facts["cells"],
         )
-        for rev, mine in sorted(by_rev.items())
+        for rev, facts in sorted(revs.items())
     ]
 
 
-def _hosts(cells: list[CellRecord]) -> list[HostFacts]:
-    """Each host's fingerprint facts, the build's own word (kbisect.build=KEY) left out of
-    the dom0 command line, so that one line stands for all the builds a host booted."""
-    by_host: dict[str, list[CellRecord]] = {}
-    for cell in cells:
-        by_host.setdefault(cell.host, []).append(cell)
+def _hosts(hosts: dict[str, dict[str, Any]]) -> list[HostFacts]:
+    """Each host's fingerprint facts (the tally left the build's own word, kbisect.build=KEY,
+    out of the dom0 command line, so that one line stands for all the builds a host booted)."""
     out = []
-    for host, mine in sorted(by_host.items()):
-        values: dict[str, set[str]] = {}
-        for cell in mine:
-            for key, value in cell.fingerprint.items():
-                if key == "dom0_cmdline":
-                    value = " ".join(w for w in value.split() if not w.startswith(BUILD_PARAM))
-                if value:
-                    values.setdefault(key, set()).add(value)
+    for host, facts in sorted(hosts.items()):
+        values: dict[str, list[str]] = facts["facts"]
         known = [k for k in FINGERPRINT_KEYS if k in values]
         keys = known + sorted(set(values) - set(known))
-        facts = tuple((k, tuple(sorted(values[k]))) for k in keys)
-        out.append(HostFacts(host, len(mine), facts))
+        out.append(
+            HostFacts(host, facts["cells"], tuple((k, tuple(sorted(values[k]))) for k in keys))
+        )
     return out
 
 

@@ -74,7 +74,8 @@ def render_run_page(
     kind = run.kind + (f" ({run.pipeline})" if run.pipeline else "")
     title = " · ".join([f"run {run.id}", kind, *list(dict.fromkeys(r for _, r in revs))[:3]])
     if verdict.regressions:
-        title += f" · {len(verdict.regressions)} new regressions"
+        n = len(verdict.regressions)
+        title += f" · {n} new regression{'s' if n > 1 else ''}"
     site.render(
         "run.html.j2",
         f"run/{run.id}/index.html",

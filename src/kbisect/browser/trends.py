@@ -1,6 +1,7 @@
 """Trends (``trends/KIND-PIPELINE-H.html``): a pipeline's runs as pictures. Pass rate per
 (variant, subtest) across its runs, where a failure started ("failing since run 12 on
-v6.1.192-3"), cell duration per variant, and the time its runs spent building.
+v6.1.192-3"), cell duration per variant, the time its runs spent building, and how long its
+hosts took to boot.
 
 What a run adds to its trends (``trend_of``) is worked out when the run is rendered and kept
 with its summary in the manifest, so the trends of 1,000 runs are drawn without reading a cell.
@@ -35,7 +36,8 @@ def trend_of(pools: Mapping[SubtestKey, Pool], cells: Sequence[CellRecord]) -> d
     """A run's share of its trends: ``f`` the (variant, subtest) pairs that did not pass
     everywhere, as [variant, subtest, passes, fails, errors, revisions that failed] (repeats,
     hosts, jobs and revisions pooled); ``v`` the variants tested (any pair of theirs not in
-    ``f`` passed); ``d`` the mean seconds of a cell, per variant."""
+    ``f`` passed); ``d`` the mean seconds of a cell, per variant; ``b`` the mean seconds of a
+    boot, per host (the cells that booted their kernel say how long it took)."""
     failing = {(k.variant, k.subtest) for k, p in pools.items() if p.fails or p.errors}
     pooled: dict[tuple[str, str], list[Any]] = {}
     if failing:
@@ -50,14 +52,22 @@ def trend_of(pools: Mapping[SubtestKey, Pool], cells: Sequence[CellRecord]) -> d
             if (p.fails or p.errors) and k.rev not in into[5]:
                 into[5].append(k.rev)
     seconds: dict[str, list[float]] = {}
+    boots: dict[str, list[float]] = {}
     for c in cells:
         if c.started and c.finished:
             seconds.setdefault(c.variant, []).append((c.finished - c.started).total_seconds())
+        if c.boot_seconds is not None:
+            boots.setdefault(c.host, []).append(c.boot_seconds)
     return {
         "f": [[*v[:5], ", ".join(v[5])] for v in pooled.values()],
         "v": sorted({c.variant for c in cells}),
-        "d": {v: round(sum(s) / len(s), 1) for v, s in sorted(seconds.items())},
+        "d": _means(seconds),
+        "b": _means(boots),
     }
+
+
+def _means(values: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    return {k: round(sum(v) / len(v), 1) for k, v in sorted(values.items())}
 
 
 def _onset(
@@ -163,7 +173,8 @@ def render_trends(
         summaries = [manifest.runs[str(r.id)]["summary"] for r in shown]
         labels = [f"run {r.id}" for r in shown]
         bands = pass_rate_bands(shown, summaries)
-        durations = _duration_lines(summaries)
+        durations = _lines_of(summaries, "d", "(as is)")
+        boots = _lines_of(summaries, "b", "")
         name = kind + (f" ({pipeline})" if pipeline else "")
         page = trend_page(kind, pipeline)
         first, last = shown[0].id, shown[-1].id
@@ -189,13 +200,18 @@ def render_trends(
             )
             if any(charged[r.id] is not None for r in shown)
             else None,
+            boots=line_chart(labels, boots, "s", f"mean boot time per host, {name}")
+            if boots
+            else None,
             run_links=[(r.id, f"../run/{r.id}/index.html") for r in shown[-5:]],
         )
         out.append((name, page, len(mine)))
     return out
 
 
-def _duration_lines(summaries: Sequence[Mapping[str, Any]]) -> list[Line]:
-    per_run = [(s.get("trend") or {}).get("d", {}) for s in summaries]
-    variants = sorted({v for d in per_run for v in d})
-    return [Line(v or "(as is)", [d.get(v) for d in per_run]) for v in variants[:LINES_MAX]]
+def _lines_of(summaries: Sequence[Mapping[str, Any]], field: str, unnamed: str) -> list[Line]:
+    """A line per name in the trends' ``field`` (a value by variant or host per run; a run
+    without one, or rendered before the field was kept, is a gap: no value, not a zero)."""
+    per_run = [(s.get("trend") or {}).get(field, {}) for s in summaries]
+    names = sorted({name for d in per_run for name in d})
+    return [Line(n or unnamed, [d.get(n) for d in per_run]) for n in names[:LINES_MAX]]

@@ -153,7 +153,7 @@ class CellRunner:
         )
         with held:
             try:
-                deployed = self.ensure_deployed(host, outcome.artifact)
+                deployed, booted = self.ensure_deployed(host, outcome.artifact)
             except KernelDidNotBoot as exc:  # the kernel's failure: FAIL, with its console
                 reason = str(exc).splitlines()[0]
                 sub = SubtestRecord("boot", ResultStatus.FAIL, detail=reason)
@@ -169,7 +169,12 @@ class CellRunner:
             upcoming = next_build() if next_build else None
             if upcoming is not None and upcoming.key != deployed.build_key:
                 host.stage(upcoming)
-            return [self.run_repeat(spec, r, host, prov, deployed) for r in repeat_numbers]
+            # the boot goes with the first repeat, so that trends count each boot once
+            boot = deployed.boot_seconds if booted else None
+            return [
+                self.run_repeat(spec, r, host, prov, deployed, boot if i == 0 else None)
+                for i, r in enumerate(repeat_numbers)
+            ]
 
     def provenance_of(self, artifact: Artifact) -> Provenance:
         """For a build found in the store (e.g. what a host runs): its recorded origin."""
@@ -184,17 +189,17 @@ class CellRunner:
             logs,
         )
 
-    def ensure_deployed(self, host: LabHost, artifact: Artifact) -> Deployment:
-        """Deploy unless the host already runs this build and answers."""
+    def ensure_deployed(self, host: LabHost, artifact: Artifact) -> tuple[Deployment, bool]:
+        """Deploy unless the host already runs this build and answers; True if it booted."""
         current = host.deployment()
         if current is not None and current.build_key == artifact.key:
             try:
                 host.check_alive()
-                return current
+                return current, False
             except InfraError:
                 pass
         self.say(f"deploying {artifact.key} to {host.name}")
-        return host.deploy(artifact)
+        return host.deploy(artifact), True
 
     def run_repeat(
         self,
@@ -203,7 +208,10 @@ class CellRunner:
         host: LabHost,
         prov: Provenance,
         deployed: Deployment,
+        boot_seconds: float | None = None,
     ) -> CellRecord:
+        """One repeat of the job on the deployed kernel; ``boot_seconds`` when this repeat's
+        deploy booted it (recorded with the cell)."""
         out = cell_dir(self.store.results_dir, self.run_id, spec, repeat)
         shutil.rmtree(out, ignore_errors=True)  # a resumed cell starts clean
         binary = program_of(spec.job).binary(self.project.cache_dir)
@@ -212,7 +220,7 @@ class CellRunner:
         except InfraError as exc:
             return self.record(
                 spec, repeat, prov, ResultStatus.ERROR, f"job could not run: {exc}",
-                deployed=deployed,
+                deployed=deployed, boot_seconds=boot_seconds,
             )  # fmt: skip
         logs = tuple(
             LogRef(kind, str(path.relative_to(self.store.results_dir)))
@@ -222,6 +230,7 @@ class CellRunner:
         return self.record(
             spec, repeat, prov, v.status, v.reason, v.subtests,
             evidence=v.evidence, logs=logs, deployed=deployed, started=result.started,
+            boot_seconds=boot_seconds,
         )  # fmt: skip
 
     # -- recording ---------------------------------------------------------------------------
@@ -239,6 +248,7 @@ class CellRunner:
         logs: tuple[LogRef, ...] = (),
         deployed: Deployment | None = None,
         started: datetime | None = None,
+        boot_seconds: float | None = None,
     ) -> CellRecord:
         cell = CellRecord(
             tree=spec.tree,
@@ -259,6 +269,7 @@ class CellRunner:
             subtests=subtests,
             logs=(*logs, *prov.build_logs),
             evidence=evidence,
+            boot_seconds=boot_seconds,
         )
         cell_id = self.store.record_cell(self.run_id, cell)
         self.say(f"  {spec.rev} {cell.variant} {spec.host} {spec.job.name} r{repeat}: {status}")

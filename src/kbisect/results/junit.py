@@ -232,6 +232,8 @@ def _properties(cell: CellRecord) -> dict[str, str]:
         "host.boot": cell.fingerprint.get("boot") or _boot_line(cell.fingerprint),
     }
     props.update({f"host.{k}": v for k, v in sorted(cell.fingerprint.items()) if k != "boot"})
+    if cell.boot_seconds is not None:  # the cell whose deploy booted the kernel
+        props["boot_seconds"] = f"{cell.boot_seconds:g}"
     seen: dict[str, int] = {}
     for log in cell.logs:
         seen[log.kind.value] = seen.get(log.kind.value, 0) + 1

@@ -144,6 +144,10 @@ class CellRecord:
     subtests: tuple[SubtestRecord, ...] = ()
     logs: tuple[LogRef, ...] = ()
     evidence: tuple[Evidence, ...] = ()
+    boot_seconds: float | None = None
+    """How long the deploy that booted this cell's kernel took, from its start to the verified
+    login (power cycles included); None when the cell ran on a kernel an earlier cell booted,
+    booted none, or was recorded before stores kept it."""
     id: int | None = None
     run_id: int | None = None
 

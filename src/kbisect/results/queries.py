@@ -41,7 +41,7 @@ _KINDS = {k.value: k for k in LogKind}
 
 _CELL_COLUMNS = (
     "id, run_id, tree, rev, variant, profile, host, job, repeat, status, reason, commit_id, "
-    "patch_hash, build_key, started, finished, fingerprint_id"
+    "patch_hash, build_key, started, finished, boot_seconds, fingerprint_id"
 )
 SAME_CELL = "run_id = ? AND " + " AND ".join(f"{name} = ?" for name in CellIdentity._fields)
 """The condition on cells that picks a run's cell by its identity: (run_id, *identity)."""
@@ -146,17 +146,26 @@ class StoreQueries(StoreConnection):
         return out
 
     def experiment_cells(
-        self, experiment: str, *, since_run: int | None = None, host: str | None = None
+        self,
+        experiment: str,
+        *,
+        since_run: int | None = None,
+        host: str | None = None,
+        run_ids: Sequence[int] | None = None,
     ) -> list[CellRecord]:
         """Every cell of an experiment's variants (named EXPERIMENT/VARIANT), in id order, from
-        run ``since_run`` on and on ``host`` when given (a findings report reads all of them).
-        A range on the name: both dialects compare text by code point, and "0" follows "/"."""
+        run ``since_run`` on, on ``host`` and of the runs ``run_ids`` when given (a findings
+        report reads all of them). A range on the name: both dialects compare text by code
+        point, and "0" follows "/"."""
         where = "variant >= ? AND variant < ?"
         params: tuple[Any, ...] = (f"{experiment}/", f"{experiment}0")
         if since_run is not None:
             where, params = f"{where} AND run_id >= ?", (*params, since_run)
         if host is not None:
             where, params = f"{where} AND host = ?", (*params, host)
+        if run_ids is not None:
+            where += " AND run_id IN (SELECT value FROM json_each(?))"
+            params = (*params, encode_json(sorted(run_ids)))
         return self._read_cells(where, params, batched=True)
 
     def _read_cells(self, where: str, params: Span, *, batched: bool) -> list[CellRecord]:
@@ -479,7 +488,7 @@ def _cell(
 ) -> CellRecord:
     """A cell from its row (_CELL_COLUMNS) and its children."""
     cell_id, run_id, tree, rev, variant, profile, host, job, repeat, status, reason = row[:11]
-    commit, patch, build, started, finished = row[11:16]
+    commit, patch, build, started, finished, boot_seconds = row[11:17]
     return CellRecord(
         tree=tree,
         rev=rev,
@@ -499,6 +508,7 @@ def _cell(
         subtests=subtests,
         logs=logs,
         evidence=evidence,
+        boot_seconds=boot_seconds,
         id=cell_id,
         run_id=run_id,
     )

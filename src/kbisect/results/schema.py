@@ -210,6 +210,11 @@ MIGRATIONS: tuple[tuple[str | Only, ...], ...] = (
             expires REAL NOT NULL
         )""",
     ),
+    (
+        # how long the deploy that booted a cell's kernel took (NULL: the cell did not boot
+        # one, or was recorded before this column)
+        "ALTER TABLE cells ADD COLUMN boot_seconds REAL",
+    ),
 )
 """MIGRATIONS[i]: the statements that take the schema from version i to i + 1.
 

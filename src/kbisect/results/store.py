@@ -32,8 +32,8 @@ from kbisect.results.schema import encode_json, encode_time, fingerprint_hash
 
 _INSERT_CELL = (
     "INSERT INTO cells (run_id, tree, rev, variant, profile, host, job, repeat, status, reason, "
-    "commit_id, patch_hash, build_key, started, finished, fingerprint_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    "commit_id, patch_hash, build_key, started, finished, boot_seconds, fingerprint_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 
 
@@ -108,6 +108,7 @@ class ResultsStore(StoreQueries):
                 cell.build_key,
                 encode_time(cell.started),
                 encode_time(cell.finished),
+                cell.boot_seconds,
                 fp_id,
             ),
         ).fetchone()
