@@ -267,6 +267,22 @@ def test_trial_costs_learn_what_runs_take() -> None:
     assert costs("a") == 50
 
 
+def test_runs_that_happen_to_look_deterministic_do_not_stop_a_flaky_bisection() -> None:
+    # a bug that passes half the time at bad commits; with this seed the first runs next to the
+    # culprit all pass, so under the deterministic model commit 88 looks sure (0.99 after 12
+    # runs). Asked of the intermittent model too, the search goes on to the true culprit.
+    draws = random.Random(208277989)
+
+    def script(i: int, _runs: int, reverted: bool) -> TrialOutcome:
+        draw = draws.random()  # one draw a run, as bench/bench_bisect.py does
+        bad = i >= 82 and not reverted
+        return TrialOutcome.PASS if not bad or draw < 0.5 else TrialOutcome.FAIL
+
+    result, pred, _ = bisect(chain(300), script)
+    assert result.culprit == commit(82), pred.calls
+    assert result.miss_rate > 0.2, "and it learnt the bug is intermittent"
+
+
 BUILT_META = {"tree": "linux", "variant": "base", "profile": "dom0", "profile_identity": {"a": 1}}
 
 
