@@ -394,3 +394,45 @@ def test_build_only_finds_the_commit_that_breaks_the_build(
     assert data["culprit"]["subject"] == "core: tidy up"
     assert all(step["runs"] == 1 for step in data["steps"]), "a build is decided by one run"
     assert "expected ';'" in done.stdout  # the build error is the bad step's detail
+
+
+def test_the_session_costs_runs_from_the_artifact_store(
+    tmp_path: Path, make_project: MakeProject
+) -> None:
+    """The engine is given what kbisect knows: a commit whose build is in the store costs the
+    run alone, another the store's typical compile time for the profile on top."""
+    from kbisect.bisect import session
+    from kbisect.bisect.request import BisectRequest
+    from kbisect.build.builder import store_for
+    from kbisect.build.key import profile_identity
+    from kbisect.config import load_project
+    from kbisect.tree import repos
+
+    root = make_project(
+        {
+            "configs/trees.yaml": f"trees:\n  - name: fake\n    url: {tmp_path / 'src'}\n",
+            "configs/builds.yaml": "profiles:\n  - {name: dom0, base: tinyconfig}\n",
+        }
+    )
+    project = load_project(root)
+    tree = repos.open_tree(project, "fake")
+    profile = project.profile("dom0")
+    store = store_for(project)
+    identity = profile_identity(profile, project.configs_dir)
+    for key, commit, seconds in [("k1", "c1", 100.0), ("k2", "c2", 400.0), ("k3", "c3", 250.0)]:
+        staging = store.staging(key)
+        (staging / "bzImage").write_text("not a kernel: only its meta matters here\n")
+        meta = {"tree": "fake", "commit": commit, "variant": "base", "profile": "dom0",
+                "profile_identity": identity, "duration_s": seconds}  # fmt: skip
+        store.publish(key, staging, meta)
+    request = BisectRequest(tree="fake", good=["g"], bad="b", predicate="build", profile="dom0")
+    costs = session.trial_costs(project, tree, request, None)
+    assert costs("c2") == 5, "built: the run alone"
+    assert costs("new") == 5 + 250, "a compile: the median of the recorded builds"
+    job = BisectRequest(tree="fake", good=["g"], bad="b", predicate="job", profile="dom0")
+    with_boot = session.trial_costs(project, tree, job, None)
+    assert with_boot("new") == 60 + 250 + session.DEFAULT_BOOT_SECONDS
+    from kbisect.lab.protocol import Deployment
+
+    booted = Deployment("h", "k1", "6.1", "id", 0.0, boot_seconds=17.5, power_cycles=0)
+    assert session.boot_seconds(booted) == 17.5, "the host's recorded boot"

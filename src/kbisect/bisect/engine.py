@@ -283,7 +283,7 @@ class Bisector:
                 self._run_at(last)  # the --repeat floor comes first
                 continue
             best = self.belief.best
-            if self.belief.p[best] >= self.policy.confidence:
+            if self.belief.p[best] >= self.policy.confidence and self._sure(best):
                 return self._found(result, best)
             group = post.suspects(self.topology, self.belief, self._testables())
             mass = sum(self.belief.p[h] for h in group)
@@ -293,6 +293,13 @@ class Bisector:
             if nxt is None:
                 return self._suspects(result, group, mass)
             self._run_at(nxt)
+
+    def _sure(self, h: int) -> bool:
+        """Whether h is sure enough under every noise model the runs have not ruled out."""
+        conf = self.policy.confidence
+        ruled_out = 1 - conf
+        worst = post.worst_case(self.topology, self.prior, self.evidence, self.priors, h, ruled_out)
+        return worst >= conf
 
     def _testable(self, j: int) -> bool:
         return j not in self.evidence.untestable

@@ -181,6 +181,8 @@ class Belief:
     miss: float
     """The posterior mean of P(pass | bad) (averaged over the hypotheses)."""
     false_alarm: float
+    log_evidence: float = 0.0
+    """log P(the runs) under the priors: how well this noise model explains them."""
 
     @property
     def best(self) -> int:
@@ -227,7 +229,35 @@ def believe(
     p = [x / total for x in raw]
     miss = sum(ph * (1 - fb) for ph, fb in zip(p, fail_bad, strict=True))
     alarm = sum(ph * fg for ph, fg in zip(p, fail_good, strict=True))
-    return Belief(p, fail_bad, fail_good, miss, alarm)
+    return Belief(p, fail_bad, fail_good, miss, alarm, top + math.log(total))
+
+
+def worst_case(
+    topology: Topology,
+    prior: Sequence[float],
+    evidence: Evidence,
+    priors: Priors,
+    h: int,
+    ruled_out: float,
+) -> float:
+    """The lowest P(h) among the noise models the runs have not ruled out.
+
+    The miss prior is a mixture of models (a deterministic predicate, an intermittent bug); the
+    mixture's P(h) leans on the prior odds between them, and early runs that happen to agree
+    with a deterministic predicate can make it sure of a wrong commit at a flaky one. So P(h) is
+    also asked of each model alone, unless the runs leave that model a posterior weight below
+    `ruled_out`: a culprit is only as sure as the model least favourable to it."""
+    if len(priors.miss) == 1:
+        return believe(topology, prior, evidence, priors).p[h]
+    models = []
+    for weight, a, b in priors.miss:
+        alone = Priors(((1.0, a, b),), priors.false_alarm, priors.ends)
+        belief = believe(topology, prior, evidence, alone)
+        models.append((math.log(weight) + belief.log_evidence, belief.p[h]))
+    top = max(log for log, _ in models)
+    total = sum(math.exp(log - top) for log, _ in models)
+    kept = [p for log, p in models if math.exp(log - top) / total >= ruled_out]
+    return min(kept)
 
 
 def information(topology: Topology, belief: Belief, candidates: Sequence[int]) -> list[float]:

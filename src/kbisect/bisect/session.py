@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from kbisect.bisect import report
 from kbisect.bisect.engine import Bisector, BisectResult
@@ -25,11 +26,12 @@ from kbisect.bisect.predicates import (
     TrialOutcome,
 )
 from kbisect.bisect.request import BisectRequest
-from kbisect.bisect.stats import Policy, TrialCosts
+from kbisect.bisect.stats import DEFAULT_BOOT_SECONDS, BuildFacts, Policy, TrialCosts
+from kbisect.build.store import ArtifactStore
 from kbisect.config import Project
 from kbisect.errors import KbisectError, UserError
 from kbisect.lab.lab import Lab
-from kbisect.lab.protocol import KernelDidNotBoot
+from kbisect.lab.protocol import Deployment, KernelDidNotBoot
 from kbisect.progress import Say
 from kbisect.results.model import BisectionRecord, ResultStatus, TrialRecord
 from kbisect.results.store import ResultsStore
@@ -154,7 +156,7 @@ def run_bisection(
         out = results_dir(store, bisection_id)
         journal = StoreJournal(store, bisection_id, out / "bisect.log")
         predicate = make_predicate(project, tree, request, lab, say, out / "runs")
-        costs = trial_costs(request)
+        costs = trial_costs(project, tree, request, lab)
         bisector = Bisector(
             history=load_history(tree.path, request.good, request.bad),
             predicate=predicate,
@@ -176,14 +178,47 @@ def run_bisection(
         return result
 
 
-def trial_costs(request: BisectRequest) -> TrialCosts:
-    """What a run costs before any has been timed: a command alone; a build; a build, a boot
-    and a job. Every run then teaches the real figures (kbisect.bisect.stats.TrialCosts)."""
+def trial_costs(
+    project: Project, tree: TreeRepo, request: BisectRequest, lab: Lab | None
+) -> TrialCosts:
+    """What a run costs, from what kbisect knows before any has been timed: a command alone;
+    a build, cheap when the artifact store has it and else the store's typical compile time
+    for the profile; a boot at the host's last recorded boot time. Every run then teaches the
+    real figures (kbisect.bisect.stats.TrialCosts)."""
     if request.predicate == "run":
         return TrialCosts(run_seconds=60)
+    from kbisect.build.builder import store_for
+    from kbisect.build.key import profile_identity
+
+    profile = project.profile(request.profile)
+    facts = BuildFacts.of(
+        _metas(store_for(project)),
+        tree=tree.name,
+        variant=find_variant(project, request.variant).qualified,
+        profile=profile.name,
+        identity=profile_identity(profile, project.configs_dir),
+    )
     if request.predicate == "build":
-        return TrialCosts(run_seconds=5, build_seconds=600)
-    return TrialCosts(run_seconds=60, build_seconds=600, boot_seconds=60)
+        return facts.costs(run_seconds=5, boot_seconds=0)
+    deployment = lab.host(request.host).deployment() if lab is not None else None
+    return facts.costs(run_seconds=60, boot_seconds=boot_seconds(deployment))
+
+
+def _metas(store: ArtifactStore) -> Iterator[dict[str, Any]]:
+    """The artifacts' meta.json (one a pruning removed meanwhile, or unreadable, is left out:
+    it only makes a build look less cheap)."""
+    for artifact in store.artifacts():
+        try:
+            yield artifact.meta
+        except (OSError, ValueError):
+            continue
+
+
+def boot_seconds(deployment: Deployment | None) -> float:
+    """The host's boot time as its last verified boot recorded it, else the default."""
+    if deployment is None or deployment.boot_seconds <= 0:
+        return DEFAULT_BOOT_SECONDS
+    return deployment.boot_seconds
 
 
 def revert_patch(tree: TreeRepo, commit: str, scratch: Path) -> Path | None:

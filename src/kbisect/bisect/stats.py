@@ -6,9 +6,16 @@ is kbisect.bisect.posterior.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+import statistics
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+
+DEFAULT_BUILD_SECONDS = 600.0
+"""A compile's cost when the store has timed no build of the profile."""
+DEFAULT_BOOT_SECONDS = 60.0
+"""A reboot's cost when the host has no recorded boot."""
 
 RETIRED = frozenset({"alpha", "max_runs", "validate_runs", "restarts"})
 """Policy names of the step-by-step engine, found in stored requests: ignored on resume."""
@@ -91,3 +98,45 @@ class TrialCosts:
             return default
         ordered = sorted(values[-9:])
         return ordered[len(ordered) // 2]
+
+
+@dataclass(frozen=True)
+class BuildFacts:
+    """What the artifact store says about builds of one (tree, variant, profile): the commits
+    built already, and the typical compile time (None when none was timed)."""
+
+    built: frozenset[str]
+    build_seconds: float | None
+
+    @classmethod
+    def of(
+        cls,
+        metas: Iterable[Mapping[str, Any]],
+        *,
+        tree: str,
+        variant: str,
+        profile: str,
+        identity: Mapping[str, Any],
+    ) -> BuildFacts:
+        """From the artifacts' meta.json: a commit counts as built only when its artifact is
+        of the same tree, variant and profile (its identity too: a changed config rebuilds);
+        the compile time is the median over every timed build of the profile."""
+        same = json.dumps(identity, sort_keys=True)
+        built: set[str] = set()
+        durations: list[float] = []
+        for meta in metas:
+            if meta.get("profile") != profile:
+                continue
+            seconds = meta.get("duration_s")
+            if isinstance(seconds, int | float) and seconds > 0:
+                durations.append(float(seconds))
+            current = json.dumps(meta.get("profile_identity"), sort_keys=True) == same
+            if current and meta.get("tree") == tree and meta.get("variant") == variant:
+                built.add(str(meta.get("commit")))
+        typical = statistics.median(durations) if durations else None
+        return cls(frozenset(built), typical)
+
+    def costs(self, run_seconds: float, boot_seconds: float) -> TrialCosts:
+        """The cost model of a bisection that builds (and boots, when boot_seconds > 0)."""
+        build = DEFAULT_BUILD_SECONDS if self.build_seconds is None else self.build_seconds
+        return TrialCosts(run_seconds, build, boot_seconds, built=self.built.__contains__)
