@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,15 +26,19 @@ from pathlib import Path
 import pytest
 
 from fake_machine import fake_rack_host
+from kbisect.config import Project
 from kbisect.deadline import Deadline
 from kbisect.lab.store_lease import StoreLeases
 from kbisect.results.model import CellRecord, ResultStatus, RunStatus
 from kbisect.results.store import ResultsStore
+from kbisect.tree.repos import TreeRepo
 from netns import NetnsLab, SshHost
 from pgserver import PostgresServer
 from test_nightly import make_project
 
-pytestmark = [pytest.mark.needs_root, pytest.mark.slow]  # netns hosts, whole nightlies
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.slow]  # netns hosts, PostgreSQL, nightlies
 
 LEASE_TIMEOUT = 4  # seconds: how long a killed controller's host stays taken
 JOB_SECONDS = 3
@@ -287,3 +292,92 @@ def test_killed_controller_loses_its_host_only_for_the_lease_timeout(
     page = (site / "run" / str(run_id) / "index.html").read_text()
     for host in rack.hosts:
         assert host.name in page
+
+
+# -- the embedded host -----------------------------------------------------------------------------
+
+
+@pytest.mark.vm
+def test_two_controllers_on_the_embedded_host(
+    real_project: Project,
+    debian_tree: tuple[TreeRepo, list[str]],
+    postgres_server: PostgresServer,
+    tmp_path: Path,
+) -> None:
+    """The embedded `qemu` host, one release, two variants; two controllers share the test
+    session's cache (the host's QEMU, its state and the builds: one machine's), each with its own
+    results directory. Controller a is killed in the middle of a job; b takes the host when the
+    lease expires, boots it again (ending a's QEMU) and runs what is left; every cell is recorded
+    once, on the build that the host itself reports."""
+    _, tags = debian_tree
+    root = tmp_path / "project"
+    for part in ("configs", "seeds", "pipelines"):
+        shutil.copytree(REPO / part, root / part)
+    (root / "pipelines/pair.yaml").write_text(
+        "description: two controllers\n"
+        f"revisions:\n  - {{tree: debian-6.1, revisions: [{tags[-1]}]}}\n"
+        "experiments:\n  - {experiment: gntdev-numa, variants: [vm-mixedmap, vm-io]}\n"
+        "profiles: [xen-dom0]\nhosts: [qemu]\njobs: [gntstress]\nrepeat: 1\n"
+        "auto_bisect: {enabled: false}\n"
+    )
+    settings = root / "configs/kbisect.yaml"
+    settings.write_text(settings.read_text() + "  lease_timeout: 10\n")
+    url = postgres_server.fresh_schema()
+    env = {
+        **os.environ,
+        "KBISECT_ROOT": str(root),
+        "KBISECT_CACHE": str(real_project.cache_dir),
+        "KBISECT_STORE": url,
+    }
+    a_log = tmp_path / "a.log"
+    with a_log.open("w") as out:
+        a = subprocess.Popen(
+            [sys.executable, "-m", "kbisect", "nightly", "--pipeline", "pair"],
+            env={**env, "KBISECT_RESULTS": str(tmp_path / "a/results")}, text=True,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    b: subprocess.Popen[str] | None = None
+    try:
+        wait_for("the run in the shared store", lambda: first_run(url, tmp_path) is not None, 900)
+        run_id = first_run(url, tmp_path)
+        assert run_id is not None
+        b = subprocess.Popen(
+            [sys.executable, "-m", "kbisect", "nightly", "--pipeline", "pair", "--resume",
+             str(run_id)],
+            env={**env, "KBISECT_RESULTS": str(tmp_path / "b/results")}, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        wait_for("a job of controller a", lambda: "running, time limit" in a_log.read_text(), 900)
+        with ResultsStore(tmp_path / "reader", url=url) as store:
+            before = {c.identity: c.id for c in store.cells(run_id)}
+        os.kill(a.pid, signal.SIGKILL)
+        killed_at = time.time()
+        a.wait(timeout=30)
+        code, out = finish(b)
+    finally:
+        for proc in (a, b):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        subprocess.run(  # whatever QEMU is left (b ends its own): by the PID in its state file
+            [sys.executable, "-m", "kbisect", "lab.down"], env=env, capture_output=True,
+            timeout=120, check=False,
+        )  # fmt: skip
+    assert code == 0 or code == 1, out[-4000:]  # 1: a variant's subtest failed, as it may
+    with ResultsStore(tmp_path / "reader", url=url) as store:
+        run = store.get_run(run_id)
+        cells = store.cells(run_id)
+    assert run is not None and run.status is RunStatus.FINISHED
+    assert len(cells) == 2 == len({c.identity for c in cells}), cells
+    assert all(c.status is not ResultStatus.ERROR for c in cells), [c.reason for c in cells]
+    for cell in cells:
+        if cell.identity in before:  # recorded before the kill: kept as it was
+            assert cell.id == before[cell.identity]
+        else:  # run by b after the kill, on a host it booted itself
+            assert started(cell) > killed_at
+        # the host's own account of what it booted: the cell's build
+        assert f"kbisect.build={cell.build_key}" in cell.fingerprint["dom0_cmdline"].split()
+    for before_cell, after_cell in itertools.pairwise(sorted(cells, key=started)):
+        assert before_cell.finished <= after_cell.started  # type: ignore[operator]
+    assert len(cells) - len(before) >= 1, "the killed cell was run again"
+    assert StoreLeases(url, 10).holders() == []
