@@ -306,9 +306,9 @@ def test_two_controllers_on_the_embedded_host(
 ) -> None:
     """The embedded `qemu` host, one release, two variants; two controllers share the test
     session's cache (the host's QEMU, its state and the builds: one machine's), each with its own
-    results directory. Controller a is killed in the middle of a job; b takes the host when the
-    lease expires, boots it again (ending a's QEMU) and runs what is left; every cell is recorded
-    once, on the build that the host itself reports."""
+    results directory. The controller in a job is killed in the middle of it; the other takes the
+    host when the lease expires, boots it again (ending the dead one's QEMU) and runs what is
+    left; every cell is recorded once, on the build that the host itself reports."""
     _, tags = debian_tree
     root = tmp_path / "project"
     for part in ("configs", "seeds", "pipelines"):
@@ -329,34 +329,50 @@ def test_two_controllers_on_the_embedded_host(
         "KBISECT_CACHE": str(real_project.cache_dir),
         "KBISECT_STORE": url,
     }
-    a_log = tmp_path / "a.log"
-    with a_log.open("w") as out:
-        a = subprocess.Popen(
-            [sys.executable, "-m", "kbisect", "nightly", "--pipeline", "pair"],
-            env={**env, "KBISECT_RESULTS": str(tmp_path / "a/results")}, text=True,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    b: subprocess.Popen[str] | None = None
+    procs: dict[str, subprocess.Popen[str]] = {}
+    logs = {name: tmp_path / f"{name}.log" for name in ("a", "b")}
+
+    def controller(name: str, *args: str) -> None:
+        with logs[name].open("w") as out:
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "kbisect", "nightly", "--pipeline", "pair", *args],
+                env={**env, "KBISECT_RESULTS": str(tmp_path / name / "results")}, text=True,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def in_a_job() -> str | None:
+        """The controller that holds the host and has a job running on it, if any."""
+        holder = StoreLeases(url, 10).holder("qemu")
+        for name, proc in procs.items():
+            text = logs[name].read_text()
+            if (
+                holder is not None
+                and holder.pid == proc.pid
+                and text.count("running, time limit") > text.count(" qemu gntstress r1: ")
+            ):
+                return name
+        return None
+
     try:
+        controller("a")
         wait_for("the run in the shared store", lambda: first_run(url, tmp_path) is not None, 900)
         run_id = first_run(url, tmp_path)
         assert run_id is not None
-        b = subprocess.Popen(
-            [sys.executable, "-m", "kbisect", "nightly", "--pipeline", "pair", "--resume",
-             str(run_id)],
-            env={**env, "KBISECT_RESULTS": str(tmp_path / "b/results")}, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        wait_for("a job of controller a", lambda: "running, time limit" in a_log.read_text(), 900)
+        controller("b", "--resume", str(run_id))
+        wait_for("a job", lambda: in_a_job() is not None, 900)
+        victim = in_a_job()
+        assert victim is not None
+        survivor = "b" if victim == "a" else "a"
         with ResultsStore(tmp_path / "reader", url=url) as store:
             before = {c.identity: c.id for c in store.cells(run_id)}
-        os.kill(a.pid, signal.SIGKILL)
+        os.kill(procs[victim].pid, signal.SIGKILL)
         killed_at = time.time()
-        a.wait(timeout=30)
-        code, out = finish(b)
+        procs[victim].wait(timeout=30)
+        code = procs[survivor].wait(timeout=900)
+        out = logs[survivor].read_text()
     finally:
-        for proc in (a, b):
-            if proc is not None and proc.poll() is None:
+        for proc in procs.values():
+            if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
         subprocess.run(  # whatever QEMU is left (b ends its own): by the PID in its state file
@@ -373,7 +389,7 @@ def test_two_controllers_on_the_embedded_host(
     for cell in cells:
         if cell.identity in before:  # recorded before the kill: kept as it was
             assert cell.id == before[cell.identity]
-        else:  # run by b after the kill, on a host it booted itself
+        else:  # run by the survivor after the kill, on a host it booted itself
             assert started(cell) > killed_at
         # the host's own account of what it booted: the cell's build
         assert f"kbisect.build={cell.build_key}" in cell.fingerprint["dom0_cmdline"].split()
