@@ -289,6 +289,7 @@ class NightlyRun:
             except InfraError as exc:
                 if deadline.expired:
                     raise InfraError(f"{exc} ({LEASE_WAIT:g} s for this build)") from None
+                self.stop.wait(1.0)  # a store that refuses at once is not asked in a busy loop
         with lease:
             todo = self.unrecorded(store, mine)  # under the lease: what is still to do
             if todo and (lease.inherited or self.store.url is not None):
