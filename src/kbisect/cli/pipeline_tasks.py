@@ -52,7 +52,8 @@ def nightly(
     nightly_run = run_nightly(p, pipeline, resume or None, say)
     say("")
     say(nightly_run.summary.rstrip())
-    say(f"junit: {nightly_run.junit}")
+    if nightly_run.junit:  # none from a controller that left the outputs to another
+        say(f"junit: {nightly_run.junit}")
     what = {ExitCode.FAILED: "new regressions", ExitCode.INFRA: "infrastructure errors"}
     message = f"kbisect: nightly run {nightly_run.run_id}: {what.get(nightly_run.exit_code, '')}"
     return TaskResult(_document(p, pipeline, nightly_run), nightly_run.exit_code, message)

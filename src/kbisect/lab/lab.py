@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import signal
+import socket
 from pathlib import Path
 from types import FrameType
 
@@ -116,7 +118,7 @@ class Lab:
         for host in self._hosts.values():
             with contextlib.suppress(Exception):
                 host.close_console()  # a console capture ends with the command, kept up or not
-            if not self.keep_up:
+            if not self.keep_up and not self._held_by_another(host):
                 with contextlib.suppress(Exception):
                     host.shutdown()
         while self._switched_on and not self.keep_up:
@@ -126,6 +128,17 @@ class Lab:
             with contextlib.suppress(Exception):
                 lease.release()
         self._leases.clear()
+
+    def _held_by_another(self, host: LabHost) -> bool:
+        """Whether another process (here, or another controller of a shared store) holds the
+        host now: then its emulator is that process's to end, not this one's."""
+        try:
+            holder = self.leases().holder(host.name)
+        except Exception:  # an unreachable store: end what this command started
+            return False
+        if holder is None:
+            return False
+        return (holder.hostname, holder.pid) != (socket.gethostname(), os.getpid())
 
     def __enter__(self) -> Lab:
         _open_labs.append(self)

@@ -124,10 +124,14 @@ def current_user() -> str:
 class Lease(Closeable):
     """A held lease on one host; release it with `release()` or by leaving the `with` block."""
 
-    def __init__(self, leases_dir: Path, host: str, fd: int, info: LeaseInfo) -> None:
+    def __init__(
+        self, leases_dir: Path, host: str, fd: int, info: LeaseInfo, *, inherited: bool = False
+    ) -> None:
         self.leases_dir = leases_dir
         self.host = host
         self.info = info
+        # a holder's info file outlives it only when it died holding the lease (release removes it)
+        self.inherited = inherited
         self._fd: int | None = fd
 
     @classmethod
@@ -146,6 +150,7 @@ class Lease(Closeable):
                         f"{deadline.seconds:g} s"
                     )
                 time.sleep(min(_POLL_SECONDS, deadline.remaining()))
+            inherited = info_path.exists()
             info = LeaseInfo(
                 host=host,
                 pid=os.getpid(),
@@ -158,7 +163,7 @@ class Lease(Closeable):
         except BaseException:
             os.close(fd)
             raise
-        return cls(leases_dir, host, fd, info)
+        return cls(leases_dir, host, fd, info, inherited=inherited)
 
     @staticmethod
     def holder(leases_dir: Path, host: str) -> LeaseInfo | None:

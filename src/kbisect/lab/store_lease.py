@@ -37,7 +37,9 @@ _TAKE = (
     "ON CONFLICT (host) DO UPDATE SET token = excluded.token, controller = excluded.controller, "
     "pid = excluded.pid, user_name = excluded.user_name, purpose = excluded.purpose, "
     "since = excluded.since, heartbeat = excluded.heartbeat, expires = excluded.expires "
-    f"WHERE leases.expires < {_NOW} RETURNING {_COLUMNS}"
+    # xmax is not 0 on a row the upsert updated: the lease of a holder that died (or of an
+    # expired reservation) was taken over, rather than a free host taken
+    f"WHERE leases.expires < {_NOW} RETURNING {_COLUMNS}, xmax::text <> '0'"
 )
 _HEARTBEAT = (
     f"UPDATE leases SET heartbeat = {_NOW}, expires = {_NOW} + ? WHERE host = ? AND token = ?"  # noqa: S608
@@ -47,9 +49,12 @@ _TAKE_BACK = f"DELETE FROM leases WHERE host = ? AND expires >= {_NOW} RETURNING
 
 
 class HeldLease(Protocol):
-    """A lease this process holds (a flock Lease or a StoreLease)."""
+    """A lease this process holds (a flock Lease or a StoreLease). ``inherited``: taken over
+    from a holder that did not release it (it died, or its reservation ran out), so what that
+    holder left on the host is not to be trusted."""
 
     info: LeaseInfo
+    inherited: bool
 
     @property
     def held(self) -> bool: ...
@@ -108,12 +113,15 @@ class StoreLeases:
     def describe(self) -> str:
         return f"in the shared store {shown_url(self.url)} (timeout {self.timeout:g} s)"
 
-    def _try(self, conn: PgConnection, host: str, token: str, purpose: str, span: float) -> Any:
+    def _try(
+        self, conn: PgConnection, host: str, token: str, purpose: str, span: float
+    ) -> tuple[LeaseInfo, bool] | None:
+        """The lease taken and whether it was inherited; None while someone holds it."""
         row = conn.execute(
             _TAKE,
             (host, token, socket.gethostname(), os.getpid(), current_user(), purpose, span),
         ).fetchone()
-        return None if row is None else _info(row)
+        return None if row is None else (_info(row), bool(row[7]))
 
     def acquire(self, host: str, purpose: str, deadline: Deadline) -> StoreLease:
         """Take the host's lease, waiting for the holder (or its expiry) until the deadline;
@@ -122,7 +130,7 @@ class StoreLeases:
         token = uuid.uuid4().hex
         conn = open_database(self.url)
         try:
-            while (info := self._try(conn, host, token, purpose, self.timeout)) is None:
+            while (taken := self._try(conn, host, token, purpose, self.timeout)) is None:
                 if deadline.expired:
                     holder = self.holder(host)
                     who = holder.describe() if holder is not None else "another controller"
@@ -134,7 +142,8 @@ class StoreLeases:
         except BaseException:
             conn.close()
             raise
-        return StoreLease(conn, info, token, self.timeout)
+        info, inherited = taken
+        return StoreLease(conn, info, token, self.timeout, inherited=inherited)
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[LeaseInfo]:
         conn = open_database(self.url)
@@ -158,14 +167,14 @@ class StoreLeases:
         check_host_name(host)
         conn = open_database(self.url)
         try:
-            info = self._try(conn, host, uuid.uuid4().hex, purpose, seconds)
+            taken = self._try(conn, host, uuid.uuid4().hex, purpose, seconds)
         finally:
             conn.close()
-        if info is None:
+        if taken is None:
             holder = self.holder(host)
             who = holder.describe() if holder is not None else "another controller"
             raise InfraError(f"host {host} is leased by {who}")
-        say(f"{host}: held by {info.describe()}")
+        say(f"{host}: held by {taken[0].describe()}")
 
     def take_back(self, host: str) -> LeaseInfo | None:
         """End whoever's lease on the host (its holder, if alive, learns at its next
@@ -178,9 +187,18 @@ class StoreLeases:
 class StoreLease(Closeable):
     """A held lease in a shared store, kept alive by a heartbeat thread until released."""
 
-    def __init__(self, conn: PgConnection, info: LeaseInfo, token: str, timeout: float) -> None:
+    def __init__(
+        self,
+        conn: PgConnection,
+        info: LeaseInfo,
+        token: str,
+        timeout: float,
+        *,
+        inherited: bool = False,
+    ) -> None:
         self.host = info.host
         self.info = info
+        self.inherited = inherited
         self.lost = False  # set when a heartbeat finds the lease taken back or expired
         self._conn: PgConnection | None = conn
         self._token = token

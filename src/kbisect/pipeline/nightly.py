@@ -8,6 +8,11 @@ in parallel. A host that breaks turns its remaining cells into ERROR.
 
 The planned matrix is stored with the run; `--resume RUN` runs only the cells the store does not
 have yet (a cell is recorded whole, in one transaction, so there are no half or double cells).
+
+Several controllers can work on one run (a shared store; the others join with `--resume RUN`):
+a host's cells run only under its lease, taken for one build unit at a time, and the holder
+looks again under the lease at which of them the store already has, so each cell runs once
+and no host is driven by two. The last controller to finish writes the run's outputs.
 """
 
 from __future__ import annotations
@@ -22,16 +27,20 @@ from typing import Any
 from kbisect.build.builder import BuildOutcome
 from kbisect.build.store import Artifact
 from kbisect.config import Pipeline, Project
+from kbisect.deadline import Deadline
 from kbisect.errors import ExitCode, InfraError, KbisectError, UserError
 from kbisect.lab.lab import Lab
-from kbisect.lab.protocol import HostBroken
+from kbisect.lab.protocol import HostBroken, LabHost
 from kbisect.pipeline.cell import CellRunner, CellSpec, Provenance
 from kbisect.progress import Say
-from kbisect.results.model import CellIdentity, CellRecord, ResultStatus
+from kbisect.results.model import CellIdentity, CellRecord, ResultStatus, RunStatus
 from kbisect.results.schema import DB_NAME
 from kbisect.results.store import ResultsStore
 from kbisect.tree import debian, repos
 from kbisect.tree.checkout import Checkout
+
+LEASE_WAIT = 600.0  # seconds a worker waits for its host's lease, for one build unit
+_RECHECK = 5.0  # while waiting, how often it looks whether another controller ran the cells
 
 
 @dataclass(frozen=True)
@@ -215,6 +224,8 @@ class NightlyRun:
             for unit in self.units:
                 if self.stop.is_set():
                     break
+                if not self.unrecorded(store, unit.cells):
+                    continue  # another controller ran them meanwhile
                 spec = self._spec(unit.cells[0])
                 try:
                     unit.checkout, unit.outcome = runner.prepare(spec)
@@ -234,21 +245,17 @@ class NightlyRun:
         try:
             runner = CellRunner(self.project, self.lab, store, self.run_id, self.say)
             host = self.lab.host(host_name)
-            lease = self.lab.lease(host, f"nightly run {self.run_id}", wait=600)
             waited, first_ready = 0.0, None
-            try:
-                while not self.stop.is_set():
-                    asked = time.monotonic()
-                    unit = self.queues[host_name].get()
-                    if first_ready is None:
-                        first_ready = time.monotonic()
-                    else:
-                        waited += time.monotonic() - asked
-                    if unit is None:
-                        break
-                    self._run_unit(runner, store, unit, host_name)
-            finally:
-                lease.release()
+            while not self.stop.is_set():
+                asked = time.monotonic()
+                unit = self.queues[host_name].get()
+                if first_ready is None:
+                    first_ready = time.monotonic()
+                else:
+                    waited += time.monotonic() - asked
+                if unit is None:
+                    break
+                self._take_unit(runner, store, unit, host)
             if first_ready is not None:
                 span = time.monotonic() - first_ready
                 busy = 1 - waited / span if span > 0 else 1.0
@@ -261,10 +268,44 @@ class NightlyRun:
         finally:
             store.close()
 
-    def _run_unit(
-        self, runner: CellRunner, store: ResultsStore, unit: Unit, host_name: str
+    def unrecorded(self, store: ResultsStore, cells: list[PlannedCell]) -> list[PlannedCell]:
+        """The cells that no controller has recorded in this run yet."""
+        return [c for c in cells if store.find_cell(self.run_id, c.identity) is None]
+
+    def _take_unit(
+        self, runner: CellRunner, store: ResultsStore, unit: Unit, host: LabHost
     ) -> None:
-        mine = [c for c in unit.cells if c.host == host_name]
+        """Run this host's cells of the unit that are not recorded yet, under the host's lease.
+        While another controller holds the host, look now and then whether it ran them."""
+        mine = [c for c in unit.cells if c.host == host.name]
+        deadline = Deadline(LEASE_WAIT)
+        while True:
+            if not self.unrecorded(store, mine) or self.stop.is_set():
+                return
+            try:
+                wait = min(_RECHECK, max(deadline.remaining(), 0.0))
+                lease = self.lab.lease(host, f"nightly run {self.run_id}", wait=wait)
+                break
+            except InfraError as exc:
+                if deadline.expired:
+                    raise InfraError(f"{exc} ({LEASE_WAIT:g} s for this build)") from None
+                self.stop.wait(1.0)  # a store that refuses at once is not asked in a busy loop
+        with lease:
+            todo = self.unrecorded(store, mine)  # under the lease: what is still to do
+            if todo and (lease.inherited or self.store.url is not None):
+                # what this controller remembers of the host may be another's since: deploy
+                host.deployment_file.unlink(missing_ok=True)
+            if todo:
+                self._run_unit(runner, store, unit, host.name, todo)
+
+    def _run_unit(
+        self,
+        runner: CellRunner,
+        store: ResultsStore,
+        unit: Unit,
+        host_name: str,
+        mine: list[PlannedCell],
+    ) -> None:
         by_job: dict[str, list[PlannedCell]] = {}
         for cell in mine:
             by_job.setdefault(cell.job, []).append(cell)
@@ -366,7 +407,6 @@ def run_nightly(
     """Plan (or resume), execute, classify, auto-bisect, and write the outputs of one nightly."""
     from kbisect.pipeline import outputs
     from kbisect.pipeline.regressions import classify_run
-    from kbisect.results.model import RunStatus
 
     pipeline = project.pipelines[pipeline_name]
     no_file = project.store_url is None and not (project.results_dir / DB_NAME).is_file()
@@ -397,6 +437,9 @@ def run_nightly(
                 interrupted(lab)
                 say(f"interrupted: resume with `kbisect nightly --resume {run.id}`")
                 raise
+            left = len(executor.unrecorded(store, cells))
+            if left or not store.claim_finish(run.id):
+                return _left_to_others(store, run.id, left)
             changes = classify_run(store, run.id, use_history=pipeline.baseline == "previous")
             bisections = outputs.auto_bisect(project, store, lab, pipeline, run.id, say)
         junit = outputs.write_junit(store, run.id)
@@ -404,13 +447,27 @@ def run_nightly(
         (store.results_dir / "runs" / str(run.id) / "summary.txt").write_text(summary)
         store.finish_run(run.id, RunStatus.FINISHED)
         new_regressions = [r for r in store.regressions() if r.opened_run == run.id]
-        statuses = {c.status for c in store.cells(run.id)}
-        if new_regressions:
-            code = ExitCode.FAILED
-        elif ResultStatus.ERROR in statuses:
-            code = ExitCode.INFRA
-        else:
-            code = ExitCode.OK
+        code = ExitCode.FAILED if new_regressions else _cells_code(store, run.id)
         return NightlyResult(run.id, code, summary, str(junit))
     finally:
         store.close()
+
+
+def _cells_code(store: ResultsStore, run_id: int) -> ExitCode:
+    statuses = {c.status for c in store.cells(run_id)}
+    return ExitCode.INFRA if ResultStatus.ERROR in statuses else ExitCode.OK
+
+
+def _left_to_others(store: ResultsStore, run_id: int, left: int) -> NightlyResult:
+    """This controller is done with its part of a shared run: the controller that records the
+    last cell (or that won the race to finish) classifies it and writes its outputs."""
+    if left:
+        summary = (
+            f"nightly run {run_id}: {left} cells are with other controllers; the last one to "
+            "finish writes the run's outputs"
+        )
+    elif (run := store.get_run(run_id)) is not None and run.status is not RunStatus.RUNNING:
+        summary = f"nightly run {run_id} is {run.status.value} already: its outputs are written"
+    else:
+        summary = f"nightly run {run_id}: another controller is writing the run's outputs"
+    return NightlyResult(run_id, _cells_code(store, run_id), summary, "")

@@ -74,6 +74,17 @@ class ResultsStore(StoreQueries):
         )
         return self._stored_run(run_id)
 
+    def claim_finish(self, run_id: int) -> bool:
+        """Whether this controller is the one to finish a running run: the first to ask (its
+        finish time is set now), when several controllers share it."""
+        when = encode_time(datetime.now(UTC))
+        with self._write() as conn:
+            claimed = conn.execute(
+                "UPDATE runs SET finished = ? WHERE id = ? AND status = ? AND finished IS NULL",
+                (when, run_id, RunStatus.RUNNING.value),
+            ).rowcount
+        return bool(claimed == 1)
+
     def _stored_run(self, run_id: int) -> RunRecord:
         run = self.get_run(run_id)
         assert run is not None  # just written
