@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from kbisect.errors import InfraError
 from kbisect.jobs.classify import Verdict, judge
 from kbisect.jobs.gntstress import GntstressReport
 from kbisect.jobs.program import program_of
+from kbisect.lab.lava.host import LavaHost
 from kbisect.lab.protocol import HostDown, LabHost
 from kbisect.lab.ssh import JobHandle, JobState, SshSession
 from kbisect.progress import Say
@@ -54,6 +55,7 @@ class JobRun:
     report: GntstressReport | None
     verdict: Verdict
     logs: dict[LogKind, Path]
+    facts: dict[str, str] = field(default_factory=dict)  # about the boot, for the fingerprint
 
 
 def setup_script(job: Job) -> list[str]:
@@ -85,6 +87,10 @@ def run_job(
 
     `binary` is the job's program as `program_of(job).binary(...)` gives it; `only` names the
     subtests to run alone, where the program can (empty: all)."""
+    if isinstance(host, LavaHost):  # the whole job is one LAVA job: boot included
+        from kbisect.jobs.lava import run_lava_job
+
+        return run_lava_job(host, job, repeat, binary, out_dir, say, only=only)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
     program = program_of(job)
@@ -126,11 +132,11 @@ def run_job(
     exit_status = None if died or timed_out else state.status
     verdict = judge(report, exit_status, dmesg, console_text, host_died=died)
     logs = {
-        LogKind.JOB_OUTPUT: _write(out_dir / LOG_NAMES[LogKind.JOB_OUTPUT], stdout, stderr),
-        LogKind.DMESG: _write(out_dir / LOG_NAMES[LogKind.DMESG], dmesg),
+        LogKind.JOB_OUTPUT: write_log(out_dir / LOG_NAMES[LogKind.JOB_OUTPUT], stdout, stderr),
+        LogKind.DMESG: write_log(out_dir / LOG_NAMES[LogKind.DMESG], dmesg),
     }
     if console is not None:
-        logs[LogKind.CONSOLE] = _write(out_dir / LOG_NAMES[LogKind.CONSOLE], console_text)
+        logs[LogKind.CONSOLE] = write_log(out_dir / LOG_NAMES[LogKind.CONSOLE], console_text)
     return JobRun(
         job=job.name,
         repeat=repeat,
@@ -197,7 +203,8 @@ def _read_from(path: Path | None, offset: int) -> str:
         return f.read().decode(errors="replace")
 
 
-def _write(path: Path, text: str, stderr: str = "") -> Path:
+def write_log(path: Path, text: str, stderr: str = "") -> Path:
+    """Write a log whole (a reader never sees half of it), stderr after stdout."""
     body = text
     if stderr:
         body += ("" if not text or text.endswith("\n") else "\n") + "--- stderr ---\n" + stderr
