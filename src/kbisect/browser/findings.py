@@ -276,6 +276,9 @@ def _revisions(cells: list[CellRecord]) -> list[RevisionFacts]:
     ]
 
 
+PER_CELL_FACTS = ("lava_job", "lava_job_url")  # which LAVA job ran a cell: not a host fact
+
+
 def _hosts(cells: list[CellRecord]) -> list[HostFacts]:
     """Each host's fingerprint facts, the build's own word (kbisect.build=KEY) left out of
     the dom0 command line, so that one line stands for all the builds a host booted."""
@@ -287,6 +290,8 @@ def _hosts(cells: list[CellRecord]) -> list[HostFacts]:
         values: dict[str, set[str]] = {}
         for cell in mine:
             for key, value in cell.fingerprint.items():
+                if key in PER_CELL_FACTS:
+                    continue
                 if key == "dom0_cmdline":
                     value = " ".join(w for w in value.split() if not w.startswith(BUILD_PARAM))
                 if value:

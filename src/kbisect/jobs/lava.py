@@ -40,6 +40,7 @@ IMAGE_DIR = "/kbisect"  # where the job's files sit in the initramfs
 _PANIC = r"Kernel panic - not syncing"
 _EXIT = re.compile(r"^KBISECT-(\w+)-EXIT=(\d+)\s*$", re.MULTILINE)
 LAVA_LOG_NAME = "lava-job.log"
+_SLACK_SECONDS = 30  # setup, dmesg and the subtest cases, beyond the job's own time limit
 
 
 @dataclass(frozen=True)
@@ -163,11 +164,7 @@ def verdict_of(
 
 def lava_cases(outcome: LavaOutcome) -> dict[str, str]:
     """kbisect's LAVA test cases and their results (suite 0_kbisect)."""
-    return {
-        str(case.get("name")): str(case.get("result"))
-        for case in outcome.cases
-        if str(case.get("suite", "")).endswith(f"_{SUITE}")
-    }
+    return {str(c.get("name")): str(c.get("result")) for c in outcome.suite(f"0_{SUITE}")}
 
 
 def job_files(job: Job, binary: Path, scratch: Path, only: Sequence[str]) -> dict[str, Path]:
@@ -205,7 +202,7 @@ def run_lava_job(
     with tempfile.TemporaryDirectory(prefix="kbisect-lava-") as scratch:
         files = host.boot_files(artifact, job_files(job, binary, Path(scratch), only))
         name = f"kbisect {artifact.key} {job.name} r{repeat}"
-        test_seconds = job.timeout + 120
+        test_seconds = job.timeout + _SLACK_SECONDS
         outcome = host.run(artifact, name, files, console_commands(job, expected), test_seconds)
     verdict, found = verdict_of(outcome, job, expected)
     facts = {"lava_job": str(outcome.job_id), "lava_job_url": outcome.url}

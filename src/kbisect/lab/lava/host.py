@@ -49,6 +49,27 @@ class LavaOutcome:
     log: list[dict[str, Any]] = field(default_factory=list)  # {dt, lvl, msg} lines
     abandoned: str = ""  # why kbisect stopped following it (and canceled it)
 
+    @classmethod
+    def of(
+        cls,
+        url: str,
+        job: dict[str, Any],
+        cases: list[dict[str, Any]],
+        log: list[dict[str, Any]],
+        abandoned: str = "",
+    ) -> LavaOutcome:
+        """From the API's answers: the job, its test cases, its log."""
+        return cls(
+            job_id=int(job.get("id", 0)),
+            url=url,
+            state=str(job.get("state", "")),
+            health=str(job.get("health", "")),
+            failure_comment=str(job.get("failure_comment") or ""),
+            cases=cases,
+            log=log,
+            abandoned=abandoned,
+        )
+
     def log_text(self) -> str:
         """The whole LAVA log, one line per entry: time, level, message."""
         return "".join(
@@ -62,11 +83,16 @@ class LavaOutcome:
 
     def error(self) -> tuple[str, str]:
         """LAVA's own error type and message for an incomplete job ("" when none)."""
-        for case in self.cases:
-            if case.get("suite") == "lava" and case.get("name") == "job":
+        for case in self.suite("lava"):
+            if case.get("name") == "job":
                 meta = _metadata(case)
                 return str(meta.get("error_type", "")), str(meta.get("error_msg", ""))
         return "", ""
+
+    def suite(self, name: str) -> list[dict[str, Any]]:
+        """The test cases of one suite (the API names a case's suite by id; its metadata
+        names the definition, which is the suite's name)."""
+        return [c for c in self.cases if _metadata(c).get("definition") == name]
 
 
 class LavaHost(LabHost):
@@ -182,8 +208,8 @@ class LavaHost(LabHost):
         (self.dir / "job.yaml").write_text(definition)
         server = self.server()
         job_id = server.submit(definition)
-        self.say(f"{self.name}: LAVA job {job_id} submitted ({server.job_url(job_id)})")
         self._running = (server, job_id)
+        self.say(f"{self.name}: LAVA job {job_id} submitted ({server.job_url(job_id)})")
         try:
             budget = self.lava.queue_timeout + self.config.boot_timeout + test_seconds + 300
             outcome = self.follow(server, job_id, Deadline(budget))
@@ -219,16 +245,8 @@ class LavaHost(LabHost):
         return self._read(server, job_id, job, why)
 
     def _read(self, server: LavaServer, job_id: int, job: dict[str, Any], why: str) -> LavaOutcome:
-        return LavaOutcome(
-            job_id=job_id,
-            url=server.job_url(job_id),
-            state=str(job.get("state", "")),
-            health=str(job.get("health", "")),
-            failure_comment=str(job.get("failure_comment") or ""),
-            cases=server.tests(job_id),
-            log=server.log(job_id),
-            abandoned=why,
-        )
+        cases, log = server.tests(job_id), server.log(job_id)
+        return LavaOutcome.of(server.job_url(job_id), job, cases, log, why)
 
     # -- power: LAVA's ----------------------------------------------------------------------
 
