@@ -21,6 +21,7 @@ import yaml
 from kbisect.config.model import Host, Job, LavaOptions, QemuOptions
 from kbisect.errors import InfraError
 from kbisect.jobs.gntstress import SUBTESTS
+from kbisect.jobs.jobrun import setup_script
 from kbisect.jobs.lava import (
     CASE_SCRIPT,
     console_commands,
@@ -29,7 +30,6 @@ from kbisect.jobs.lava import (
     read_console,
     verdict_of,
 )
-from kbisect.jobs.runner import setup_script
 from kbisect.lab.lava.api import LavaServer
 from kbisect.lab.lava.definition import BootFiles, JobRequest, image_arg, render
 from kbisect.lab.lava.host import LavaOutcome

@@ -28,8 +28,8 @@ from pathlib import Path
 from kbisect.config.model import Job
 from kbisect.errors import InfraError
 from kbisect.jobs.classify import Verdict, judge
+from kbisect.jobs.jobrun import LOG_NAMES, REMOTE_DIR, JobRun, setup_script, write_log
 from kbisect.jobs.program import program_of
-from kbisect.jobs.runner import LOG_NAMES, REMOTE_DIR, JobRun, setup_script, write_log
 from kbisect.lab.lava.definition import SUITE, ConsoleCommand
 from kbisect.lab.lava.host import LavaHost, LavaOutcome
 from kbisect.lab.probe import PROBE, Probe
