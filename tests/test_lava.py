@@ -149,15 +149,20 @@ def test_a_complete_job_maps_to_the_verdict_any_host_gives() -> None:
     assert outcome.error() == ("", "")
 
 
-def test_a_test_failure_is_fail_with_the_failed_subtests_as_lava_cases() -> None:
+def test_a_test_failure_is_fail_and_each_subtest_is_its_lava_case() -> None:
+    """Recorded: gntstress with its crash selftest (a subtest killed by SIGBUS, on any kernel)."""
     outcome = recorded("fail")
-    verdict, _ = verdict_of(outcome, JOB, SUBTESTS)
-    assert verdict.status is ResultStatus.FAIL
+    verdict, found = verdict_of(outcome, JOB, SUBTESTS)
+    assert verdict.status is ResultStatus.FAIL and found.exits["JOB"] == 1
     failed = {s.name for s in verdict.subtests if s.status is ResultStatus.FAIL}
-    assert failed
+    assert failed == {"selftest-crash"}
+    assert "killed by signal 7 (SIGBUS)" in verdict.reason
     cases = lava_cases(outcome)
-    assert cases["gntstress"] == "fail"
-    assert {n for n, r in cases.items() if r == "fail"} - {"gntstress"} == failed
+    assert cases["gntstress"] == "fail"  # the job's own case: its exit status
+    statuses = {s.name: s.status for s in verdict.subtests}
+    for name in SUBTESTS:  # the subtests the job was rendered with, each a LAVA case, and back
+        assert cases[name] == ("fail" if statuses[name] is ResultStatus.FAIL else "pass")
+    assert outcome.health == "Complete"  # a test failure is no LAVA error
 
 
 def test_a_boot_that_lava_times_out_is_error_with_lavas_reason() -> None:
@@ -171,13 +176,17 @@ def test_a_boot_that_lava_times_out_is_error_with_lavas_reason() -> None:
 
 
 def test_a_canceled_job_is_error_with_the_reason() -> None:
-    outcome = recorded("cancel", abandoned="not finished within 0 s")
+    """Recorded: a job no device took (the device went into maintenance), canceled by kbisect
+    after `queue_timeout`; it never ran, so it has neither log nor test cases."""
+    why = "no qemu device took it within 5 s"
+    outcome = recorded("cancel", abandoned=why)
     verdict, _ = verdict_of(outcome, JOB, SUBTESTS)
-    assert outcome.health == "Canceled" and verdict.status is ResultStatus.ERROR
-    assert "canceled by kbisect: not finished within 0 s" in verdict.reason
-    by_lava = recorded("cancel")  # the same job, canceled by someone else
-    assert verdict_of(by_lava, JOB, SUBTESTS)[0].status is ResultStatus.ERROR
-    assert "Canceled" in verdict_of(by_lava, JOB, SUBTESTS)[0].reason
+    assert outcome.health == "Canceled" and outcome.log == [] and outcome.cases == []
+    assert verdict.status is ResultStatus.ERROR
+    assert verdict.reason == f"LAVA job {outcome.job_id} canceled by kbisect: {why}"
+    by_lava = verdict_of(recorded("cancel"), JOB, SUBTESTS)[0]  # canceled by someone else
+    assert by_lava.status is ResultStatus.ERROR
+    assert by_lava.reason.startswith(f"LAVA job {outcome.job_id} Canceled")
 
 
 def test_a_panic_on_the_console_is_the_kernels_fail_whatever_lava_calls_it() -> None:

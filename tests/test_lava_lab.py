@@ -9,6 +9,7 @@ reason. Jobs boot Xen and the session's dom0 builds under QEMU (TCG) on the LAVA
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ from conftest import REPO
 from kbisect.build.store import Artifact
 from kbisect.config import Project
 from kbisect.config.model import Host, LavaOptions
+from kbisect.errors import InfraError
 from kbisect.jobs.program import program_of
 from kbisect.jobs.runner import run_job
 from kbisect.lab.lab import lab_paths
@@ -123,6 +125,39 @@ def test_a_boot_lava_times_out_is_error_with_lavas_reason(
     assert result.verdict.status is ResultStatus.ERROR
     assert f"LAVA job {result.facts['lava_job']} Incomplete" in result.verdict.reason
     assert "timed out" in result.verdict.reason.lower()
+
+
+def test_a_job_no_device_takes_is_canceled_after_the_queue_timeout(
+    real_project: Project, dom0_builds: dict[str, Artifact], lava_lab: LavaOptions, tmp_path: Path
+) -> None:
+    """The device goes into maintenance after the deploy's check: the job waits in LAVA's queue
+    until kbisect cancels it (ERROR with the reason); nothing boots."""
+    lava = dataclasses.replace(lava_lab, queue_timeout=5)
+    host = _host(real_project, lava)
+    job = real_project.jobs["gntstress"]
+    host.deploy(dom0_builds["vm-mixedmap"])
+    _device_health("MAINTENANCE")
+    try:
+        with pytest.raises(InfraError, match="no usable qemu device"):
+            host.deploy(dom0_builds["vm-mixedmap"])  # checked at the next deploy
+        binary = program_of(job).binary(real_project.cache_dir)
+        result = run_job(host, job, 1, binary, tmp_path / "out", print)
+    finally:
+        _device_health("GOOD")
+    assert result.verdict.status is ResultStatus.ERROR
+    assert result.verdict.reason == (
+        f"LAVA job {result.facts['lava_job']} canceled by kbisect: "
+        "no qemu device took it within 5 s"
+    )
+
+
+def _device_health(health: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run(
+        ["lava-server", "manage", "devices", "update", "--health", health, "kbisect-qemu-01"],
+        env={**env, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, check=True, timeout=120,
+        capture_output=True,
+    )  # fmt: skip
 
 
 def test_a_job_canceled_while_kbisect_follows_it_is_error(

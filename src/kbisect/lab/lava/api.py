@@ -22,6 +22,10 @@ TOKEN_ENV = "KBISECT_LAVA_TOKEN"  # noqa: S105 (a variable's name)
 _HTTP_SECONDS = 30.0
 
 
+class NotFound(InfraError):
+    """The server has no such thing (HTTP 404): a job that never ran has no log."""
+
+
 @dataclass(frozen=True)
 class LavaServer:
     """One LAVA server and the token kbisect talks to it with."""
@@ -63,7 +67,10 @@ class LavaServer:
 
     def log(self, job_id: int) -> list[dict[str, Any]]:
         """The job's log: one {dt, lvl, msg} per line (lvl `target` is the device's console)."""
-        text = self._request("GET", f"jobs/{job_id}/logs/").decode(errors="replace")
+        try:
+            text = self._request("GET", f"jobs/{job_id}/logs/").decode(errors="replace")
+        except NotFound:
+            return []  # canceled before a worker started it
         try:
             lines = yaml.load(text, Loader=yaml.CSafeLoader) if text.strip() else []
         except yaml.YAMLError as exc:
@@ -99,7 +106,8 @@ class LavaServer:
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:400].decode(errors="replace")
             hint = " (is the token right?)" if exc.code in (401, 403) else ""
-            raise InfraError(f"LAVA {method} {url}: HTTP {exc.code}{hint}: {detail}") from None
+            kind = NotFound if exc.code == 404 else InfraError
+            raise kind(f"LAVA {method} {url}: HTTP {exc.code}{hint}: {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise InfraError(f"LAVA {method} {url}: {reason}") from None
