@@ -190,11 +190,22 @@ def test_a_canceled_job_is_error_with_the_reason() -> None:
 
 
 def test_a_panic_on_the_console_is_the_kernels_fail_whatever_lava_calls_it() -> None:
-    outcome = recorded("boot-timeout")
-    panic = "Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b"
-    outcome.log.append({"dt": "x", "lvl": "target", "msg": panic})
-    verdict, _ = verdict_of(outcome, JOB, SUBTESTS)
+    """The recorded passing job, cut off by a panic in the middle of its job: LAVA ends it
+    (Incomplete); the console's evidence makes it the kernel's FAIL, not an ERROR."""
+    outcome = recorded("pass")
+    cut = next(i for i, e in enumerate(outcome.log) if "KBISECT-STDOUT-END" in str(e.get("msg")))
+    oops = [
+        "[   31.000001] BUG: unable to handle page fault for address: 0000000000000008",
+        "[   31.000002] Oops: 0000 [#1] PREEMPT SMP NOPTI",
+        "[   31.000003] Kernel panic - not syncing: Fatal exception",
+    ]
+    outcome.log[cut:] = [{"dt": "x", "lvl": "target", "msg": line} for line in oops]
+    outcome.health = "Incomplete"
+    verdict, found = verdict_of(outcome, JOB, SUBTESTS)
+    assert "JOB" not in found.exits
     assert verdict.status is ResultStatus.FAIL, verdict.reason
+    outcome.log[cut:] = [{"dt": "x", "lvl": "target", "msg": "(the console stops)"}]
+    assert verdict_of(outcome, JOB, SUBTESTS)[0].status is ResultStatus.ERROR  # no evidence
 
 
 def test_output_cut_off_by_a_dead_job_is_read_as_far_as_it_goes() -> None:
