@@ -164,18 +164,20 @@ def test_a_job_canceled_while_kbisect_follows_it_is_error(
     real_project: Project, dom0_builds: dict[str, Artifact], lava_lab: LavaOptions, tmp_path: Path
 ) -> None:
     """The Lab ending (Ctrl-C, SIGTERM) shuts its hosts down: a LAVA host cancels its job."""
-    host = _host(real_project, lava_lab)
-    job = real_project.jobs["gntstress"]
-    host.deploy(dom0_builds["vm-mixedmap"])
-    binary = program_of(job).binary(real_project.cache_dir)
     canceled = threading.Event()
+    hosts: list[LavaHost] = []
 
-    def say(line: str) -> None:
+    def say(line: str) -> None:  # the host's own progress lines
         print(line)
-        if "submitted" in line and host.shutdown():  # what Lab.close does
+        if "submitted" in line and hosts[0].shutdown():  # what Lab.close does
             canceled.set()
 
-    result = run_job(host, job, 1, binary, tmp_path / "out", say)
+    config = Host(name="lava-qemu", kind="lava", lava=lava_lab)
+    hosts.append(LavaHost(config, lab_paths(real_project), say))
+    job = real_project.jobs["gntstress"]
+    hosts[0].deploy(dom0_builds["vm-mixedmap"])
+    binary = program_of(job).binary(real_project.cache_dir)
+    result = run_job(hosts[0], job, 1, binary, tmp_path / "out", print)
     assert canceled.is_set()
     assert result.verdict.status is ResultStatus.ERROR
     assert "Canceled" in result.verdict.reason, result.verdict.reason
