@@ -266,3 +266,13 @@ def test_a_rejected_token_or_no_server_is_infrastructure_trouble(replay: str) ->
         LavaServer(replay, "bad").job(1)
     with pytest.raises(InfraError, match=re.escape("LAVA GET http://127.0.0.1:9/")):
         LavaServer("http://127.0.0.1:9/", "good").job(1)
+
+
+def test_the_cell_page_links_the_lava_job_and_only_an_http_one() -> None:
+    from kbisect.browser.cellpage import _lava_job
+
+    url = "http://127.0.0.1:8000/scheduler/job/8"
+    html = _lava_job({"lava_job": "8", "lava_job_url": url})
+    assert f'href="{url}">8</a>' in html
+    assert _lava_job({"lava_job": "8", "lava_job_url": "javascript:alert(1)"}) == ""
+    assert _lava_job({"hypervisor": "xen"}) == ""
