@@ -31,7 +31,7 @@ FIVE_MISTAKES = {
 EXPECTED = [
     "configs/jobs.yaml:2: jobs[0].program: missing required key (a string)",
     "configs/main.yaml:13: hosts[0].colour: unknown key (expected one of: name, kind, qemu, ssh, "
-    "machine, boot_timeout, max_power_cycles)",
+    "lava, machine, boot_timeout, max_power_cycles)",
     "configs/main.yaml:16: hosts[1].ssh.port: expected an integer, got 'many'",
     "configs/other.yaml:2: trees[0].name: duplicate tree 'linux' (first at configs/main.yaml:4)",
     "pipelines/nightly.yaml:7: profiles[0]: unknown profile 'big' (known: small)",

@@ -150,7 +150,10 @@ def test_a_real_boolean_is_still_refused_where_words_are_expected(
         ),
         (
             with_change("configs/main.yaml", "kind: qemu", "kind: kvm"),
-            ["configs/main.yaml:12: hosts[0].kind: expected one of 'qemu', 'ssh', got 'kvm'"],
+            [
+                "configs/main.yaml:12: hosts[0].kind: expected one of 'qemu', 'ssh', 'lava', "
+                "got 'kvm'"
+            ],
         ),
         (
             with_change("pipelines/nightly.yaml", "hosts: [qemu, rack1]", "hosts: [qemu, rack2]"),

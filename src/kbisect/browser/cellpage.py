@@ -169,6 +169,7 @@ def cell_html(
     out.append("\n<h2>Logs</h2>\n")
     out += [view.section() for view in logs] or ['<p class="muted">no logs</p>']
     out.append("\n<h2>Host fingerprint</h2>\n")
+    out.append(_lava_job(c.fingerprint))
     if c.fingerprint:
         out.append(f'<table class="kv">{parts.fingerprint(c.fingerprint)}</table>\n')
     else:
@@ -353,3 +354,12 @@ class CellPages:
             anchor = kind if seen[kind] == 1 else f"{kind}-{seen[kind]}"
             views.append(self.site.log_view(page, kind, ref.path, anchor))
         return views, junit_links
+
+
+def _lava_job(fingerprint: Mapping[str, str]) -> str:
+    """The LAVA job that ran a cell on a LAVA host, linked to its page in LAVA."""
+    url = fingerprint.get("lava_job_url", "")
+    if not url.startswith(("http://", "https://")):
+        return ""
+    job = text(fingerprint.get("lava_job", url))
+    return f'<p>Run as LAVA job <a class="lava-job" href="{text(url)}">{job}</a>.</p>\n'

@@ -23,6 +23,8 @@ from kbisect.results.model import CellRecord, ResultStatus
 
 Tally = dict[str, Any]
 
+PER_CELL_FACTS = ("lava_job", "lava_job_url")  # which LAVA job ran a cell: not a host fact
+
 
 def _variant() -> dict[str, Any]:
     return {"cells": 0, "order": {}, "pools": {}, "clean": {}, "ways": {}}
@@ -57,6 +59,8 @@ def tally(cells: Sequence[CellRecord], prefix: str) -> Tally:
         host = hosts.setdefault(cell.host, {"cells": 0, "facts": {}})
         host["cells"] += 1
         for key, value in fp.items():
+            if key in PER_CELL_FACTS:
+                continue
             if key == "dom0_cmdline":  # the build's own word apart: one line for all builds
                 value = " ".join(w for w in value.split() if not w.startswith(BUILD_PARAM))
             if value and value not in host["facts"].setdefault(key, []):

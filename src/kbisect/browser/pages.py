@@ -51,6 +51,7 @@ LOG_LABELS = {
     LogKind.CONSOLE.value: "console",
     LogKind.BUILD_LOG.value: "build log",
     LogKind.JUNIT.value: "JUnit",
+    LogKind.LAVA_LOG.value: "LAVA job log",
 }
 
 

@@ -254,13 +254,44 @@ class EmulatedMachine(Model):
 
 
 @dataclass(kw_only=True)
+class LavaOptions(Model):
+    """A LAVA lab: kbisect submits one LAVA job per cell (boot the build with Xen, run the job as
+    interactive test commands) through the server's REST API, and reads the outcome back."""
+
+    url: str = doc("The LAVA server's address (its REST API is under api/v0.2/).")
+    device_type: str = doc("Device type the jobs ask for (a QEMU device type).", "qemu")
+    token_file: str | None = doc(
+        "File holding the user's API token (`lava-server manage tokens add`); overridden by "
+        "$KBISECT_LAVA_TOKEN. null: only that variable.",
+        None,
+    )
+    priority: Literal["high", "medium", "low"] = doc("Priority of kbisect's jobs.", "medium")
+    tags: list[str] = doc("Device tags the jobs require.", factory=list)
+    queue_timeout: int = doc(
+        "Seconds a job may wait for a device before kbisect cancels it (ERROR).",
+        600,
+        bounds=(1, WEEK),
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        if re.fullmatch(r"https?://[^/\s]+/?(\S*)", self.url):
+            return []
+        return [("url", f"expected an http:// or https:// address, got {shown(self.url)}")]
+
+
+@dataclass(kw_only=True)
 class Host(Model):
     """A Xen test host (list `hosts` in configs/*.yaml)."""
 
     name: str = doc("Name used by pipelines and `--host`.")
-    kind: Literal["qemu", "ssh"] = doc("qemu: the embedded host; ssh: a rack machine.")
-    qemu: QemuOptions | None = doc("Options for kind qemu.", None)
+    kind: Literal["qemu", "ssh", "lava"] = doc(
+        "qemu: the embedded host; ssh: a rack machine; lava: a device type of a LAVA lab."
+    )
+    qemu: QemuOptions | None = doc(
+        "Options for kind qemu; for kind lava, the emulated machine its jobs ask for.", None
+    )
     ssh: SshOptions | None = doc("Options for kind ssh (required there).", None)
+    lava: LavaOptions | None = doc("Options for kind lava (required there).", None)
     machine: EmulatedMachine | None = doc(
         "Kind ssh only: the host is a virtual machine that kbisect builds and starts on this "
         "machine (`kbisect lab.power`); its ssh address must be loopback.",
@@ -281,6 +312,12 @@ class Host(Model):
             problems.append(("ssh", "only for kind 'ssh'"))
         if self.kind == "ssh" and self.qemu is not None:
             problems.append(("qemu", "only for kind 'qemu'"))
+        if self.kind == "lava" and self.lava is None:
+            problems.append(("", "kind 'lava' needs a 'lava' section"))
+        if self.kind != "lava" and self.lava is not None:
+            problems.append(("lava", "only for kind 'lava'"))
+        if self.kind == "lava" and self.ssh is not None:
+            problems.append(("ssh", "only for kind 'ssh'"))
         if self.machine is not None and self.kind != "ssh":
             problems.append(("machine", "only for kind 'ssh'"))
         elif self.machine is not None and self.ssh and self.ssh.address not in LOOPBACK:

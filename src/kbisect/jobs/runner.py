@@ -12,63 +12,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from kbisect.config.model import Job
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
-from kbisect.jobs.classify import Verdict, judge
-from kbisect.jobs.gntstress import GntstressReport
+from kbisect.jobs.classify import judge
+from kbisect.jobs.jobrun import LOG_NAMES, REMOTE_DIR, JobRun, setup_script, write_log
+from kbisect.jobs.lava import run_lava_job
 from kbisect.jobs.program import program_of
+from kbisect.lab.lava.host import LavaHost
 from kbisect.lab.protocol import HostDown, LabHost
 from kbisect.lab.ssh import JobHandle, JobState, SshSession
 from kbisect.progress import Say
 from kbisect.results.model import LogKind
 
-REMOTE_DIR = "/tmp/kbisect"  # noqa: S108 (on the test host, which only root uses)
 _SETUP_SECONDS = 120.0
 _RECONNECT_SECONDS = 60.0
 _POLL_SECONDS = 5.0  # a round trip this often; the host answers within 0.2 s of the end
 _FETCH_SECONDS = 120.0
-
-LOG_NAMES = {
-    LogKind.JOB_OUTPUT: "job-output.log",
-    LogKind.DMESG: "dmesg.log",
-    LogKind.CONSOLE: "console.log",
-}
-
-
-@dataclass
-class JobRun:
-    """One run of one job on one host, with what the classifier made of it."""
-
-    job: str
-    repeat: int
-    started: datetime
-    finished: datetime
-    exit_status: int | None
-    host_died: bool
-    timed_out: bool
-    report: GntstressReport | None
-    verdict: Verdict
-    logs: dict[LogKind, Path]
-
-
-def setup_script(job: Job) -> list[str]:
-    """argv that loads the job's modules and applies its sysctl settings, failing loudly."""
-    script = (
-        'for m in $MODULES; do modprobe "$m" || { echo "modprobe $m failed" >&2; exit 10; }; done\n'
-        'for kv in "$@"; do sysctl -w "$kv" >/dev/null || '
-        '{ echo "sysctl -w $kv failed" >&2; exit 11; }; done\n'
-        f"mkdir -p {REMOTE_DIR}\n"
-        # The job's dmesg starts empty, so what it shows is the job's doing.
-        'dmesg -c >/dev/null || { echo "cannot clear the kernel log (dmesg -c)" >&2; exit 12; }\n'
-    )
-    settings = [f"{k}={v}" for k, v in sorted(job.sysctl.items())]
-    modules = " ".join(job.modules)
-    return ["env", f"MODULES={modules}", "sh", "-c", script, "sh", *settings]
 
 
 def run_job(
@@ -85,6 +48,8 @@ def run_job(
 
     `binary` is the job's program as `program_of(job).binary(...)` gives it; `only` names the
     subtests to run alone, where the program can (empty: all)."""
+    if isinstance(host, LavaHost):  # the whole job is one LAVA job: boot included
+        return run_lava_job(host, job, repeat, binary, out_dir, say, only=only)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
     program = program_of(job)
@@ -126,11 +91,11 @@ def run_job(
     exit_status = None if died or timed_out else state.status
     verdict = judge(report, exit_status, dmesg, console_text, host_died=died)
     logs = {
-        LogKind.JOB_OUTPUT: _write(out_dir / LOG_NAMES[LogKind.JOB_OUTPUT], stdout, stderr),
-        LogKind.DMESG: _write(out_dir / LOG_NAMES[LogKind.DMESG], dmesg),
+        LogKind.JOB_OUTPUT: write_log(out_dir / LOG_NAMES[LogKind.JOB_OUTPUT], stdout, stderr),
+        LogKind.DMESG: write_log(out_dir / LOG_NAMES[LogKind.DMESG], dmesg),
     }
     if console is not None:
-        logs[LogKind.CONSOLE] = _write(out_dir / LOG_NAMES[LogKind.CONSOLE], console_text)
+        logs[LogKind.CONSOLE] = write_log(out_dir / LOG_NAMES[LogKind.CONSOLE], console_text)
     return JobRun(
         job=job.name,
         repeat=repeat,
@@ -195,13 +160,3 @@ def _read_from(path: Path | None, offset: int) -> str:
     with path.open("rb") as f:
         f.seek(offset)
         return f.read().decode(errors="replace")
-
-
-def _write(path: Path, text: str, stderr: str = "") -> Path:
-    body = text
-    if stderr:
-        body += ("" if not text or text.endswith("\n") else "\n") + "--- stderr ---\n" + stderr
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(body)
-    tmp.rename(path)
-    return path

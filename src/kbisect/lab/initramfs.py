@@ -40,8 +40,11 @@ echo "kbisect: dom0 $(uname -r) up, starting dropbear" > /dev/console
 dropbear -R -E -s -p 22 -r /etc/dropbear/dropbear_ed25519_host_key -P /run/dropbear.pid \\
   2>>/var/log/dropbear.log
 echo "{READY_MARKER} $(cat /etc/kbisect-build 2>/dev/null)" > /dev/console
-while true; do sleep 3600; done
 """
+KEEP_RUNNING = "while true; do sleep 3600; done\n"
+CONSOLE_PROMPT = "kbisect-dom0# "
+# A shell on the console instead, for a lab that drives the host through it (LAVA).
+CONSOLE_SHELL = f"export PS1='{CONSOLE_PROMPT}'\nexec setsid cttyhack /bin/sh\n"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class InitramfsInputs:
     authorized_key: str  # one OpenSSH public key line
     build_identity: str  # written to /etc/kbisect-build, checked after boot
     extra_files: dict[str, Path]  # path in the image -> file on this machine
+    console_shell: bool = False  # a shell on the console once up (else init just waits)
 
 
 def _libraries(binary: Path) -> list[Path]:
@@ -92,7 +96,7 @@ def build_initramfs(inputs: InitramfsInputs, out: Path, scratch: Path) -> Path:
     _copy(DROPBEAR, root, "/usr/sbin/dropbear", 0o755)
     for lib in _libraries(DROPBEAR):
         _copy(lib, root, str(lib), 0o755)
-    (root / "init").write_text(INIT)
+    (root / "init").write_text(INIT + (CONSOLE_SHELL if inputs.console_shell else KEEP_RUNNING))
     (root / "init").chmod(0o755)
     _copy(inputs.host_key, root, "/etc/dropbear/dropbear_ed25519_host_key", 0o600)
     (root / "root/.ssh/authorized_keys").write_text(inputs.authorized_key.strip() + "\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from kbisect.config.model import Host
 from kbisect.lab.embedded import EmbeddedHost
+from kbisect.lab.lava.host import LavaHost
 from kbisect.lab.protocol import LabHost, LabPaths, quiet
 from kbisect.lab.rack import RackHost
 from kbisect.progress import Say
@@ -15,6 +16,7 @@ from kbisect.progress import Say
 HOST_KINDS: dict[str, type[LabHost]] = {
     "qemu": EmbeddedHost,  # Xen under QEMU on this machine
     "ssh": RackHost,  # a machine running Xen, booted through grub2
+    "lava": LavaHost,  # a device type of a LAVA lab, one LAVA job per cell
 }
 
 

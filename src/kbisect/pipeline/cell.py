@@ -12,7 +12,7 @@ import contextlib
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -222,6 +222,8 @@ class CellRunner:
                 spec, repeat, prov, ResultStatus.ERROR, f"job could not run: {exc}",
                 deployed=deployed, boot_seconds=boot_seconds,
             )  # fmt: skip
+        if result.facts:  # what the job's own boot said (a LAVA host: its job id, its probe)
+            deployed = replace(deployed, fingerprint={**deployed.fingerprint, **result.facts})
         logs = tuple(
             LogRef(kind, str(path.relative_to(self.store.results_dir)))
             for kind, path in result.logs.items()

@@ -58,6 +58,7 @@ class LogKind(StrEnum):
     CONSOLE = "console"
     BUILD_LOG = "build-log"
     JUNIT = "junit"
+    LAVA_LOG = "lava-log"  # a LAVA host's job log, whole
 
 
 @dataclass(frozen=True)
