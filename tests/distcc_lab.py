@@ -1,0 +1,128 @@
+"""A second machine for distributed builds: a real distccd in a network namespace of its own,
+and a controller namespace joined to it by one veth pair (and to nothing else).
+
+Namespaces are named like tests/netns.py's (`kbt-<pid>-<random>`), so a run that was killed is
+swept by the next one. The daemon is ended by its PID on `close()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.netns import PREFIX, _free_subnet, _ip, _kill_and_reap, sweep_stale_namespaces
+
+PORT = 3632
+STATS_PORT = 3633
+# distccd's one line per job at --log-level info (dcc_job_summary): "... COMPILE_OK ... gcc FILE"
+_JOB = re.compile(r"COMPILE_OK .* (\S+\.c)$", re.M)
+
+
+class DistccLab:
+    """A builder namespace running distccd and a controller namespace that reaches only it."""
+
+    def __init__(self, workdir: Path, jobs: int = 2) -> None:
+        if os.geteuid() != 0:
+            raise RuntimeError("network namespaces need root")
+        sweep_stale_namespaces()
+        self.workdir = workdir
+        self.namespaces: list[str] = []
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.builder_ns, self.controller_ns = self._namespace(), self._namespace()
+        block = _free_subnet()
+        self.controller_ip = str(block.network_address + 1)
+        self.builder_ip = str(block.network_address + 2)
+        token = secrets.token_hex(3)
+        outer, inner = f"kbdc{token}", f"kbdb{token}"
+        _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+        _ip("link", "set", outer, "netns", self.controller_ns)
+        _ip("link", "set", inner, "netns", self.builder_ns)
+        for ns, dev, ip in (
+            (self.controller_ns, outer, self.controller_ip),
+            (self.builder_ns, inner, self.builder_ip),
+        ):
+            _ip("-n", ns, "addr", "add", f"{ip}/30", "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up")
+        # distccd drops root for the `distccd` user, who may not open a file here: it logs to
+        # the stderr we open for it
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log = workdir / "distccd.log"
+        self._start(jobs)
+
+    @property
+    def host(self) -> str:
+        """The builder as a distcc host spec."""
+        return f"{self.builder_ip}:{PORT}/{self.jobs}"
+
+    def _namespace(self) -> str:
+        name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        _ip("netns", "add", name)
+        self.namespaces.append(name)
+        _ip("-n", name, "link", "set", "lo", "up")
+        return name
+
+    def _start(self, jobs: int) -> None:
+        self.jobs = jobs
+        argv = [
+            "ip", "netns", "exec", self.builder_ns, "distccd", "--daemon", "--no-detach",
+            "--listen", self.builder_ip, "--port", str(PORT), "--allow", self.controller_ip,
+            "--jobs", str(jobs), "--log-stderr", "--log-level", "info",
+            "--stats", "--stats-port", str(STATS_PORT),
+        ]  # fmt: skip
+        with self.log.open("wb") as log:
+            self.daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=log)
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            if self.daemon.poll() is not None:
+                raise RuntimeError(f"distccd exited {self.daemon.returncode}")
+            ports = subprocess.run(
+                ["ip", "netns", "exec", self.builder_ns, "ss", "-Hltn"],
+                capture_output=True, text=True, timeout=10, check=False,
+            ).stdout  # fmt: skip
+            if f"{self.builder_ip}:{PORT}" in ports:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"distccd does not listen on {self.builder_ip}:{PORT} after 15 s")
+
+    def in_controller(self, argv: list[str], env: dict[str, str], timeout: float) -> str:
+        """Run a command in the controller's namespace; its output (stderr too)."""
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.controller_ns, *argv],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise AssertionError(f"{argv[:4]} exited {done.returncode}:\n{done.stdout[-4000:]}")
+        return done.stdout
+
+    def compiled(self) -> list[str]:
+        """Sources the daemon compiled, one entry per job, from its own log."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return [Path(name).name for name in _JOB.findall(text)]
+
+    def stats(self) -> dict[str, str]:
+        """The daemon's statistics page (--stats), fetched from the controller's side."""
+        fetch = (
+            "import sys, urllib.request; "
+            "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
+        )
+        url = f"http://{self.builder_ip}:{STATS_PORT}/"
+        text = self.in_controller([sys.executable, "-c", fetch, url], dict(os.environ), 30)
+        return dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+
+    def close(self) -> None:
+        if self.daemon is not None:
+            _kill_and_reap(self.daemon.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.daemon.wait(timeout=5)
+        for ns in self.namespaces:
+            for pid in _ip("netns", "pids", ns, check=False).stdout.split():
+                if pid.isdigit():
+                    _kill_and_reap(int(pid))
+            _ip("netns", "del", ns, check=False)
