@@ -122,13 +122,13 @@ def test_distcc_section_is_checked_where_it_is_written(make_project: MakeProject
         load_project(root)
     text = str(raised.value)
     assert "builds.yaml:4:" in text and "distcc.hosts[1]" in text
-    assert "HOST[:PORT][/LIMIT]" in text
+    assert "HOST[:PORT][/LIMIT] or USER@HOST" in text
 
 
 def test_distributed_jobs_fill_every_builder() -> None:
-    distcc = Distcc(hosts=["a.example/8", "b.example:3632", "10.0.0.3/2,lzo"])
-    assert distcc.host_limits() == 8 + 4 + 2
-    assert builder.distributed.jobs(distcc) == 14 + (os.cpu_count() or 1)
+    distcc = Distcc(hosts=["a.example/8", "b.example:3632", "10.0.0.3/2,lzo", "k@c/1"])
+    assert not distcc.check() and distcc.host_limits() == 8 + 4 + 2 + 1
+    assert builder.distributed.jobs(distcc) == 15 + (os.cpu_count() or 1)
     assert builder.distributed.jobs(Distcc(hosts=["a"], jobs=5)) == 5
 
 

@@ -122,7 +122,11 @@ class BuildProfile(Model):
         return _name_problems(self.name)
 
 
-DISTCC_HOST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*(?::\d{1,5})?(?:/\d{1,4})?(?:,lzo)?")
+# HOST[:PORT][/LIMIT][,lzo] over TCP or [USER]@HOST[/LIMIT][,lzo] over SSH (see distcc(1))
+DISTCC_HOST_RE = re.compile(
+    r"(?:[A-Za-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9.-]*|[A-Za-z0-9][A-Za-z0-9.-]*(?::\d{1,5})?)"
+    r"(?:/\d{1,4})?(?:,lzo)?"
+)
 DISTCC_DEFAULT_LIMIT = 4  # distcc's own default number of jobs per host
 
 
@@ -132,9 +136,9 @@ class Distcc(Model):
     at most once; absent: every build compiles here). docs/builds.md#distributed-builds."""
 
     hosts: list[str] = doc(
-        "distccd builders, each HOST[:PORT][/LIMIT][,lzo] as in DISTCC_HOSTS (LIMIT: jobs it "
-        "takes at once, default 4). Each must run the same gcc as this machine: the build key "
-        "names this machine's toolchain.",
+        "distccd builders, each HOST[:PORT][/LIMIT][,lzo] (TCP) or [USER]@HOST[/LIMIT] (over "
+        "SSH) as in DISTCC_HOSTS; LIMIT: jobs it takes at once, default 4. Each must run the "
+        "same gcc as this machine: the build key names this machine's toolchain.",
         non_empty=True,
     )
     jobs: int | None = doc(
@@ -146,7 +150,7 @@ class Distcc(Model):
 
     def check(self) -> list[tuple[str, str]]:
         return [
-            (f"hosts[{i}]", f"expected HOST[:PORT][/LIMIT][,lzo], got {shown(host)}")
+            (f"hosts[{i}]", f"expected HOST[:PORT][/LIMIT] or USER@HOST[/LIMIT], got {shown(host)}")
             for i, host in enumerate(self.hosts)
             if not DISTCC_HOST_RE.fullmatch(host)
         ]

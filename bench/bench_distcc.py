@@ -1,0 +1,129 @@
+"""A cold dom0 build here against the same build distributed with distcc (issue 22, part 2).
+
+python3 bench/bench_distcc.py [--rev v6.1.192-2] [--builder-jobs 2]
+
+Both builds start from nothing (empty ccache, build tree and artifact store; the tree mirror is
+copied from the machine's cache) and run `kbisect build` in a controller network namespace; the
+distributed one sends its compiles to a real distccd in a second namespace on this same machine
+(tests/distcc_lab.py). On one 2-core machine the builder's cores are the controller's, so this
+measures distcc's overhead, not a gain. From the figures measured here it prints a model of the
+gain with N builders. Root only (namespaces); two cold kernel builds, 10-15 minutes on 2 cores.
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.distcc_lab import DistccLab  # noqa: E402  (the second machine, as the tests make it)
+
+# distccd's summary of a job: "... COMPILE_OK ... time:177ms /usr/bin/gcc drivers/xen/gntdev.c"
+_JOB_TIME = re.compile(r"COMPILE_OK .* time:(\d+)ms \S+ (\S+)$", re.M)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cold_cache(base: Path, name: str) -> Path:
+    """An empty kbisect cache with the tree mirror and the downloaded .debs of the real one."""
+    real = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kbisect"
+    cache = base / name
+    (cache / "debian").mkdir(parents=True)
+    (cache / "debian" / "debs").symlink_to(real / "debian" / "debs")
+    shutil.copytree(real / "trees", cache / "trees", symlinks=True)
+    return cache
+
+
+def project_root(base: Path, hosts: list[str] | None) -> Path:
+    root = base / ("project-distcc" if hosts else "project-local")
+    for part in ("configs", "seeds"):
+        shutil.copytree(REPO / part, root / part)
+    if hosts:
+        builds = root / "configs" / "builds.yaml"
+        listed = ", ".join(f'"{h}"' for h in hosts)
+        builds.write_text(builds.read_text() + f"distcc:\n  hosts: [{listed}]\n")
+    return root
+
+
+def timed(lab: DistccLab, root: Path, cache: Path, rev: str) -> dict[str, float | str]:
+    """One `kbisect build` in the controller's namespace: wall time, CPU time of everything it
+    ran there, and the build's own record."""
+    env = {**os.environ, "KBISECT_ROOT": str(root), "KBISECT_CACHE": str(cache)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
+    argv = [sys.executable, "-m", "kbisect", "build", "--tree", "debian-6.1", "--rev", rev]
+    argv += ["--variant", "vm-mixedmap", "--profile", "xen-dom0"]
+    cpu, start = children_cpu(), time.monotonic()
+    out = lab.in_controller(argv, env, timeout=7200)
+    wall, cpu = time.monotonic() - start, children_cpu() - cpu
+    shown = dict(re.findall(r"^(\w+) +(\S.*)$", out, re.M))
+    meta = json.loads((Path(shown["artifact"]) / "meta.json").read_text())
+    return {"wall": wall, "cpu": cpu, "key": shown["key"], "build": meta["duration_s"]}
+
+
+def model(local: dict[str, float | str], dist: dict[str, float | str], jobs: list[float]) -> None:
+    """T(N) ~ serial + max(controller CPU / its cores, compile time / (N builders x slots))."""
+    cores = os.cpu_count() or 1
+    compile_s = sum(jobs)
+    controller_cpu = float(dist["cpu"])
+    # what never parallelises (kconfig, the final link, modules_install): the part of the
+    # distributed build's wall time that neither the controller's work nor the compiles explain
+    parallel = max(controller_cpu / cores, compile_s / 2)
+    serial = max(float(dist["build"]) - parallel, 0.0)
+    print("\nmodel: T(N) = serial + max(controller CPU / its cores, compile s / (N x slots))")
+    print(f"  serial {serial:.0f} s, controller CPU {controller_cpu:.0f} s on {cores} cores,")
+    print(f"  compiles {compile_s:.0f} s over {len(jobs)} objects (builder slots 2, as here)")
+    print(f"  {'builders':>8} {'T(N) s':>8} {'vs local':>9}")
+    for n in (1, 2, 4, 8, 16, 32):
+        t = serial + max(controller_cpu / cores, compile_s / (n * 2))
+        print(f"  {n:>8} {t:8.0f} {float(local['build']) / t:8.2f}x")
+    floor = serial + controller_cpu / cores
+    print(f"  bound (controller preprocesses every object): {floor:.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rev", default="v6.1.192-2")
+    parser.add_argument("--builder-jobs", type=int, default=2, help="distccd --jobs")
+    args = parser.parse_args()
+    where = Path.home() / ".cache" / "kbisect" / "distbuild"
+    where.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-", dir=where) as tmp:
+        base = Path(tmp)
+        lab = DistccLab(base / "lab", jobs=args.builder_jobs)
+        try:
+            print(f"{os.cpu_count()} cores; builder {lab.host}; revision {args.rev}", flush=True)
+            local = timed(lab, project_root(base, None), cold_cache(base, "local"), args.rev)
+            print(f"local       wall {local['wall']:7.1f} s  build {local['build']:7.1f} s  "
+                  f"controller CPU {local['cpu']:7.1f} s", flush=True)  # fmt: skip
+            root = project_root(base, [lab.host])
+            dist = timed(lab, root, cold_cache(base, "distcc"), args.rev)
+            jobs = [int(ms) / 1000 for ms, _ in _JOB_TIME.findall(lab.log.read_text())]
+            print(f"distributed wall {dist['wall']:7.1f} s  build {dist['build']:7.1f} s  "
+                  f"controller CPU {dist['cpu']:7.1f} s", flush=True)  # fmt: skip
+            overhead = 100 * (float(dist["build"]) - float(local["build"])) / float(local["build"])
+            print(f"same key: {local['key'] == dist['key']} ({dist['key']}); "
+                  f"distributed vs local: {overhead:+.1f}%")  # fmt: skip
+            print(f"jobs on the builder: {len(jobs)}; per object median "
+                  f"{statistics.median(jobs):.2f} s, p90 {statistics.quantiles(jobs, n=10)[-1]:.2f}"
+                  f" s, max {max(jobs):.2f} s, sum {sum(jobs):.0f} s")  # fmt: skip
+            model(local, dist, jobs)
+        finally:
+            lab.close()
+
+
+if __name__ == "__main__":
+    main()
