@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.distcc_lab import DistccLab  # noqa: E402  (the second machine, as the tests make it)
+from tests.distcc_lab import DistccLab, copy_project, kbisect_build  # noqa: E402
 
 # distccd's summary of a job: "... COMPILE_OK ... time:177ms /usr/bin/gcc drivers/xen/gntdev.c"
 _JOB_TIME = re.compile(r"COMPILE_OK .* time:(\d+)ms \S+ (\S+)$", re.M)
@@ -48,28 +48,12 @@ def cold_cache(base: Path, name: str) -> Path:
     return cache
 
 
-def project_root(base: Path, hosts: list[str] | None) -> Path:
-    root = base / ("project-distcc" if hosts else "project-local")
-    for part in ("configs", "seeds"):
-        shutil.copytree(REPO / part, root / part)
-    if hosts:
-        builds = root / "configs" / "builds.yaml"
-        listed = ", ".join(f'"{h}"' for h in hosts)
-        builds.write_text(builds.read_text() + f"distcc:\n  hosts: [{listed}]\n")
-    return root
-
-
 def timed(lab: DistccLab, root: Path, cache: Path, rev: str) -> dict[str, float | str]:
     """One `kbisect build` in the controller's namespace: wall time, CPU time of everything it
     ran there, and the build's own record."""
-    env = {**os.environ, "KBISECT_ROOT": str(root), "KBISECT_CACHE": str(cache)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
-    argv = [sys.executable, "-m", "kbisect", "build", "--tree", "debian-6.1", "--rev", rev]
-    argv += ["--variant", "vm-mixedmap", "--profile", "xen-dom0"]
     cpu, start = children_cpu(), time.monotonic()
-    out = lab.in_controller(argv, env, timeout=7200)
+    shown = kbisect_build(lab, root, cache, "debian-6.1", rev, "vm-mixedmap", "xen-dom0")
     wall, cpu = time.monotonic() - start, children_cpu() - cpu
-    shown = dict(re.findall(r"^(\w+) +(\S.*)$", out, re.M))
     meta = json.loads((Path(shown["artifact"]) / "meta.json").read_text())
     return {"wall": wall, "cpu": cpu, "key": shown["key"], "build": meta["duration_s"]}
 
@@ -106,11 +90,16 @@ def main() -> None:
         lab = DistccLab(base / "lab", jobs=args.builder_jobs)
         try:
             print(f"{os.cpu_count()} cores; builder {lab.host}; revision {args.rev}", flush=True)
-            local = timed(lab, project_root(base, None), cold_cache(base, "local"), args.rev)
+            local = timed(
+                lab,
+                copy_project(base / "project-local", []),
+                cold_cache(base, "cache-local"),
+                args.rev,
+            )
             print(f"local       wall {local['wall']:7.1f} s  build {local['build']:7.1f} s  "
                   f"controller CPU {local['cpu']:7.1f} s", flush=True)  # fmt: skip
-            root = project_root(base, [lab.host])
-            dist = timed(lab, root, cold_cache(base, "distcc"), args.rev)
+            root = copy_project(base / "project-distcc", [lab.host])
+            dist = timed(lab, root, cold_cache(base, "cache-distcc"), args.rev)
             jobs = [int(ms) / 1000 for ms, _ in _JOB_TIME.findall(lab.log.read_text())]
             print(f"distributed wall {dist['wall']:7.1f} s  build {dist['build']:7.1f} s  "
                   f"controller CPU {dist['cpu']:7.1f} s", flush=True)  # fmt: skip

@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from tests.netns import PREFIX, _free_subnet, _ip, _kill_and_reap, sweep_stale_namespaces
 
+REPO = Path(__file__).resolve().parent.parent
 PORT = 3632
 STATS_PORT = 3633
 # distccd's one line per job at --log-level info (dcc_job_summary): "... COMPILE_OK ... gcc FILE"
@@ -126,3 +128,31 @@ class DistccLab:
                 if pid.isdigit():
                     _kill_and_reap(int(pid))
             _ip("netns", "del", ns, check=False)
+
+
+def declare_builders(root: Path, hosts: list[str]) -> None:
+    """Declare distcc builders in a project's builds.yaml (after its profiles)."""
+    builds = root / "configs" / "builds.yaml"
+    listed = ", ".join(f'"{h}"' for h in hosts)
+    builds.write_text(builds.read_text() + f"distcc:\n  hosts: [{listed}]\n")
+
+
+def copy_project(into: Path, hosts: list[str]) -> Path:
+    """The repository's configuration and seeds, with builders declared when there are any."""
+    for part in ("configs", "seeds"):
+        shutil.copytree(REPO / part, into / part)
+    if hosts:
+        declare_builders(into, hosts)
+    return into
+
+
+def kbisect_build(lab: DistccLab, root: Path, cache: Path, *what: str) -> dict[str, str]:
+    """`kbisect build` of (tree, revision, variant, profile) with that project and cache, run
+    in the controller's namespace; the `name value` lines it prints."""
+    env = {**os.environ, "KBISECT_ROOT": str(root), "KBISECT_CACHE": str(cache)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
+    tree, rev, variant, profile = what
+    argv = [sys.executable, "-m", "kbisect", "build", "--tree", tree, "--rev", rev]
+    argv += ["--variant", variant, "--profile", profile]
+    out = lab.in_controller(argv, env, timeout=7200)
+    return dict(re.findall(r"^(\w+) +(\S.*)$", out, re.M))

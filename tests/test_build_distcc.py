@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 from tests import test_build
 from tests.conftest import REPO, MakeProject
-from tests.distcc_lab import DistccLab
+from tests.distcc_lab import DistccLab, copy_project, declare_builders, kbisect_build
 from tests.test_build import build
 
 from kbisect.build import builder
@@ -49,33 +48,14 @@ def distcc_lab(tmp_path: Path) -> Iterator[DistccLab]:
         lab.close()
 
 
-def with_distcc(root: Path, hosts: list[str]) -> None:
-    """Declare builders in the project's builds.yaml (after its profiles)."""
-    builds = root / "configs" / "builds.yaml"
-    listed = ", ".join(f'"{h}"' for h in hosts)
-    builds.write_text(builds.read_text() + f"distcc:\n  hosts: [{listed}]\n")
-
-
-def cli_build(lab: DistccLab, root: Path, cache: Path, *where: str) -> dict[str, str]:
-    """`kbisect build` for (tree, revision, variant, profile) run in the controller's
-    namespace; its `name value` lines."""
-    env = {**os.environ, "KBISECT_ROOT": str(root), "KBISECT_CACHE": str(cache)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
-    tree, rev, variant, profile = where
-    argv = [sys.executable, "-m", "kbisect", "build", "--tree", tree, "--rev", rev]
-    argv += ["--variant", variant, "--profile", profile]
-    out = lab.in_controller(argv, env, timeout=1500)
-    return dict(re.findall(r"^(\w+) +(\S.*)$", out, re.M))
-
-
 def test_distributed_build_compiles_on_the_builder_with_the_same_key(
     project: Project, distcc_lab: DistccLab, tmp_path: Path
 ) -> None:
     local_co, local = build(project, "v1", "io")
     assert local.artifact is not None and "distributed" not in local.meta
-    with_distcc(project.root, [distcc_lab.host])
+    declare_builders(project.root, [distcc_lab.host])
     # a cache of its own: a ccache hit would compile nothing anywhere
-    shown = cli_build(
+    shown = kbisect_build(
         distcc_lab, project.root, tmp_path / "cache-distcc", "fake", "v1", "io", "dom0"
     )
     assert shown["key"] == local.key and shown["status"] == "built"
@@ -98,7 +78,7 @@ def test_builder_that_does_not_answer_costs_a_local_compile_not_a_result(
 ) -> None:
     _, local = build(project, "v1", None)
     shutil.rmtree(project.cache_dir)  # again, from nothing, with a builder nobody runs
-    with_distcc(project.root, ["127.0.0.1:1/2"])
+    declare_builders(project.root, ["127.0.0.1:1/2"])
     distributed = load_project(project.root)
     assert distributed.distcc is not None
     _, again = build(distributed, "v1", None)
@@ -136,14 +116,6 @@ def test_distributed_jobs_fill_every_builder() -> None:
 # the real kernel
 
 
-def copy_project(into: Path, hosts: list[str]) -> Path:
-    """The repository's configuration and seeds, with builders declared."""
-    for part in ("configs", "seeds"):
-        shutil.copytree(REPO / part, into / part)
-    with_distcc(into, hosts)
-    return into
-
-
 @pytest.mark.slow
 @pytest.mark.kernel_build
 @pytest.mark.vm
@@ -169,7 +141,7 @@ def test_dom0_variant_switch_distributed_boots_and_passes_gntstress(
         os.environ["CCACHE_RECACHE"] = "1"  # compile for real: the shared ccache has it all
         try:
             where = ("debian-6.1", rev, "vm-mixedmap", "xen-dom0")
-            shown = cli_build(distcc_lab, root, real_project.cache_dir, *where)
+            shown = kbisect_build(distcc_lab, root, real_project.cache_dir, *where)
         finally:
             del os.environ["CCACHE_RECACHE"]
     finally:
