@@ -58,24 +58,24 @@ def timed(lab: DistccLab, root: Path, cache: Path, rev: str) -> dict[str, float 
     return {"wall": wall, "cpu": cpu, "key": shown["key"], "build": meta["duration_s"]}
 
 
-def model(local: dict[str, float | str], dist: dict[str, float | str], jobs: list[float]) -> None:
-    """T(N) ~ serial + max(controller CPU / its cores, compile time / (N builders x slots))."""
+def model(
+    local: dict[str, float | str], dist: dict[str, float | str], builder_cpu: float, slots: int
+) -> None:
+    """T(N) = serial + max(controller CPU / its cores, builder CPU / (N builders x slots)), with
+    serial the part of the local build that its CPU time over the cores does not explain."""
     cores = os.cpu_count() or 1
-    compile_s = sum(jobs)
-    controller_cpu = float(dist["cpu"])
-    # what never parallelises (kconfig, the final link, modules_install): the part of the
-    # distributed build's wall time that neither the controller's work nor the compiles explain
-    parallel = max(controller_cpu / cores, compile_s / 2)
-    serial = max(float(dist["build"]) - parallel, 0.0)
-    print("\nmodel: T(N) = serial + max(controller CPU / its cores, compile s / (N x slots))")
-    print(f"  serial {serial:.0f} s, controller CPU {controller_cpu:.0f} s on {cores} cores,")
-    print(f"  compiles {compile_s:.0f} s over {len(jobs)} objects (builder slots 2, as here)")
+    local_s, controller_cpu = float(local["build"]), float(dist["cpu"])
+    serial = max(local_s - float(local["cpu"]) / cores, 0.0)
+    print("\nmodel: T(N) = serial + max(controller CPU / its cores, builder CPU / (N x slots))")
+    print(f"  serial {serial:.0f} s; controller CPU {controller_cpu:.0f} s on {cores} cores; "
+          f"builder CPU {builder_cpu:.0f} s; {slots} slots a builder")  # fmt: skip
     print(f"  {'builders':>8} {'T(N) s':>8} {'vs local':>9}")
     for n in (1, 2, 4, 8, 16, 32):
-        t = serial + max(controller_cpu / cores, compile_s / (n * 2))
-        print(f"  {n:>8} {t:8.0f} {float(local['build']) / t:8.2f}x")
+        t = serial + max(controller_cpu / cores, builder_cpu / (n * slots))
+        print(f"  {n:>8} {t:8.0f} {local_s / t:8.2f}x")
     floor = serial + controller_cpu / cores
-    print(f"  bound (controller preprocesses every object): {floor:.0f} s")
+    print(f"  limit, however many builders (the controller preprocesses every object): "
+          f"{floor:.0f} s, {local_s / floor:.2f}x")  # fmt: skip
 
 
 def main() -> None:
@@ -99,7 +99,9 @@ def main() -> None:
             print(f"local       wall {local['wall']:7.1f} s  build {local['build']:7.1f} s  "
                   f"controller CPU {local['cpu']:7.1f} s", flush=True)  # fmt: skip
             root = copy_project(base / "project-distcc", [lab.host])
+            before = lab.cpu_seconds()
             dist = timed(lab, root, cold_cache(base, "cache-distcc"), args.rev)
+            builder_cpu = lab.cpu_seconds() - before
             jobs = [int(ms) / 1000 for ms, _ in _JOB_TIME.findall(lab.log.read_text())]
             print(f"distributed wall {dist['wall']:7.1f} s  build {dist['build']:7.1f} s  "
                   f"controller CPU {dist['cpu']:7.1f} s", flush=True)  # fmt: skip
@@ -109,7 +111,8 @@ def main() -> None:
             print(f"jobs on the builder: {len(jobs)}; per object median "
                   f"{statistics.median(jobs):.2f} s, p90 {statistics.quantiles(jobs, n=10)[-1]:.2f}"
                   f" s, max {max(jobs):.2f} s, sum {sum(jobs):.0f} s")  # fmt: skip
-            model(local, dist, jobs)
+            print(f"builder CPU {builder_cpu:.0f} s (its compilers included)")
+            model(local, dist, builder_cpu, args.builder_jobs)
         finally:
             lab.close()
 

@@ -17,7 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-from tests.netns import PREFIX, _free_subnet, _ip, _kill_and_reap, sweep_stale_namespaces
+from tests.netns import (
+    PREFIX,
+    _free_subnet,
+    _ip,
+    _kill_and_reap,
+    descendants,
+    sweep_stale_namespaces,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PORT = 3632
@@ -107,6 +114,17 @@ class DistccLab:
         """Sources the daemon compiled, one entry per job, from its own log."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return [Path(name).name for name in _JOB.findall(text)]
+
+    def cpu_seconds(self) -> float:
+        """CPU time the daemon and its workers have used, with the compilers they reaped."""
+        if self.daemon is None:
+            return 0.0
+        total = 0
+        for pid in {self.daemon.pid, *descendants(self.daemon.pid)}:
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stats(self) -> dict[str, str]:
         """The daemon's statistics page (--stats), fetched from the controller's side."""

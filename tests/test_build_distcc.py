@@ -62,6 +62,7 @@ def test_distributed_build_compiles_on_the_builder_with_the_same_key(
     compiled = distcc_lab.compiled()
     assert {"core.c", "gntdev.c"} <= set(compiled), compiled
     assert int(distcc_lab.stats()["dcc_compile_ok"]) == len(compiled)
+    assert distcc_lab.cpu_seconds() > 0  # the compilers ran there, under the daemon
     there = Path(shown["artifact"])
     meta = json.loads((there / "meta.json").read_text())
     assert meta["distributed"] == {
