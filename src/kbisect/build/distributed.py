@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 
 from kbisect.config import Distcc
 
+DISTCC_PORT = 3632
+PROBE_SECONDS = 3.0
 # distcc's words when a compile it meant to send ran here instead (lib/compile.c)
 _FALLBACK = re.compile(r"^distcc\[\d+\] .*(?:failed to distribute|running locally instead)", re.M)
 
@@ -41,3 +44,25 @@ def record(distcc: Distcc, log_text: str) -> dict[str, object]:
         "hosts": list(distcc.hosts),
         "local_fallbacks": len(_FALLBACK.findall(log_text)),
     }
+
+
+def describe(distcc: Distcc | None) -> str:
+    """Where compiles go, and whether each builder answers (for `kbisect check`). A builder that
+    does not answer is no error: its compiles run here."""
+    if distcc is None:
+        return "local (no distcc section in configs)"
+    return f"distcc, make -j{jobs(distcc)}: " + ", ".join(
+        f"{host} ({_probe(host)})" for host in distcc.hosts
+    )
+
+
+def _probe(host: str) -> str:
+    spec = host.split(",")[0].partition("/")[0]
+    if "@" in spec:
+        return "over ssh, not probed"
+    name, _, port = spec.partition(":")
+    try:
+        with socket.create_connection((name, int(port or DISTCC_PORT)), PROBE_SECONDS):
+            return "answers"
+    except OSError as exc:
+        return f"does not answer: {exc.strerror or exc}; its compiles would run here"
