@@ -49,6 +49,8 @@ def distcc_lab(tmp_path: Path) -> Iterator[DistccLab]:
         lab.close()
 
 
+@pytest.mark.needs_root
+@pytest.mark.slow  # seconds: a daemon in a namespace, a build through the command line
 def test_distributed_build_compiles_on_the_builder_with_the_same_key(
     project: Project, distcc_lab: DistccLab, tmp_path: Path
 ) -> None:
@@ -125,7 +127,7 @@ def test_distributed_jobs_fill_every_builder() -> None:
 # the real kernel
 
 
-@pytest.mark.slow
+@pytest.mark.needs_root
 @pytest.mark.kernel_build
 @pytest.mark.vm
 def test_dom0_variant_switch_distributed_boots_and_passes_gntstress(
