@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kbisect import processes
+from kbisect.build import distributed
 from kbisect.build.kconfig import configure
 from kbisect.build.key import build_key, profile_identity, toolchain_version
 from kbisect.build.runner import CommandFailed, Runner
@@ -85,10 +86,11 @@ def build(
     found = store.get(key)
     if found is not None:
         return BuildOutcome(key, "hit", found, found.path / "build.log", meta=found.meta)
-    _require_tools(["make", "gcc", "ccache", "depmod"])
+    distcc = project.distcc
+    _require_tools(["make", "gcc", "ccache", "depmod", *(["distcc"] if distcc else [])])
     out = build_dir(project, checkout, profile)
     src = checkout.slot
-    jobs = jobs or project.settings.build_jobs or os.cpu_count() or 1
+    jobs = _make_jobs(project, jobs)
     env = _build_env(project, checkout)
     make = [
         "make",
@@ -147,8 +149,19 @@ def build(
         "jobs": jobs,
         "sizes": _sizes(staging),
     }
+    if distcc is not None:
+        meta["distributed"] = distributed.record(distcc, log_path.read_text(errors="replace"))
     artifact = store.publish(key, staging, meta)
     return BuildOutcome(key, "built", artifact, artifact.path / "build.log", meta=meta)
+
+
+def _make_jobs(project: Project, asked: int | None) -> int:
+    """make -jN: as asked, else enough for the distcc builders, else the setting or the cores."""
+    if asked:
+        return asked
+    if project.distcc is not None:
+        return distributed.jobs(project.distcc)
+    return project.settings.build_jobs or os.cpu_count() or 1
 
 
 def _sizes(staging: Path) -> dict[str, int]:
@@ -276,6 +289,9 @@ def _build_env(project: Project, checkout: Checkout) -> dict[str, str]:
             "PATH": env.get("PATH", "/usr/bin:/bin") + ":/sbin:/usr/sbin",
         }
     )
+    if project.distcc is not None:  # opt-in; changes where objects compile, not what they are
+        env.update(distributed.environment(project.distcc, project.cache_dir))
+        Path(env["DISTCC_DIR"]).mkdir(parents=True, exist_ok=True)
     return env
 
 

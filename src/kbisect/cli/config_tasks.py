@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from invoke.context import Context
 
+from kbisect.build.distributed import describe as describe_builds
 from kbisect.cli.common import project, say, task
 from kbisect.config.reference import reference_markdown
 from kbisect.results.connection import probe_store
@@ -16,7 +17,8 @@ def check(c: Context, root: str | None = None) -> None:
     Each problem is one line, `file:line: key.path: what was expected`, and all of them are
     listed, not only the first. Exit 0 when the configuration is clean, 2 otherwise. Every task
     that reads the project checks the same; docs/configuration.md says what is accepted.
-    It then says which results store is used and reaches a shared one (exit 3 if it cannot).
+    It then says which results store is used and reaches a shared one (exit 3 if it cannot),
+    and where builds compile (distcc builders, each probed).
     """
     p = project(root)
     say(
@@ -25,6 +27,7 @@ def check(c: Context, root: str | None = None) -> None:
         f"{len(p.pipelines)} pipelines; cache {p.cache_dir}"
     )
     say(f"store: {probe_store(p.results_dir, p.store_url)}")
+    say(f"builds: {describe_builds(p.distcc)}")
 
 
 @task(help={}, name="reference")

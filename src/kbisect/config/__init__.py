@@ -2,6 +2,7 @@
 
 from kbisect.config.model import (
     BuildProfile,
+    Distcc,
     Experiment,
     Host,
     Job,
@@ -14,6 +15,7 @@ from kbisect.config.project import Project, cache_dir, find_root, load_project
 
 __all__ = [
     "BuildProfile",
+    "Distcc",
     "Experiment",
     "Host",
     "Job",

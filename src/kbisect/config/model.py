@@ -122,6 +122,48 @@ class BuildProfile(Model):
         return _name_problems(self.name)
 
 
+# HOST[:PORT][/LIMIT][,lzo] over TCP or [USER]@HOST[/LIMIT][,lzo] over SSH (see distcc(1))
+DISTCC_HOST_RE = re.compile(
+    r"(?:[A-Za-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9.-]*|[A-Za-z0-9][A-Za-z0-9.-]*(?::\d{1,5})?)"
+    r"(?:/\d{1,4})?(?:,lzo)?"
+)
+DISTCC_DEFAULT_LIMIT = 4  # distcc's own default number of jobs per host
+
+
+@dataclass(kw_only=True)
+class Distcc(Model):
+    """Compile on other machines with distcc, under ccache (key `distcc` in configs/builds.yaml;
+    at most once; absent: every build compiles here). docs/builds.md#distributed-builds."""
+
+    hosts: list[str] = doc(
+        "distccd builders, each HOST[:PORT][/LIMIT][,lzo] (TCP) or [USER]@HOST[/LIMIT] (over "
+        "SSH) as in DISTCC_HOSTS; LIMIT: jobs it takes at once, default 4. Each must run the "
+        "same gcc as this machine: the build key names this machine's toolchain.",
+        non_empty=True,
+    )
+    jobs: int | None = doc(
+        "make -jN while distributing (`--jobs` still wins); default: the hosts' limits added "
+        "up, plus this machine's cores.",
+        None,
+        bounds=(1, 4096),
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        return [
+            (f"hosts[{i}]", f"expected HOST[:PORT][/LIMIT] or USER@HOST[/LIMIT], got {shown(host)}")
+            for i, host in enumerate(self.hosts)
+            if not DISTCC_HOST_RE.fullmatch(host)
+        ]
+
+    def host_limits(self) -> int:
+        """Jobs the hosts take at once, added up."""
+        total = 0
+        for host in self.hosts:
+            limit = host.split(",")[0].partition("/")[2]
+            total += int(limit) if limit else DISTCC_DEFAULT_LIMIT
+        return total
+
+
 @dataclass(kw_only=True)
 class QemuOptions(Model):
     """The embedded Xen host under QEMU."""
@@ -351,6 +393,7 @@ class ConfigFile(Model):
     settings: Settings | None = doc("Tool-wide settings.", None)
     trees: list[Tree] = doc("Kernel trees.", factory=list)
     profiles: list[BuildProfile] = doc("Build profiles.", factory=list)
+    distcc: Distcc | None = doc("Distributed compiles (off when absent).", None)
     hosts: list[Host] = doc("Lab hosts.", factory=list)
     jobs: list[Job] = doc("Jobs.", factory=list)
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from kbisect.config.model import (
     BuildProfile,
     ConfigFile,
+    Distcc,
     Experiment,
     Host,
     Job,
@@ -44,6 +45,7 @@ class Project:
     settings: Settings = field(default_factory=Settings)
     trees: dict[str, Tree] = field(default_factory=dict)
     profiles: dict[str, BuildProfile] = field(default_factory=dict)
+    distcc: Distcc | None = None  # distributed compiles, when configured
     hosts: dict[str, Host] = field(default_factory=dict)
     jobs: dict[str, Job] = field(default_factory=dict)
     experiments: dict[str, Experiment] = field(default_factory=dict)
@@ -196,16 +198,8 @@ class _Loader:
             doc = self._read(path, ConfigFile, allow_empty=True)
             if doc is None:
                 continue
-            if doc.settings is not None:
-                if settings_seen is not None:
-                    where = settings_seen.where()
-                    self.problems.append(
-                        doc.settings.problem(
-                            "", f"settings given twice (first at {where[0]}:{where[1]})"
-                        )
-                    )
-                else:
-                    settings_seen = doc.settings
+            settings_seen = self._once(settings_seen, doc.settings, "settings")
+            project.distcc = self._once(project.distcc, doc.distcc, "distcc")
             self._add(project.trees, doc.trees, "tree")
             self._add(project.profiles, doc.profiles, "profile")
             self._add(project.hosts, doc.hosts, "host")
@@ -223,6 +217,14 @@ class _Loader:
                 project.pipelines[path.stem] = pipeline
         self._cross_check(project)
         return project
+
+    def _once(self, seen: N | None, new: N | None, key: str) -> N | None:
+        """A section that may appear in one file only: the first one given, the rest reported."""
+        if new is None or seen is None:
+            return seen if new is None else new
+        where = seen.where()
+        self.problems.append(new.problem("", f"{key} given twice (first at {where[0]}:{where[1]})"))
+        return seen
 
     def _files(self, directory: str, pattern: str) -> list[Path]:
         """The files `pattern` matches under `directory`. Near misses (`lab.yml`,

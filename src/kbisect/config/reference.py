@@ -13,6 +13,7 @@ SECTIONS = [
     ("settings", model.Settings),
     ("trees[]", model.Tree),
     ("profiles[]", model.BuildProfile),
+    ("distcc", model.Distcc),
     ("hosts[]", model.Host),
     ("hosts[].qemu", model.QemuOptions),
     ("hosts[].ssh", model.SshOptions),
