@@ -20,3 +20,22 @@ def require_program(program: str, package: str) -> str:
             pytrace=False,
         )
     return found
+
+
+RECORDED_SUBTESTS: tuple[str, ...] = (
+    "self-map",
+    "odirect-read",
+    "odirect-write",
+    "io-submit",
+    "vmsplice",
+    "process-vm-readv",
+    "proc-pid-mem",
+    "move-pages",
+    "numa-soak",
+    "fork",
+    "mremap-grow",
+    "partial-munmap",
+    "churn",
+)
+"""The subtests of the gntstress that recorded the golden outputs (tests/golden/gntstress and
+classify), before mbind-soak and policy-lifecycle: a recorded run is read as what it was asked."""
