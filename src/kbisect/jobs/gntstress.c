@@ -1668,50 +1668,62 @@ struct fork_report {
 	char line[200];
 };
 
+/* Fork a child that looks for the mapping (seed: its pattern) and reports; else FAIL and -1. */
+static int fork_look(const struct gmap *m, uint64_t seed, struct fork_report *rep)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		fail(errno, "pipe2: %s", strerror(errno));
+		return -1;
+	}
+	fflush(NULL);
+	note("forking a child to look for the mapping");
+	pid = fork();
+	if (pid < 0) {
+		int e = errno;
+
+		close(p[0]);
+		close(p[1]);
+		fail(e, "fork: %s", strerror(e));
+		return -1;
+	}
+	if (pid == 0) {
+		unsigned char v = 0;
+		unsigned long a = (unsigned long)(uintptr_t)m->dview;
+
+		memset(rep, 0, sizeof(*rep));
+		rep->mismatch = -1;
+		rep->maps = maps_overlap(a, a + m->len, rep->line, sizeof(rep->line));
+		rep->touch_sig = touch(m->dview, &v);
+		if (!rep->touch_sig)
+			rep->mismatch = pat_check(m->dview, m->len, seed);
+		_exit(write(p[1], rep, sizeof(*rep)) == (ssize_t)sizeof(*rep) ? 0 : 1);
+	}
+	close(p[1]);
+	if (read_full(p[0], rep, sizeof(*rep)) < 0) {
+		close(p[0]);
+		fail(0, "fork child died without a report (status %#x)", reap(pid));
+		return -1;
+	}
+	close(p[0]);
+	reap(pid);
+	return 0;
+}
+
 static void t_fork(void)
 {
 	struct gmap m;
-	int p[2] = { -1, -1 };
 	struct fork_report rep;
-	pid_t pid;
 	int expect_copy = opt.backend == BACKEND_XEN && opt.ptemod == 0;
 
 	gmap_init(&m, npages_opt());
 	if (precheck() < 0 || gmap_setup(&m, npages_opt()) < 0)
 		goto out;
-	if (pipe2(p, O_CLOEXEC) < 0) {
-		fail(errno, "pipe2: %s", strerror(errno));
-		goto out;
-	}
 	pat_fill(m.dview, m.len, 1212);
-	fflush(NULL);
-	note("forking a child to look for the mapping");
-	pid = fork();
-	if (pid < 0) {
-		fail(errno, "fork: %s", strerror(errno));
+	if (fork_look(&m, 1212, &rep) < 0)
 		goto out;
-	}
-	if (pid == 0) {
-		unsigned char v = 0;
-		unsigned long a = (unsigned long)(uintptr_t)m.dview;
-
-		memset(&rep, 0, sizeof(rep));
-		rep.mismatch = -1;
-		rep.maps = maps_overlap(a, a + m.len, rep.line, sizeof(rep.line));
-		rep.touch_sig = touch(m.dview, &v);
-		if (!rep.touch_sig)
-			rep.mismatch = pat_check(m.dview, m.len, 1212);
-		if (write(p[1], &rep, sizeof(rep)) != (ssize_t)sizeof(rep))
-			_exit(1);
-		_exit(0);
-	}
-	close(p[1]);
-	p[1] = -1;
-	if (read_full(p[0], &rep, sizeof(rep)) < 0) {
-		fail(0, "fork child died without a report (status %#x)", reap(pid));
-		goto out;
-	}
-	reap(pid);
 	if (check_views(&m, 1212, "in the parent after the child exited") < 0)
 		goto out;
 	if (rep.maps < 0) {
@@ -1740,10 +1752,6 @@ static void t_fork(void)
 	     "parent mapping intact",
 	     signame(rep.touch_sig));
 out:
-	if (p[0] >= 0)
-		close(p[0]);
-	if (p[1] >= 0)
-		close(p[1]);
 	gmap_teardown(&m);
 }
 
@@ -1851,42 +1859,10 @@ static int lc_maybe_lost(struct lc_state *st, const unsigned char *base, size_t 
 static int lc_fork(struct gmap *m, struct lc_state *st)
 {
 	int expect_copy = opt.backend == BACKEND_XEN && opt.ptemod == 0;
-	int p[2];
 	struct fork_report rep;
-	pid_t pid;
 
-	if (pipe2(p, O_CLOEXEC) < 0) {
-		fail(errno, "pipe2: %s", strerror(errno));
+	if (fork_look(m, st->seed, &rep) < 0)
 		return -1;
-	}
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0) {
-		fail(errno, "fork: %s", strerror(errno));
-		close(p[0]);
-		close(p[1]);
-		return -1;
-	}
-	if (pid == 0) {
-		unsigned char v = 0;
-		unsigned long a = (unsigned long)(uintptr_t)m->dview;
-
-		memset(&rep, 0, sizeof(rep));
-		rep.mismatch = -1;
-		rep.maps = maps_overlap(a, a + m->len, rep.line, sizeof(rep.line));
-		rep.touch_sig = touch(m->dview, &v);
-		if (!rep.touch_sig)
-			rep.mismatch = pat_check(m->dview, m->len, st->seed);
-		_exit(write(p[1], &rep, sizeof(rep)) == (ssize_t)sizeof(rep) ? 0 : 1);
-	}
-	close(p[1]);
-	if (read_full(p[0], &rep, sizeof(rep)) < 0) {
-		close(p[0]);
-		fail(0, "fork child died without a report (status %#x)", reap(pid));
-		return -1;
-	}
-	close(p[0]);
-	reap(pid);
 	if (expect_copy ? rep.maps != 1 || rep.mismatch >= 0 : rep.maps != 0 || !rep.touch_sig) {
 		fail(0, "fork with split policies: child maps=%d touch signal=%d mismatch=%ld "
 			"(expected %s)",
