@@ -482,3 +482,21 @@ def test_evidence_before_the_first_marker_stays_the_cells() -> None:
     v = _marked(OOPS + MARKED_DMESG)
     assert v.status is ResultStatus.FAIL and v.reason.startswith("kernel evidence: bug")
     assert {s.status for s in v.subtests} == {ResultStatus.PASS}
+
+
+def test_a_real_warning_in_gntdev_mmap_fails_the_subtest_that_mapped_8_pages() -> None:
+    """Recorded on the embedded host: v6.1.192-3 with a test patch that WARNs in gntdev_mmap()
+    when 8 pages are mapped, which only policy-lifecycle does (the run's churn also timed out
+    on a loaded machine: its own FAIL, no evidence)."""
+    v = run_case("warn-policy-lifecycle")
+    assert v.status is ResultStatus.FAIL
+    assert v.reason.startswith("policy-lifecycle: kernel evidence: warning-xen (with call-trace)")
+    statuses = _statuses(v)
+    assert statuses.pop("policy-lifecycle") is ResultStatus.FAIL
+    assert statuses.pop("churn") is ResultStatus.FAIL
+    assert set(statuses.values()) == {ResultStatus.PASS}
+    lifecycle = next(s for s in v.subtests if s.name == "policy-lifecycle")
+    assert "while it ran; its own verdict: PASS 5 rounds" in lifecycle.detail
+    assert any(
+        "gntdev_mmap+0xb8/0x1f8 [xen_gntdev]" in line for line in lifecycle.detail.split("\n")
+    )
