@@ -6,6 +6,8 @@ import shutil
 
 import pytest
 
+from kbisect.jobs.gntstress import SUBTESTS
+
 
 def require_program(program: str, package: str) -> str:
     """The path of a program that `./bootstrap --test` installs.
@@ -20,3 +22,10 @@ def require_program(program: str, package: str) -> str:
             pytrace=False,
         )
     return found
+
+
+RECORDED_SUBTESTS: tuple[str, ...] = tuple(
+    name for name in SUBTESTS if name not in ("mbind-soak", "policy-lifecycle")
+)
+"""The subtests of the gntstress that recorded the golden outputs (tests/golden/gntstress and
+classify), before mbind-soak and policy-lifecycle: a recorded run is read as what it was asked."""

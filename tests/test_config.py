@@ -335,3 +335,20 @@ def test_every_number_has_a_range_and_the_reference_shows_it() -> None:
                 [row] = [r for r in table.splitlines() if r.startswith(f"| `{f.name}` |")]
                 assert f" from {low} to {high} " in row, row
     assert {"port", "cpus", "max_power_cycles", "artifact_limit_gb", "newest_tags"} <= set(numbers)
+
+
+def test_debug_profile_is_the_dom0_profile_plus_the_debug_checks() -> None:
+    """xen-dom0-debug asks for everything xen-dom0 does, then KASAN, kmemleak, DEBUG_VM,
+    lockdep and SLUB debugging; the default stays xen-dom0. (That every symbol survives
+    olddefconfig is checked by the build itself; a KASAN build is too slow for the suite.)"""
+    from kbisect.build.kconfig import requested
+
+    project = load_project(REPO)
+    dom0, debug = project.profile("xen-dom0"), project.profile("xen-dom0-debug")
+    assert project.profile(None).name == "xen-dom0"
+    assert debug.fragments[: len(dom0.fragments)] == dom0.fragments
+    assert (debug.base, debug.arch, debug.targets) == (dom0.base, dom0.arch, dom0.targets)
+    plain, wanted = requested(dom0, REPO / "configs"), requested(debug, REPO / "configs")
+    assert {k: v for k, v in wanted.items() if k in plain} == plain, "nothing of dom0 undone"
+    checks = ("KASAN", "DEBUG_KMEMLEAK", "DEBUG_VM", "PROVE_LOCKING", "SLUB_DEBUG_ON")
+    assert all(wanted[f"CONFIG_{name}"] == "y" for name in checks)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from junitparser import Error, Failure, JUnitXml, Skipped
 
+from helpers import RECORDED_SUBTESTS
 from kbisect.jobs.classify import judge
 from kbisect.jobs.gntstress import parse_output
 from kbisect.results import CellRecord, LogKind, LogRef, ResultsStore, ResultStatus, SubtestRecord
@@ -266,7 +267,7 @@ def test_cell_testcase_carries_reason_and_evidence_when_no_subtest_shows_it() ->
         "[   12.000001] Call Trace:\n"
         "[   12.000002]  gntdev_mmap+0x1c6/0x340 [xen_gntdev]\n"
     )
-    verdict = judge(parse_output(out), 0, oops, "")
+    verdict = judge(parse_output(out, RECORDED_SUBTESTS), 0, oops, "")
     assert verdict.status is ResultStatus.FAIL
     cell = make_cell(
         status=verdict.status,
@@ -297,7 +298,7 @@ def test_evidence_goes_with_the_failing_subtest_when_there_is_one() -> None:
 def test_a_verdict_through_the_store_into_junit(tmp_path: Path) -> None:
     name = "gpf-gntdev-mmap"
     verdict = judge(
-        parse_output((CLASSIFY_GOLDEN / f"{name}.out").read_text()),
+        parse_output((CLASSIFY_GOLDEN / f"{name}.out").read_text(), RECORDED_SUBTESTS),
         None,
         None,
         (CLASSIFY_GOLDEN / f"{name}.console").read_text(),
@@ -363,7 +364,7 @@ REGEN = os.environ.get("KBISECT_REGEN_GOLDEN") == "1"
 
 def vm_io_cell(rev: str, **changes: object) -> CellRecord:
     """The seed case's VM_IO cell as the nightly records it, at ``rev``."""
-    report = parse_output((GNTSTRESS_GOLDEN / "vm-io.txt").read_text())
+    report = parse_output((GNTSTRESS_GOLDEN / "vm-io.txt").read_text(), RECORDED_SUBTESTS)
     verdict = judge(report, 1, "", "")
     fields: dict[str, object] = {
         "rev": rev,

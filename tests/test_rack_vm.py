@@ -220,8 +220,10 @@ def test_four_variants_on_both_hosts_agree(
     assert {s.name for s in by[(HOST, "vm-io")].subtests if s.status is ResultStatus.FAIL} == GUP
     none = {s.name: s.status for s in by[(HOST, "none")].subtests}
     assert none["numa-soak"] is ResultStatus.FAIL
-    for variant in ("vm-mixedmap", "mempolicy"):
-        assert all(s.status is ResultStatus.PASS for s in by[(HOST, variant)].subtests)
+    assert all(s.status is ResultStatus.PASS for s in by[(HOST, "vm-mixedmap")].subtests)
+    # get_policy hands the mbind()ed MPOL_F_MOF policy to the NUMA scanner (issue 21)
+    mempolicy = {s.name for s in by[(HOST, "mempolicy")].subtests if s.status is ResultStatus.FAIL}
+    assert mempolicy == {"mbind-soak"}
     key = dom0_builds["none"].key
     assert by[(HOST, "none")].fingerprint["boot"] == f"grub2 one-shot 'kbisect-{key}'"
     assert by[("qemu", "none")].fingerprint["boot"].startswith("QEMU -kernel")

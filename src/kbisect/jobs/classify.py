@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from kbisect.jobs import gntstress
+from kbisect.jobs import blame, gntstress
 from kbisect.jobs.gntstress import GntstressReport
 from kbisect.results.model import Evidence, LogKind, ResultStatus, SubtestRecord
 
@@ -66,6 +66,7 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig("soft-lockup", r"(?:NMI )?(?:watchdog: )?BUG: soft lockup\b", "a CPU stuck in the kernel"),
     _sig("bad-page-map", r"BUG: Bad page map\b", "a page table entry the mm cannot account"),
     _sig("bad-page-state", r"BUG: Bad page state\b", "a freed page still in use"),
+    _sig("kasan", r"BUG: KASAN: ", "a memory-safety bug KASAN caught"),
     _sig("bug", r"BUG: |kernel BUG at ", "BUG: ... lines and BUG_ON() hits"),
     _sig(
         "general-protection-fault",
@@ -79,6 +80,11 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig("rcu-stall", r"(?:rcu: )?INFO: rcu_\w+ (?:self-)?detected stall", "an RCU stall"),
     _sig(
         "warning", r"WARNING: CPU: \d+ PID: \d+ at (?P<path>\S+)(?: (?P<fn>\S+))?", "a WARN() hit"
+    ),
+    _sig(
+        "kmemleak",
+        r"kmemleak: \d+ new suspected memory leaks?\b",
+        "kmemleak found unreferenced objects (its report is in /sys/kernel/debug/kmemleak)",
     ),
     _sig("call-trace", r"Call Trace:\s*$", "a stack dump without a known header"),
     _sig("xen-panic", r"Panic on CPU \d+", "Xen panicked", xen=True),
@@ -401,14 +407,14 @@ def _stopped(
 
 
 def _subtests(
-    report: GntstressReport | None, strong: list[Evidence], stopped: str | None
+    report: GntstressReport | None,
+    strong: list[Evidence],
+    stopped: str | None,
+    blamed: list[blame.Blame],
 ) -> tuple[SubtestRecord, ...]:
     if report is None:
         return ()
-    out = [
-        SubtestRecord(r.name, _STATUS[r.status], r.errno, r.detail, r.signal, r.timed_out)
-        for r in report.results
-    ]
+    out = [_blamed(r, [b for b in blamed if b.subtest == r.name]) for r in report.results]
     running = report.interrupted_in
     for name in report.missing:
         if name == running and strong:
@@ -427,6 +433,14 @@ def _subtests(
         else:
             out.append(SubtestRecord(name, ResultStatus.MISS, detail="no result line"))
     return tuple(out)
+
+
+def _blamed(r: gntstress.SubtestResult, blames: list[blame.Blame]) -> SubtestRecord:
+    """A reported subtest; kernel evidence in its window makes it FAIL, with the report."""
+    if not blames:
+        return SubtestRecord(r.name, _STATUS[r.status], r.errno, r.detail, r.signal, r.timed_out)
+    text = blame.detail(r.detail, r.status.value, blames, describe(blames[0].evidence))
+    return SubtestRecord(r.name, ResultStatus.FAIL, r.errno, text, r.signal, r.timed_out)
 
 
 def _bad_exit(status: int | None) -> str:
@@ -462,11 +476,13 @@ def judge(
     a run that did not finish is ERROR (the lab's fault until evidence says otherwise); an exit
     status that contradicts the report is ERROR; all subtests skipped is SKIP; else PASS.
     """
-    evidence = classify(dmesg, console)
+    evidence, blamed = blame.attribute(
+        classify(dmesg, console), {LogKind.DMESG: dmesg, LogKind.CONSOLE: console}
+    )
     strong = [e for e in evidence if e.strong]
     weak = [e for e in evidence if not e.strong]
     stopped = _stopped(report, exit_status, host_died)
-    subtests = _subtests(report, strong, stopped)
+    subtests = _subtests(report, strong, stopped, blamed)
     results = report.results if report else []
 
     def verdict(status: ResultStatus, reason: str) -> Verdict:
@@ -474,7 +490,8 @@ def judge(
 
     if strong:
         more = f" (+{len(strong) - 1} more)" if len(strong) > 1 else ""
-        return verdict(ResultStatus.FAIL, describe(strong[0]) + more)
+        owner = next((f"{b.subtest}: " for b in blamed if b.evidence == strong[0]), "")
+        return verdict(ResultStatus.FAIL, owner + describe(strong[0]) + more)
     failed = [r for r in results if r.status is gntstress.Status.FAIL]
     if failed:
         first = failed[0]

@@ -175,6 +175,7 @@ static struct {
 	long soak_seconds;
 	long pages;
 	long churn; /* -1: the gntalloc limit */
+	long policy_loops;
 	long timeout;
 	long domid; /* -1: detect */
 	const char *domid_source;
@@ -187,6 +188,7 @@ static struct {
 	.soak_seconds = 10,
 	.pages = 4,
 	.churn = -1,
+	.policy_loops = 8,
 	.timeout = 60,
 	.domid = -1,
 	.domid_source = "",
@@ -1508,59 +1510,155 @@ static void fmt_delta(char *out, size_t len, const char *key, unsigned long long
 		snprintf(out, len, "%s=n/a", key);
 }
 
-static void t_numa_soak(void)
+/* The NUMA balancing sysctl is on, or a SKIP verdict and -1; its value in nb. */
+static int numa_balancing_on(char *nb, size_t len)
 {
-	struct gmap m;
-	char nb[32], d1[64], d2[64];
-	unsigned long long pte0 = 0, hint0 = 0;
-	int ok_pte, ok_hint, nodes[64], nn;
-	unsigned long it = 0;
-	double t0, end;
-
-	gmap_init(&m, npages_opt());
-	if (precheck() < 0)
-		goto out0;
-	if (read_text("/proc/sys/kernel/numa_balancing", nb, sizeof(nb)) < 0) {
+	if (read_text("/proc/sys/kernel/numa_balancing", nb, len) < 0) {
 		skip(errno, "no /proc/sys/kernel/numa_balancing: kernel without NUMA balancing");
-		goto out0;
+		return -1;
 	}
 	if (strcmp(nb, "0") == 0) {
 		skip(0, "kernel.numa_balancing=0 (boot with numa_balancing=enable or pass "
 			"--enable-numa-balancing)");
-		goto out0;
+		return -1;
 	}
-	nn = online_nodes(nodes, 64);
-	if (gmap_setup(&m, npages_opt()) < 0)
-		goto out;
-	ok_pte = vmstat_get("numa_pte_updates", &pte0) == 0;
-	ok_hint = vmstat_get("numa_hint_faults", &hint0) == 0;
+	return 0;
+}
+
+/*
+ * Write and verify through the gntdev mapping for --soak-seconds with NUMA balancing on; a
+ * FAIL verdict and -1 on a mismatch (a SIGBUS kills the child). On success, what it did in out.
+ */
+static int soak(struct gmap *m, const char *nb, int nn, char *out, size_t outlen)
+{
+	char d1[64], d2[64];
+	unsigned long long pte0 = 0, hint0 = 0;
+	int ok_pte = vmstat_get("numa_pte_updates", &pte0) == 0;
+	int ok_hint = vmstat_get("numa_hint_faults", &hint0) == 0;
+	unsigned long it = 0;
+	double t0 = now_s(), end = t0 + (double)opt.soak_seconds;
+
 	note("soak: writing and verifying through the gntdev mapping");
-	t0 = now_s();
-	end = t0 + (double)opt.soak_seconds;
 	do {
 		uint64_t seed = 0x50a0000ULL + it;
 		long off;
 
-		pat_fill(m.dview, m.len, seed);
-		off = pat_check(m.dview, m.len, seed);
+		pat_fill(m->dview, m->len, seed);
+		off = pat_check(m->dview, m->len, seed);
 		if (off < 0)
-			off = pat_check(m.aview, m.len, seed);
+			off = pat_check(m->aview, m->len, seed);
 		if (off >= 0) {
 			fail(0, "data mismatch at iteration %lu offset %ld after %.2fs (nodes=%d)", it,
 			     off, now_s() - t0, nn);
-			goto out;
+			return -1;
 		}
 		progress("soak iterations", ++it);
 	} while (now_s() < end);
 	fmt_delta(d1, sizeof(d1), "numa_pte_updates", pte0, ok_pte);
 	fmt_delta(d2, sizeof(d2), "numa_hint_faults", hint0, ok_hint);
-	pass("soak %.1fs with kernel.numa_balancing=%s nodes=%d pages=%zu: iterations=%lu, %s %s",
-	     now_s() - t0, nb, nn, m.npages, it, d1, d2);
+	snprintf(out, outlen,
+		 "soak %.1fs with kernel.numa_balancing=%s nodes=%d pages=%zu: iterations=%lu, %s %s",
+		 now_s() - t0, nb, nn, m->npages, it, d1, d2);
+	return 0;
+}
+
+static void t_numa_soak(void)
+{
+	struct gmap m;
+	char nb[32], done[256];
+	int nodes[64], nn;
+
+	gmap_init(&m, npages_opt());
+	if (precheck() < 0 || numa_balancing_on(nb, sizeof(nb)) < 0)
+		return;
+	nn = online_nodes(nodes, 64);
+	if (gmap_setup(&m, npages_opt()) == 0 && soak(&m, nb, nn, done, sizeof(done)) == 0)
+		pass("%s", done);
+	gmap_teardown(&m);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Memory policies on the grant mapping (mbind, get_mempolicy): the review's concern           */
+/* ------------------------------------------------------------------------------------------ */
+
+/* include/uapi/linux/mempolicy.h */
+#define GS_MPOL_PREFERRED 1
+#define GS_MPOL_BIND 2
+#define GS_MPOL_F_NUMA_BALANCING (1 << 13)
+#define GS_MPOL_MODE_FLAGS ((1 << 15) | (1 << 14) | (1 << 13))
+#define GS_MPOL_F_ADDR (1 << 1)
+#define GS_MAXNODE 65 /* one unsigned long of node bits; the kernel counts maxnode - 1 bits */
+
+/* mbind [p, p+len) with mode (flags included) to the online nodes (preferred: the first). */
+static long mbind_nodes(void *p, size_t len, int mode)
+{
+	int nodes[64], nn = online_nodes(nodes, 64);
+	unsigned long mask = 0;
+
+	for (int i = 0; i < nn; i++)
+		if ((mode & ~GS_MPOL_MODE_FLAGS) == GS_MPOL_BIND || i == 0)
+			mask |= 1UL << (nodes[i] & 63);
+	if (!mask)
+		mask = 1;
+	return syscall(SYS_mbind, p, len, (unsigned long)mode, &mask, (unsigned long)GS_MAXNODE, 0U);
+}
+
+/* The policy mode (with its mode flags) the kernel reports at p, or -1 with errno. */
+static int policy_at(const void *p)
+{
+	int mode = -1;
+	unsigned long mask[1];
+
+	if (syscall(SYS_get_mempolicy, &mode, mask, (unsigned long)GS_MAXNODE, p, GS_MPOL_F_ADDR) < 0)
+		return -1;
+	return mode;
+}
+
+/* mbind failed: SKIP when the kernel cannot do it at all, FAIL otherwise. */
+static void mbind_refused(int e, const char *what)
+{
+	if (e == ENOSYS)
+		skip(e, "%s: kernel built without NUMA (mbind ENOSYS)", what);
+	else if (e == EINVAL && strstr(what, "NUMA_BALANCING"))
+		skip(e, "%s: EINVAL (kernel before 5.15 has no MPOL_F_NUMA_BALANCING)", what);
+	else
+		fail(e, "%s: %s", what, strerror(e));
+}
+
+/*
+ * mbind-soak: the grant mapping mbind()ed with MPOL_BIND | MPOL_F_NUMA_BALANCING, then the NUMA
+ * soak. 6.1 stores that as the VMA's policy with MPOL_F_MOF; vma_policy_mof() asks a ->get_policy
+ * op when there is one, so a variant whose op hands the VMA policy back opts the grant map into
+ * NUMA balancing again. VM_MIXEDMAP and VM_IO keep the scanner away whatever the policy says.
+ */
+static void t_mbind_soak(void)
+{
+	struct gmap m;
+	char nb[32], done[256];
+	int nodes[64], nn, mode;
+
+	gmap_init(&m, npages_opt());
+	if (precheck() < 0 || numa_balancing_on(nb, sizeof(nb)) < 0)
+		return;
+	nn = online_nodes(nodes, 64);
+	if (gmap_setup(&m, npages_opt()) < 0)
+		goto out;
+	note("mbind(MPOL_BIND | MPOL_F_NUMA_BALANCING) of the gntdev mapping");
+	if (mbind_nodes(m.dview, m.len, GS_MPOL_BIND | GS_MPOL_F_NUMA_BALANCING) < 0) {
+		mbind_refused(errno, "mbind(MPOL_BIND | MPOL_F_NUMA_BALANCING)");
+		goto out;
+	}
+	mode = policy_at(m.dview);
+	if (mode != (GS_MPOL_BIND | GS_MPOL_F_NUMA_BALANCING)) {
+		fail(mode < 0 ? errno : 0, "get_mempolicy after mbind: mode %#x, expected %#x%s%s",
+		     mode, GS_MPOL_BIND | GS_MPOL_F_NUMA_BALANCING, mode < 0 ? ": " : "",
+		     mode < 0 ? strerror(errno) : "");
+		goto out;
+	}
+	if (soak(&m, nb, nn, done, sizeof(done)) == 0)
+		pass("policy BIND|NUMA_BALANCING on the grant map; %s", done);
 out:
 	gmap_teardown(&m);
-	return;
-out0:
-	return;
 }
 
 struct fork_report {
@@ -1570,50 +1668,62 @@ struct fork_report {
 	char line[200];
 };
 
+/* Fork a child that looks for the mapping (seed: its pattern) and reports; else FAIL and -1. */
+static int fork_look(const struct gmap *m, uint64_t seed, struct fork_report *rep)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		fail(errno, "pipe2: %s", strerror(errno));
+		return -1;
+	}
+	fflush(NULL);
+	note("forking a child to look for the mapping");
+	pid = fork();
+	if (pid < 0) {
+		int e = errno;
+
+		close(p[0]);
+		close(p[1]);
+		fail(e, "fork: %s", strerror(e));
+		return -1;
+	}
+	if (pid == 0) {
+		unsigned char v = 0;
+		unsigned long a = (unsigned long)(uintptr_t)m->dview;
+
+		memset(rep, 0, sizeof(*rep));
+		rep->mismatch = -1;
+		rep->maps = maps_overlap(a, a + m->len, rep->line, sizeof(rep->line));
+		rep->touch_sig = touch(m->dview, &v);
+		if (!rep->touch_sig)
+			rep->mismatch = pat_check(m->dview, m->len, seed);
+		_exit(write(p[1], rep, sizeof(*rep)) == (ssize_t)sizeof(*rep) ? 0 : 1);
+	}
+	close(p[1]);
+	if (read_full(p[0], rep, sizeof(*rep)) < 0) {
+		close(p[0]);
+		fail(0, "fork child died without a report (status %#x)", reap(pid));
+		return -1;
+	}
+	close(p[0]);
+	reap(pid);
+	return 0;
+}
+
 static void t_fork(void)
 {
 	struct gmap m;
-	int p[2] = { -1, -1 };
 	struct fork_report rep;
-	pid_t pid;
 	int expect_copy = opt.backend == BACKEND_XEN && opt.ptemod == 0;
 
 	gmap_init(&m, npages_opt());
 	if (precheck() < 0 || gmap_setup(&m, npages_opt()) < 0)
 		goto out;
-	if (pipe2(p, O_CLOEXEC) < 0) {
-		fail(errno, "pipe2: %s", strerror(errno));
-		goto out;
-	}
 	pat_fill(m.dview, m.len, 1212);
-	fflush(NULL);
-	note("forking a child to look for the mapping");
-	pid = fork();
-	if (pid < 0) {
-		fail(errno, "fork: %s", strerror(errno));
+	if (fork_look(&m, 1212, &rep) < 0)
 		goto out;
-	}
-	if (pid == 0) {
-		unsigned char v = 0;
-		unsigned long a = (unsigned long)(uintptr_t)m.dview;
-
-		memset(&rep, 0, sizeof(rep));
-		rep.mismatch = -1;
-		rep.maps = maps_overlap(a, a + m.len, rep.line, sizeof(rep.line));
-		rep.touch_sig = touch(m.dview, &v);
-		if (!rep.touch_sig)
-			rep.mismatch = pat_check(m.dview, m.len, 1212);
-		if (write(p[1], &rep, sizeof(rep)) != (ssize_t)sizeof(rep))
-			_exit(1);
-		_exit(0);
-	}
-	close(p[1]);
-	p[1] = -1;
-	if (read_full(p[0], &rep, sizeof(rep)) < 0) {
-		fail(0, "fork child died without a report (status %#x)", reap(pid));
-		goto out;
-	}
-	reap(pid);
 	if (check_views(&m, 1212, "in the parent after the child exited") < 0)
 		goto out;
 	if (rep.maps < 0) {
@@ -1642,11 +1752,260 @@ static void t_fork(void)
 	     "parent mapping intact",
 	     signame(rep.touch_sig));
 out:
-	if (p[0] >= 0)
-		close(p[0]);
-	if (p[1] >= 0)
-		close(p[1]);
 	gmap_teardown(&m);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* policy-lifecycle: VMA policies on the grant mapping split, duplicated, moved and freed      */
+/* ------------------------------------------------------------------------------------------ */
+
+#define LC_PAGES 8
+#define SLAB_DIR "/sys/kernel/slab/numa_policy"
+
+/* In-use numa_policy objects (per-CPU slabs flushed first where the kernel allows), or -1. */
+static long policy_objects(char *src, size_t srclen)
+{
+	char text[256], line[512];
+	FILE *f;
+
+	write_text(SLAB_DIR "/shrink", "1");
+	if (read_text(SLAB_DIR "/objects", text, sizeof(text)) == 0) {
+		char target[PATH_MAX];
+		ssize_t n = readlink(SLAB_DIR, target, sizeof(target) - 1);
+
+		target[n > 0 ? n : 0] = '\0';
+		snprintf(src, srclen, SLAB_DIR "/objects%s%s%s", n > 0 ? " (merged cache " : "",
+			 n > 0 ? target : "", n > 0 ? ")" : "");
+		return atol(text);
+	}
+	f = fopen("/proc/slabinfo", "re");
+	while (f && fgets(line, sizeof(line), f)) {
+		long active;
+
+		if (sscanf(line, "numa_policy %ld", &active) == 1) {
+			fclose(f);
+			snprintf(src, srclen, "/proc/slabinfo active_objs");
+			return active;
+		}
+	}
+	if (f)
+		fclose(f);
+	snprintf(src, srclen, "no " SLAB_DIR "/objects (SLUB_DEBUG off) and no numa_policy line in "
+			      "/proc/slabinfo");
+	return -1;
+}
+
+/* Page pg of the mapping at base reads back the pattern (0), reads wrong (-1), or faults (signal). */
+static int page_state(const unsigned char *base, size_t pg, uint64_t seed)
+{
+	unsigned char v;
+	int sig = touch(base + pg * PG, &v);
+
+	if (sig)
+		return sig;
+	return pat_check_at(base, pg * PG, PG, seed) >= 0 ? -1 : 0;
+}
+
+/* Pages the kernel may have unmapped (PV: gntdev's MMU notifier ran over their range). */
+struct lc_state {
+	uint64_t seed;
+	unsigned char *dv;
+	int lost_mprotect, lost_mremap; /* pages found unreadable after the step */
+};
+
+/* Pages in list must still hold the pattern through the gntdev mapping; else FAIL and -1. */
+static int lc_intact(struct lc_state *st, const int *pages, int n, const char *after)
+{
+	for (int i = 0; i < n; i++) {
+		int r = page_state(st->dv, (size_t)pages[i], st->seed);
+
+		if (r != 0) {
+			fail(0, "after %s: page %d of the gntdev mapping %s%s", after, pages[i],
+			     r < 0 ? "holds wrong data" : "faults with ", r < 0 ? "" : signame(r));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The policy at page pg is mode; else FAIL and -1. */
+static int lc_policy(const unsigned char *at, int mode, const char *after)
+{
+	int got = policy_at(at);
+
+	if (got == mode)
+		return 0;
+	fail(got < 0 ? errno : 0, "after %s: get_mempolicy(MPOL_F_ADDR) says mode %d, expected %d",
+	     after, got, mode);
+	return -1;
+}
+
+/* A page the kernel may have unmapped: the pattern, or a fault (counted); wrong data is FAIL. */
+static int lc_maybe_lost(struct lc_state *st, const unsigned char *base, size_t pg, int *lost,
+			 const char *after)
+{
+	int r = page_state(base, pg, st->seed);
+
+	if (r < 0) {
+		fail(0, "after %s: the page holds wrong data", after);
+		return -1;
+	}
+	if (r > 0)
+		(*lost)++;
+	return 0;
+}
+
+/* fork with split policies on the mapping: the child reports, the parent checks its own view. */
+static int lc_fork(struct gmap *m, struct lc_state *st)
+{
+	int expect_copy = opt.backend == BACKEND_XEN && opt.ptemod == 0;
+	struct fork_report rep;
+
+	if (fork_look(m, st->seed, &rep) < 0)
+		return -1;
+	if (expect_copy ? rep.maps != 1 || rep.mismatch >= 0 : rep.maps != 0 || !rep.touch_sig) {
+		fail(0, "fork with split policies: child maps=%d touch signal=%d mismatch=%ld "
+			"(expected %s)",
+		     rep.maps, rep.touch_sig, rep.mismatch,
+		     expect_copy ? "the mapping with the data" : "no mapping (VM_DONTCOPY)");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * One round: mbind a sub-range (split, policy), mbind a wider one (more splits, policies
+ * replaced), fork, mprotect a middle page (a policy VMA split in three: mpol_dup), partial
+ * munmap (policies freed), mremap a policy VMA elsewhere (copy_vma: vma_dup_policy) and shrink
+ * it, then unmap everything. On a PV domain gntdev's MMU notifier unmaps the grants under an
+ * mprotect or a move, so those pages may fault afterwards; they must never read wrong data.
+ */
+static int lc_round(struct lc_state *st, unsigned long round)
+{
+	static const int all[] = { 0, 1, 2, 3, 4, 5, 6, 7 }, rest[] = { 0, 1, 6 };
+	struct gmap m;
+	unsigned char *res = MAP_FAILED, *moved;
+	int rc = -1;
+
+	st->seed = 0x11fe0000ULL + round;
+	if (gmap_setup(&m, LC_PAGES) < 0)
+		goto out;
+	st->dv = m.dview;
+	pat_fill(m.dview, m.len, st->seed);
+	note("round %lu: mbind pages 2-5 MPOL_BIND", round);
+	if (mbind_nodes(m.dview + 2 * PG, 4 * PG, GS_MPOL_BIND) < 0) {
+		mbind_refused(errno, "mbind(MPOL_BIND) of pages 2-5");
+		goto out;
+	}
+	if (lc_policy(m.dview + 3 * PG, GS_MPOL_BIND, "mbind of pages 2-5") < 0 ||
+	    lc_policy(m.dview, 0, "mbind of pages 2-5 (page 0)") < 0 ||
+	    lc_intact(st, all, LC_PAGES, "mbind of pages 2-5") < 0)
+		goto out;
+	note("round %lu: mbind pages 1-6 MPOL_PREFERRED", round);
+	if (mbind_nodes(m.dview + PG, 6 * PG, GS_MPOL_PREFERRED) < 0) {
+		mbind_refused(errno, "mbind(MPOL_PREFERRED) of pages 1-6");
+		goto out;
+	}
+	if (lc_policy(m.dview + 3 * PG, GS_MPOL_PREFERRED, "mbind of pages 1-6") < 0 ||
+	    lc_intact(st, all, LC_PAGES, "mbind of pages 1-6") < 0)
+		goto out;
+	note("round %lu: fork", round);
+	if (lc_fork(&m, st) < 0 || lc_intact(st, all, LC_PAGES, "fork") < 0)
+		goto out;
+	note("round %lu: mprotect page 4 read-only", round);
+	if (mprotect(m.dview + 4 * PG, PG, PROT_READ) < 0) {
+		fail(errno, "mprotect(PROT_READ) of page 4: %s", strerror(errno));
+		goto out;
+	}
+	if (lc_policy(m.dview + 4 * PG, GS_MPOL_PREFERRED, "mprotect of page 4") < 0 ||
+	    lc_maybe_lost(st, m.dview, 4, &st->lost_mprotect, "mprotect of page 4") < 0)
+		goto out;
+	if (mprotect(m.dview + 4 * PG, PG, PROT_READ | PROT_WRITE) < 0) {
+		fail(errno, "mprotect back to read-write of page 4: %s", strerror(errno));
+		goto out;
+	}
+	note("round %lu: munmap pages 5 and 7", round);
+	if (munmap(m.dview + 5 * PG, PG) < 0 || munmap(m.dview + 7 * PG, PG) < 0) {
+		fail(errno, "munmap of pages 5 and 7: %s", strerror(errno));
+		goto out;
+	}
+	note("round %lu: mremap pages 2-3 elsewhere, then shrink", round);
+	res = mmap(NULL, 2 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (res == MAP_FAILED) {
+		fail(errno, "mmap of a place to move to: %s", strerror(errno));
+		goto out;
+	}
+	moved = mremap(m.dview + 2 * PG, 2 * PG, 2 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, res);
+	if (moved == MAP_FAILED) {
+		fail(errno, "mremap(MREMAP_FIXED) of pages 2-3: %s", strerror(errno));
+		goto out;
+	}
+	if (lc_policy(moved, GS_MPOL_PREFERRED, "mremap of pages 2-3") < 0 ||
+	    lc_maybe_lost(st, moved - 2 * PG, 2, &st->lost_mremap, "mremap of pages 2-3") < 0 ||
+	    lc_maybe_lost(st, moved - 2 * PG, 3, &st->lost_mremap, "mremap of pages 2-3") < 0)
+		goto out;
+	if (mremap(moved, 2 * PG, PG, 0) == MAP_FAILED) {
+		fail(errno, "shrinking mremap of the moved pages: %s", strerror(errno));
+		goto out;
+	}
+	if (munmap(moved + PG, PG) < 0 || lc_intact(st, rest, 3, "mremap") < 0)
+		goto out;
+	if (pat_check(m.aview, m.len, st->seed) >= 0) {
+		fail(0, "round %lu: gntalloc view changed at offset %ld", round,
+		     pat_check(m.aview, m.len, st->seed));
+		goto out;
+	}
+	rc = 0;
+out:
+	if (res != MAP_FAILED)
+		munmap(res, 2 * PG);
+	if (m.dview) {
+		munmap(m.dview, m.len); /* all that is left of it, holes and all */
+		m.dlen = 0;
+	}
+	gmap_teardown(&m);
+	return R->done && R->status == ST_FAIL ? -1 : rc;
+}
+
+static void t_policy_lifecycle(void)
+{
+	struct lc_state st = { 0 };
+	char src[PATH_MAX + 64], verdict[128];
+	long base, after, delta;
+	unsigned long round;
+
+	if (precheck() < 0)
+		return;
+	if (lc_round(&st, 0) < 0) /* warm-up: caches and the slab settle */
+		return;
+	base = policy_objects(src, sizeof(src));
+	for (round = 1; round <= (unsigned long)opt.policy_loops; round++) {
+		progress("rounds", round);
+		if (lc_round(&st, round) < 0)
+			return;
+	}
+	after = policy_objects(src, sizeof(src));
+	for (int retry = 0; base >= 0 && after >= 0 && labs(after - base) >= opt.policy_loops &&
+			    retry < 3; retry++) {
+		sleep_ms(200); /* RCU and per-CPU caches: read again before judging */
+		after = policy_objects(src, sizeof(src));
+	}
+	delta = after - base;
+	if (base < 0 || after < 0)
+		snprintf(verdict, sizeof(verdict), "numa_policy objects not checked");
+	else
+		snprintf(verdict, sizeof(verdict), "numa_policy objects %ld -> %ld", base, after);
+	if (base >= 0 && after >= 0 && labs(delta) >= opt.policy_loops &&
+	    opt.backend == BACKEND_XEN) {
+		fail(0, "%s after %ld rounds (%s): %s", verdict, opt.policy_loops, src,
+		     delta > 0 ? "a policy leaked per round?" : "fewer than before (double free?)");
+		return;
+	}
+	pass("%ld rounds of mbind/split/fork/mprotect/munmap/mremap on %d pages, data verified; "
+	     "pages unreadable after mprotect: %d, after mremap: %d (PV: gntdev's MMU notifier "
+	     "unmaps the grants); %s (%s)%s",
+	     opt.policy_loops + 1, LC_PAGES, st.lost_mprotect, st.lost_mremap, verdict, src,
+	     opt.backend == BACKEND_XEN ? "" : " [not judged on the selftest backend]");
 }
 
 static void t_mremap_grow(void)
@@ -1938,9 +2297,11 @@ static struct subtest subtests[] = {
 	{ "proc-pid-mem", t_proc_pid_mem, 0, 0, 0, 0 },
 	{ "move-pages", t_move_pages, 0, 0, 0, 0 },
 	{ "numa-soak", t_numa_soak, 0, 0, 1, 1 },
+	{ "mbind-soak", t_mbind_soak, 0, 0, 1, 1 },
 	{ "fork", t_fork, 0, 0, 0, 0 },
 	{ "mremap-grow", t_mremap_grow, 0, 0, 0, 0 },
 	{ "partial-munmap", t_partial_munmap, 0, 0, 0, 0 },
+	{ "policy-lifecycle", t_policy_lifecycle, 0, 0, 0, 0 },
 	{ "churn", t_churn, 0, 0, 0, 0 },
 };
 #define NSUBTESTS (sizeof(subtests) / sizeof(subtests[0]))
@@ -2047,6 +2408,27 @@ static void report(const char *name, int st, int err, const char *detail)
 	fflush(stdout);
 }
 
+/*
+ * A line in the kernel log naming the subtest that begins or ends, so that the classifier
+ * blames a BUG or WARNING in dmesg on the subtest that was running. Opened per line: /dev/kmsg
+ * rate-limits each open file (10 lines per 5 s), and a dropped marker would blame the wrong one.
+ */
+static void kmsg_mark(const char *name, const char *what)
+{
+	char line[160];
+	int fd;
+
+	if (opt.backend == BACKEND_ANON)
+		return; /* no kernel under test: leave the machine's own log alone */
+	fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return; /* not root, or no /dev/kmsg: the classifier falls back to the cell */
+	snprintf(line, sizeof(line), "<6>gntstress: subtest %s %s\n", name, what);
+	if (write(fd, line, strlen(line)) < 0)
+		fprintf(stderr, "gntstress: cannot write to /dev/kmsg: %s\n", strerror(errno));
+	close(fd);
+}
+
 static void run_subtest(struct subtest *t)
 {
 	struct result *r;
@@ -2059,6 +2441,7 @@ static void run_subtest(struct subtest *t)
 	double t0 = now_s();
 
 	fprintf(stderr, "gntstress: %s (limit %lds)\n", t->name, timeout);
+	kmsg_mark(t->name, "begin");
 	r = mmap(NULL, sizeof(*r), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (r == MAP_FAILED) {
 		internal_error = 1;
@@ -2101,6 +2484,7 @@ static void run_subtest(struct subtest *t)
 		report(t->name, r->status, r->err, r->detail);
 	}
 	munmap(r, sizeof(*r));
+	kmsg_mark(t->name, "end");
 	/* on stderr, so the stdout format stays as documented; where a slow job spends its time */
 	fprintf(stderr, "gntstress: %s took %.2fs\n", t->name, now_s() - t0);
 }
@@ -2227,16 +2611,17 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: gntstress [--list] [--only NAME[,NAME...]] [--soak-seconds N] [--pages N]\n"
 		"                 [--churn N] [--timeout N] [--domid N] [--odirect-path PATH]\n"
-		"                 [--enable-numa-balancing]\n"
-		"  --soak-seconds N   numa-soak duration (default 10)\n"
+		"                 [--policy-loops N] [--enable-numa-balancing]\n"
+		"  --soak-seconds N   numa-soak and mbind-soak duration (default 10)\n"
 		"  --pages N          pages per grant mapping, 1..1024 (default 4)\n"
 		"  --churn N          churn cycles (default: the gntalloc limit, 1024)\n"
-		"  --timeout N        per-subtest time limit in seconds (default 60; numa-soak gets\n"
-		"                     this plus --soak-seconds)\n"
+		"  --policy-loops N   policy-lifecycle rounds after its warm-up round (default 8)\n"
+		"  --timeout N        per-subtest time limit in seconds (default 60; numa-soak and\n"
+		"                     mbind-soak get this plus --soak-seconds)\n"
 		"  --domid N          our own domid (default: 0 on dom0, else xenstore)\n"
 		"  --odirect-path P   block device, file or directory for the O_DIRECT subtests\n"
 		"                     (default: /dev/ram0, then $TMPDIR, /var/tmp, /tmp)\n"
-		"  --enable-numa-balancing  set kernel.numa_balancing=1 during numa-soak, then restore\n"
+		"  --enable-numa-balancing  set kernel.numa_balancing=1 during the soaks, then restore\n"
 		"output: 'GNTSTRESS <name> <PASS|FAIL|SKIP> errno=<n> detail=<text>' per subtest,\n"
 		"        then 'GNTSTRESS-SUMMARY pass=N fail=N skip=N'\n"
 		"exit: 0 no FAIL, 1 any FAIL, 2 usage error, 3 internal error\n");
@@ -2281,6 +2666,7 @@ enum {
 	OPT_LIST,
 	OPT_PAGES,
 	OPT_CHURN,
+	OPT_POLICY_LOOPS,
 	OPT_TIMEOUT,
 	OPT_DOMID,
 	OPT_ODIRECT,
@@ -2300,6 +2686,7 @@ int main(int argc, char **argv)
 		{ "list", no_argument, NULL, OPT_LIST },
 		{ "pages", required_argument, NULL, OPT_PAGES },
 		{ "churn", required_argument, NULL, OPT_CHURN },
+		{ "policy-loops", required_argument, NULL, OPT_POLICY_LOOPS },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "domid", required_argument, NULL, OPT_DOMID },
 		{ "odirect-path", required_argument, NULL, OPT_ODIRECT },
@@ -2324,6 +2711,9 @@ int main(int argc, char **argv)
 			break;
 		case OPT_CHURN:
 			opt.churn = parse_num("--churn", optarg, 0, 100000000);
+			break;
+		case OPT_POLICY_LOOPS:
+			opt.policy_loops = parse_num("--policy-loops", optarg, 1, 100000);
 			break;
 		case OPT_TIMEOUT:
 			opt.timeout = parse_num("--timeout", optarg, 1, 86400);

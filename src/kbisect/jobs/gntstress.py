@@ -43,9 +43,11 @@ SUBTESTS: tuple[str, ...] = (
     "proc-pid-mem",
     "move-pages",
     "numa-soak",
+    "mbind-soak",
     "fork",
     "mremap-grow",
     "partial-munmap",
+    "policy-lifecycle",
     "churn",
 )
 """The subtests in the order gntstress runs them (the names used by experiment files)."""
