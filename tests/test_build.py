@@ -190,11 +190,14 @@ def store(project: Project) -> ArtifactStore:
     return builder.store_for(project)
 
 
-def _processes_running(needle: str) -> bool:
+def _processes_running(needle: str, marker: bytes = b"FAKE_FAIL=hang") -> bool:
+    """Whether a process runs `needle` with `marker` in its environment: the fake tree's own
+    hanging recipe, not another program's `sleep 300` on the same machine."""
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if needle in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if needle in command and marker in (proc / "environ").read_bytes().split(b"\0"):
                     return True
             except OSError:
                 continue
