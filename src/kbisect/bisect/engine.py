@@ -283,23 +283,57 @@ class Bisector:
                 self._run_at(last)  # the --repeat floor comes first
                 continue
             best = self.belief.best
-            if self.belief.p[best] >= self.policy.confidence and self._sure(best):
-                return self._found(result, best)
+            steer = None
+            if self.belief.p[best] >= self.policy.confidence:
+                steer = self._least_sure(best)
+                if steer.p[best] >= self.policy.confidence:
+                    return self._found(result, best)
             group = post.suspects(self.topology, self.belief, self._testables())
             mass = sum(self.belief.p[h] for h in group)
             if len(group) > 1 and mass >= self.policy.confidence:
                 return self._suspects(result, group, mass)
-            nxt = self._next()
+            nxt = self._finishing(best, steer) if steer else self._next(self.belief, None)
             if nxt is None:
                 return self._suspects(result, group, mass)
             self._run_at(nxt)
 
-    def _sure(self, h: int) -> bool:
-        """Whether h is sure enough under every noise model the runs have not ruled out."""
-        conf = self.policy.confidence
-        ruled_out = 1 - conf
-        worst = post.worst_case(self.topology, self.prior, self.evidence, self.priors, h, ruled_out)
-        return worst >= conf
+    def _finishing(self, h: int, steer: post.Belief) -> int | None:
+        """When h is sure but for one noise model: the run likeliest to make it sure (per second
+        of cost) among the few that could; when no single run could, the one that tells that
+        model most about h."""
+        candidates = self._candidates()
+        bits = post.information(self.topology, steer, candidates, h)
+        ranked = sorted(range(len(candidates)), key=lambda i: -bits[i])[:4]
+        near = [h, *self.history.parents[h]] if h < len(self.history.commits) else []
+        chosen = {candidates[i] for i in ranked} | {j for j in near if self._worth_running(j)}
+        best, score = None, 0.0
+        for j in sorted(chosen):
+            fail = post.fail_chance(self.topology, self.belief, j)
+            finish = sum(
+                chance
+                for failed, chance in ((True, fail), (False, 1 - fail))
+                if chance > 0 and self._would_find(h, j, failed)
+            )
+            value = finish / self.cost(self.history.commits[j])
+            if value > score:
+                best, score = j, value
+        return best if best is not None else self._next(steer, h)
+
+    def _would_find(self, h: int, j: int, failed: bool) -> bool:
+        """Whether h would be sure after one more run at j with this outcome."""
+        tally = self.evidence.fails if failed else self.evidence.passes
+        tally[j] += 1
+        try:
+            conf = self.policy.confidence
+            return self._believe().p[h] >= conf and self._least_sure(h).p[h] >= conf
+        finally:
+            tally[j] -= 1
+
+    def _least_sure(self, h: int) -> post.Belief:
+        """The posterior of the noise model least sure of h among those the runs have not
+        ruled out: h is found when it is sure, and until then the runs go where it learns most."""
+        ruled_out = 1 - self.policy.confidence
+        return post.worst_case(self.topology, self.prior, self.evidence, self.priors, h, ruled_out)
 
     def _testable(self, j: int) -> bool:
         return j not in self.evidence.untestable
@@ -310,10 +344,11 @@ class Bisector:
     def _worth_running(self, j: int) -> bool:
         return self._testable(j) and not (self.policy.deterministic and self.evidence.runs(j))
 
-    def _next(self) -> int | None:
-        """The commit to run next: the most information per second of cost."""
+    def _next(self, belief: post.Belief, about: int | None) -> int | None:
+        """The commit to run next: the most information per second of cost (about whether
+        `about` is the culprit, when it is the one left to make sure)."""
         candidates = self._candidates()
-        bits = post.information(self.topology, self.belief, candidates)
+        bits = post.information(self.topology, belief, candidates, about)
         best, score = None, 0.0
         self._last_bits = max(bits, default=0.0)
         for j, info in zip(candidates, bits, strict=True):
