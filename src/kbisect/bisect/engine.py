@@ -292,15 +292,15 @@ class Bisector:
             mass = sum(self.belief.p[h] for h in group)
             if len(group) > 1 and mass >= self.policy.confidence:
                 return self._suspects(result, group, mass)
-            nxt = self._finishing(best, steer) if steer else self._next(self.belief, None)
+            nxt = self._finishing(best, steer or self.belief)
             if nxt is None:
                 return self._suspects(result, group, mass)
             self._run_at(nxt)
 
     def _finishing(self, h: int, steer: post.Belief) -> int | None:
-        """When h is sure but for one noise model: the run likeliest to make it sure (per second
-        of cost) among the few that could; when no single run could, the one that tells that
-        model most about h."""
+        """The run likeliest to make h sure (per second of cost), among the few that tell `steer`
+        most whether h is the culprit; when no single run could, the most informative one
+        (`steer` is the posterior, or the noise model least sure of h when the posterior is)."""
         candidates = self._candidates()
         bits = post.information(self.topology, steer, candidates, h)
         ranked = sorted(range(len(candidates)), key=lambda i: -bits[i])[:4]
@@ -317,7 +317,9 @@ class Bisector:
             value = finish / self.cost(self.history.commits[j])
             if value > score:
                 best, score = j, value
-        return best if best is not None else self._next(steer, h)
+        if best is not None:
+            return best
+        return self._next(steer, h) if steer is not self.belief else self._next(steer, None)
 
     def _would_find(self, h: int, j: int, failed: bool) -> bool:
         """Whether h would be sure after one more run at j with this outcome."""
@@ -351,11 +353,20 @@ class Bisector:
         bits = post.information(self.topology, belief, candidates, about)
         best, score = None, 0.0
         self._last_bits = max(bits, default=0.0)
+        testable = self._testable_chance()
         for j, info in zip(candidates, bits, strict=True):
-            value = info / self.cost(self.history.commits[j])
+            value = info * (1.0 if j in self.first_run else testable)
+            value /= self.cost(self.history.commits[j])
             if info > 1e-9 and value > score:
                 best, score = j, value
         return best
+
+    def _testable_chance(self) -> float:
+        """The chance that a commit never run can be tested: a run there that turns out
+        untestable teaches nothing. From the share of the commits tried that were untestable,
+        with a prior that every commit is testable until one is not (a Beta(0, 1))."""
+        untestable = sum(1 for j in self.first_run if not self._testable(j))
+        return 1 - untestable / (len(self.first_run) + 1)
 
     def _below_floor(self, j: int) -> bool:
         return 0 < self.evidence.runs(j) < self.policy.min_runs
