@@ -369,6 +369,41 @@ def test_posterior_follows_the_evidence() -> None:
     assert noisy.miss > again.miss
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    runs=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=11), st.booleans()), min_size=1, max_size=30
+    ),
+    merges=st.booleans(),
+)
+def test_information_about_one_culprit_is_part_of_the_information(
+    runs: list[tuple[int, bool]], merges: bool
+) -> None:
+    # a run cannot tell more about "is h the culprit" than about which commit is; and the
+    # chance that a run fails is the one the information is computed from
+    parents = [[i - 1] if i else [] for i in range(12)]
+    if merges:
+        parents[5], parents[8] = [2], [7, 5]
+    topology = post.Topology(parents)
+    prior = post.prior_weights(12, [0], post.Priors())
+    ev = post.Evidence.empty(12)
+    for j, failed in runs:
+        ev.add(j, failed)
+    belief = post.believe(topology, prior, ev, post.Priors())
+    every = list(range(12))
+    full = post.information(topology, belief, every)
+    about = post.information(topology, belief, every, belief.best)
+    for j in every:
+        assert 0 <= about[j] <= full[j] + 1e-9
+        fail = post.fail_chance(topology, belief, j)
+        rates = [
+            belief.fail_if_bad[h] if topology.is_bad(j, h) else belief.fail_if_good[h]
+            for h, ph in enumerate(belief.p)
+            if ph > 1e-15
+        ]
+        assert min(rates) - 1e-9 <= fail <= max(rates) + 1e-9
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     n=st.integers(min_value=2, max_value=120),

@@ -283,23 +283,59 @@ class Bisector:
                 self._run_at(last)  # the --repeat floor comes first
                 continue
             best = self.belief.best
-            if self.belief.p[best] >= self.policy.confidence and self._sure(best):
-                return self._found(result, best)
+            steer = None
+            if self.belief.p[best] >= self.policy.confidence:
+                steer = self._least_sure(best)
+                if steer.p[best] >= self.policy.confidence:
+                    return self._found(result, best)
             group = post.suspects(self.topology, self.belief, self._testables())
             mass = sum(self.belief.p[h] for h in group)
             if len(group) > 1 and mass >= self.policy.confidence:
                 return self._suspects(result, group, mass)
-            nxt = self._next()
+            nxt = self._finishing(best, steer or self.belief)
             if nxt is None:
                 return self._suspects(result, group, mass)
             self._run_at(nxt)
 
-    def _sure(self, h: int) -> bool:
-        """Whether h is sure enough under every noise model the runs have not ruled out."""
-        conf = self.policy.confidence
-        ruled_out = 1 - conf
-        worst = post.worst_case(self.topology, self.prior, self.evidence, self.priors, h, ruled_out)
-        return worst >= conf
+    def _finishing(self, h: int, steer: post.Belief) -> int | None:
+        """The run likeliest to make h sure (per second of cost), among the few that tell `steer`
+        most whether h is the culprit; when no single run could, the most informative one
+        (`steer` is the posterior, or the noise model least sure of h when the posterior is)."""
+        candidates = self._candidates()
+        bits = post.information(self.topology, steer, candidates, h)
+        ranked = sorted(range(len(candidates)), key=lambda i: -bits[i])[:4]
+        near = [h, *self.history.parents[h]] if h < len(self.history.commits) else []
+        chosen = {candidates[i] for i in ranked} | {j for j in near if self._worth_running(j)}
+        best, score = None, 0.0
+        for j in sorted(chosen):
+            fail = post.fail_chance(self.topology, self.belief, j)
+            finish = sum(
+                chance
+                for failed, chance in ((True, fail), (False, 1 - fail))
+                if chance > 0 and self._would_find(h, j, failed)
+            )
+            value = finish / self.cost(self.history.commits[j])
+            if value > score:
+                best, score = j, value
+        if best is not None:
+            return best
+        return self._next(steer, h) if steer is not self.belief else self._next(steer, None)
+
+    def _would_find(self, h: int, j: int, failed: bool) -> bool:
+        """Whether h would be sure after one more run at j with this outcome."""
+        tally = self.evidence.fails if failed else self.evidence.passes
+        tally[j] += 1
+        try:
+            conf = self.policy.confidence
+            return self._believe().p[h] >= conf and self._least_sure(h).p[h] >= conf
+        finally:
+            tally[j] -= 1
+
+    def _least_sure(self, h: int) -> post.Belief:
+        """The posterior of the noise model least sure of h among those the runs have not
+        ruled out: h is found when it is sure, and until then the runs go where it learns most."""
+        ruled_out = 1 - self.policy.confidence
+        return post.worst_case(self.topology, self.prior, self.evidence, self.priors, h, ruled_out)
 
     def _testable(self, j: int) -> bool:
         return j not in self.evidence.untestable
@@ -310,17 +346,27 @@ class Bisector:
     def _worth_running(self, j: int) -> bool:
         return self._testable(j) and not (self.policy.deterministic and self.evidence.runs(j))
 
-    def _next(self) -> int | None:
-        """The commit to run next: the most information per second of cost."""
+    def _next(self, belief: post.Belief, about: int | None) -> int | None:
+        """The commit to run next: the most information per second of cost (about whether
+        `about` is the culprit, when it is the one left to make sure)."""
         candidates = self._candidates()
-        bits = post.information(self.topology, self.belief, candidates)
+        bits = post.information(self.topology, belief, candidates, about)
         best, score = None, 0.0
         self._last_bits = max(bits, default=0.0)
+        testable = self._testable_chance()
         for j, info in zip(candidates, bits, strict=True):
-            value = info / self.cost(self.history.commits[j])
+            value = info * (1.0 if j in self.first_run else testable)
+            value /= self.cost(self.history.commits[j])
             if info > 1e-9 and value > score:
                 best, score = j, value
         return best
+
+    def _testable_chance(self) -> float:
+        """The chance that a commit never run can be tested: a run there that turns out
+        untestable teaches nothing. From the share of the commits tried that were untestable,
+        with a prior that every commit is testable until one is not (a Beta(0, 1))."""
+        untestable = sum(1 for j in self.first_run if not self._testable(j))
+        return 1 - untestable / (len(self.first_run) + 1)
 
     def _below_floor(self, j: int) -> bool:
         return 0 < self.evidence.runs(j) < self.policy.min_runs

@@ -239,8 +239,9 @@ def worst_case(
     priors: Priors,
     h: int,
     ruled_out: float,
-) -> float:
-    """The lowest P(h) among the noise models the runs have not ruled out.
+) -> Belief:
+    """The posterior of the noise model least favourable to h among those the runs have not
+    ruled out.
 
     The miss prior is a mixture of models (a deterministic predicate, an intermittent bug); the
     mixture's P(h) leans on the prior odds between them, and early runs that happen to agree
@@ -248,37 +249,63 @@ def worst_case(
     also asked of each model alone, unless the runs leave that model a posterior weight below
     `ruled_out`: a culprit is only as sure as the model least favourable to it."""
     if len(priors.miss) == 1:
-        return believe(topology, prior, evidence, priors).p[h]
+        return believe(topology, prior, evidence, priors)
     models = []
     for weight, a, b in priors.miss:
         alone = Priors(((1.0, a, b),), priors.false_alarm, priors.ends)
         belief = believe(topology, prior, evidence, alone)
-        models.append((math.log(weight) + belief.log_evidence, belief.p[h]))
+        models.append((math.log(weight) + belief.log_evidence, belief))
     top = max(log for log, _ in models)
     total = sum(math.exp(log - top) for log, _ in models)
-    kept = [p for log, p in models if math.exp(log - top) / total >= ruled_out]
-    return min(kept)
+    kept = [belief for log, belief in models if math.exp(log - top) / total >= ruled_out]
+    return min(kept, key=lambda belief: belief.p[h])
 
 
-def information(topology: Topology, belief: Belief, candidates: Sequence[int]) -> list[float]:
+def information(
+    topology: Topology, belief: Belief, candidates: Sequence[int], about: int | None = None
+) -> list[float]:
     """For each candidate commit: the expected information (bits) one more run there gives about
-    the hypothesis: H(outcome) - H(outcome | hypothesis)."""
+    the hypothesis: H(outcome) - H(outcome | hypothesis). With `about`, only about whether
+    that hypothesis is the true one: what a run does for a culprit that has to become sure."""
     p = belief.p
     a = [ph * q for ph, q in zip(p, belief.fail_if_bad, strict=True)]
     b = [ph * q for ph, q in zip(p, belief.fail_if_good, strict=True)]
-    c = [ph * _h2(q) for ph, q in zip(p, belief.fail_if_bad, strict=True)]
-    d = [ph * _h2(q) for ph, q in zip(p, belief.fail_if_good, strict=True)]
-    total_b, total_d = sum(b), sum(d)
+    total_b = sum(b)
     a_in = topology.bad_mass(a, candidates)
     b_in = topology.bad_mass(b, candidates)
+    fails = [min(1.0, max(0.0, a_in[i] + total_b - b_in[i])) for i in range(len(candidates))]
+    if about is not None:
+        return [
+            _about(topology, belief, j, fail, about)
+            for j, fail in zip(candidates, fails, strict=True)
+        ]
+    c = [ph * _h2(q) for ph, q in zip(p, belief.fail_if_bad, strict=True)]
+    d = [ph * _h2(q) for ph, q in zip(p, belief.fail_if_good, strict=True)]
+    total_d = sum(d)
     c_in = topology.bad_mass(c, candidates)
     d_in = topology.bad_mass(d, candidates)
-    out = []
-    for i in range(len(candidates)):
-        fail = a_in[i] + total_b - b_in[i]
-        conditional = c_in[i] + total_d - d_in[i]
-        out.append(max(0.0, _h2(min(1.0, max(0.0, fail))) - conditional))
-    return out
+    return [max(0.0, _h2(fail) - c_in[i] - total_d + d_in[i]) for i, fail in enumerate(fails)]
+
+
+def fail_chance(topology: Topology, belief: Belief, j: int) -> float:
+    """The predicted chance that a run at commit j fails."""
+    rates = zip(belief.p, belief.fail_if_bad, belief.fail_if_good, strict=True)
+    return sum(
+        ph * (fb if topology.is_bad(j, h) else fg)
+        for h, (ph, fb, fg) in enumerate(rates)
+        if ph > 1e-15
+    )
+
+
+def _about(topology: Topology, belief: Belief, j: int, fail: float, h: int) -> float:
+    """The information a run at j gives about whether h is the true hypothesis, its chance
+    to fail being `fail`."""
+    ph = belief.p[h]
+    if ph >= 1.0:
+        return 0.0
+    q_h = belief.fail_if_bad[h] if topology.is_bad(j, h) else belief.fail_if_good[h]
+    q_else = min(1.0, max(0.0, (fail - ph * q_h) / (1 - ph)))
+    return max(0.0, _h2(fail) - ph * _h2(q_h) - (1 - ph) * _h2(q_else))
 
 
 def suspects(topology: Topology, belief: Belief, testable: Sequence[int]) -> list[int]:
