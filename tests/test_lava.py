@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from helpers import RECORDED_SUBTESTS
 from kbisect.config.model import Host, Job, LavaOptions, QemuOptions
 from kbisect.errors import InfraError
 from kbisect.jobs.gntstress import SUBTESTS
@@ -42,6 +43,7 @@ LAVA = LavaOptions(url="http://127.0.0.1:8000/", token_file=None)
 
 
 def recorded(name: str, abandoned: str = "") -> LavaOutcome:
+    """A job recorded from a real LAVA lab, by a gntstress with RECORDED_SUBTESTS."""
     where = DATA / name
     job = json.loads((where / "job.json").read_text())
     log = yaml.safe_load((where / "logs.yaml").read_text())
@@ -139,20 +141,20 @@ def test_lava_host_configuration_rules(fields: dict[str, Any], problem: str) -> 
 
 def test_a_complete_job_maps_to_the_verdict_any_host_gives() -> None:
     outcome = recorded("pass")
-    verdict, found = verdict_of(outcome, JOB, SUBTESTS)
+    verdict, found = verdict_of(outcome, JOB, RECORDED_SUBTESTS)
     assert verdict.status is ResultStatus.PASS, verdict.reason
-    assert [s.name for s in verdict.subtests] == list(SUBTESTS)
+    assert [s.name for s in verdict.subtests] == list(RECORDED_SUBTESTS)
     assert "kbisect.build=" in found.probe and found.exits == {"SETUP": 0, "JOB": 0}
     # each subtest is a LAVA test case, and back
     cases = lava_cases(outcome)
-    assert cases == {"gntstress": "pass", **{name: "pass" for name in SUBTESTS}}
+    assert cases == {"gntstress": "pass", **{name: "pass" for name in RECORDED_SUBTESTS}}
     assert outcome.error() == ("", "")
 
 
 def test_a_test_failure_is_fail_and_each_subtest_is_its_lava_case() -> None:
     """Recorded: gntstress with its crash selftest (a subtest killed by SIGBUS, on any kernel)."""
     outcome = recorded("fail")
-    verdict, found = verdict_of(outcome, JOB, SUBTESTS)
+    verdict, found = verdict_of(outcome, JOB, RECORDED_SUBTESTS)
     assert verdict.status is ResultStatus.FAIL and found.exits["JOB"] == 1
     failed = {s.name for s in verdict.subtests if s.status is ResultStatus.FAIL}
     assert failed == {"selftest-crash"}
@@ -160,14 +162,15 @@ def test_a_test_failure_is_fail_and_each_subtest_is_its_lava_case() -> None:
     cases = lava_cases(outcome)
     assert cases["gntstress"] == "fail"  # the job's own case: its exit status
     statuses = {s.name: s.status for s in verdict.subtests}
-    for name in SUBTESTS:  # the subtests the job was rendered with, each a LAVA case, and back
+    # the subtests the recorded job was rendered with, each a LAVA case, and back
+    for name in RECORDED_SUBTESTS:
         assert cases[name] == ("fail" if statuses[name] is ResultStatus.FAIL else "pass")
     assert outcome.health == "Complete"  # a test failure is no LAVA error
 
 
 def test_a_boot_that_lava_times_out_is_error_with_lavas_reason() -> None:
     outcome = recorded("boot-timeout")
-    verdict, _ = verdict_of(outcome, JOB, SUBTESTS)
+    verdict, _ = verdict_of(outcome, JOB, RECORDED_SUBTESTS)
     assert verdict.status is ResultStatus.ERROR
     error_type, message = outcome.error()
     assert error_type and message
@@ -180,11 +183,11 @@ def test_a_canceled_job_is_error_with_the_reason() -> None:
     after `queue_timeout`; it never ran, so it has neither log nor test cases."""
     why = "no qemu device took it within 5 s"
     outcome = recorded("cancel", abandoned=why)
-    verdict, _ = verdict_of(outcome, JOB, SUBTESTS)
+    verdict, _ = verdict_of(outcome, JOB, RECORDED_SUBTESTS)
     assert outcome.health == "Canceled" and outcome.log == [] and outcome.cases == []
     assert verdict.status is ResultStatus.ERROR
     assert verdict.reason == f"LAVA job {outcome.job_id} canceled by kbisect: {why}"
-    by_lava = verdict_of(recorded("cancel"), JOB, SUBTESTS)[0]  # canceled by someone else
+    by_lava = verdict_of(recorded("cancel"), JOB, RECORDED_SUBTESTS)[0]  # canceled by someone else
     assert by_lava.status is ResultStatus.ERROR
     assert by_lava.reason.startswith(f"LAVA job {outcome.job_id} Canceled")
 
@@ -201,11 +204,12 @@ def test_a_panic_on_the_console_is_the_kernels_fail_whatever_lava_calls_it() -> 
     ]
     outcome.log[cut:] = [{"dt": "x", "lvl": "target", "msg": line} for line in oops]
     outcome.health = "Incomplete"
-    verdict, found = verdict_of(outcome, JOB, SUBTESTS)
+    verdict, found = verdict_of(outcome, JOB, RECORDED_SUBTESTS)
     assert "JOB" not in found.exits
     assert verdict.status is ResultStatus.FAIL, verdict.reason
     outcome.log[cut:] = [{"dt": "x", "lvl": "target", "msg": "(the console stops)"}]
-    assert verdict_of(outcome, JOB, SUBTESTS)[0].status is ResultStatus.ERROR  # no evidence
+    no_evidence = verdict_of(outcome, JOB, RECORDED_SUBTESTS)[0]
+    assert no_evidence.status is ResultStatus.ERROR
 
 
 def test_output_cut_off_by_a_dead_job_is_read_as_far_as_it_goes() -> None:
