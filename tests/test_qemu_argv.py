@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
-from kbisect.config.model import QemuOptions
-from kbisect.lab.qemu import dom0_cmdline, multiboot_modules
+import pytest
+
+from kbisect.config.model import Host, QemuOptions
+from kbisect.deadline import Deadline
+from kbisect.errors import InfraError
+from kbisect.lab.protocol import KernelDidNotBoot
+from kbisect.lab.qemu import QemuHost, QemuState, dom0_cmdline, multiboot_modules
 
 
 def qemu_module_list(value: str) -> list[str]:
@@ -37,3 +43,33 @@ def test_without_commas_the_module_list_is_unchanged() -> None:
 def test_a_comma_in_a_file_name_is_escaped_too() -> None:
     value = multiboot_modules((Path("/odd,dir/bzImage"), "x=1"), (Path("/odd,dir/i.gz"), ""))
     assert qemu_module_list(value) == ["/odd,dir/bzImage x=1", "/odd,dir/i.gz"]
+
+
+# -- how a boot ends --------------------------------------------------------------------------
+
+
+def _ended_boot(tmp_path: Path, console: str) -> Exception:
+    """What waiting for a boot raises when QEMU is gone and the console says `console`."""
+    host = QemuHost(Host(name="q", kind="qemu", qemu=QemuOptions()), tmp_path)
+    host.console_log.write_text(console)
+    (host.dir / "qemu.log").write_text("")  # QEMU's own messages: none
+    dead = subprocess.Popen(["true"])  # a pid that no QEMU of this host runs any more
+    dead.wait()
+    state = QemuState(dead.pid, 1, str(host.console_log), "abc123", 0.0, "")
+    with pytest.raises((KernelDidNotBoot, InfraError)) as raised:
+        host._wait_ready(state, Deadline(5))
+    return raised.value
+
+
+def test_dom0_that_crashes_at_boot_is_the_kernels_fail(tmp_path: Path) -> None:
+    crash = "(XEN) Domain 0 (vcpu#0) crashed on cpu#0:\n(XEN) Hardware Dom0 crashed: rebooting"
+    raised = _ended_boot(tmp_path, crash)
+    assert isinstance(raised, KernelDidNotBoot), raised
+    assert str(raised).startswith("kernel did not boot: dom0 abc123 crashed under Xen on q")
+    assert raised.console == tmp_path / "q" / "console.log"  # attached to the cell
+
+
+def test_qemu_gone_without_xens_word_is_the_labs_error(tmp_path: Path) -> None:
+    raised = _ended_boot(tmp_path, "(XEN) Xen version 4.17\n")
+    assert not isinstance(raised, KernelDidNotBoot)
+    assert "exited (gone) during boot" in str(raised)

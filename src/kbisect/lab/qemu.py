@@ -29,10 +29,14 @@ from kbisect.config.model import Host, QemuOptions
 from kbisect.deadline import Deadline
 from kbisect.errors import InfraError
 from kbisect.lab.initramfs import READY_MARKER, InitramfsInputs, build_initramfs
+from kbisect.lab.protocol import KernelDidNotBoot
 from kbisect.processes import STDOUT, Child, command_line, end_pid
 
 QEMU = "qemu-system-x86_64"
 PROC_MARKER = "kbisect-lab."  # in QEMU's -name, so a recycled PID is never mistaken for ours
+
+# What Xen prints when dom0 dies; it then reboots the machine, and QEMU (-no-reboot) exits.
+DOM0_CRASHED = "Hardware Dom0 crashed"
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,13 @@ class QemuHost:
         marker = f"{READY_MARKER} {state.build_key}"
         while not deadline.expired:
             exited = self._exit_status(state)
+            if exited is not None and DOM0_CRASHED in self.console_text():
+                raise KernelDidNotBoot(  # the kernel's failure, not the lab's: a FAIL
+                    f"kernel did not boot: dom0 {state.build_key} crashed under Xen on "
+                    f"{self.host.name} (Xen: {DOM0_CRASHED!r}); console: {self.console_log}\n"
+                    f"{self.console_tail()}",
+                    self.console_log,
+                )
             if exited is not None:
                 qemu_said = (self.dir / "qemu.log").read_text(errors="replace").strip()
                 raise InfraError(
