@@ -209,13 +209,17 @@ def test_four_variants_on_both_hosts_agree(
     assert {c.change for c in changes} == {"NEW"}, "a first nightly has no baseline"
     by = {(c.host, c.variant.split("/")[-1]): c for c in cells}
     assert sorted(by) == sorted((h, v) for h in ("qemu", HOST) for v in VARIANTS)
+    # the hosts agree on every subtest the experiment expects to pass or to fail; one it
+    # records as flaky (none's churn: the NUMA scanner reaches it now and then) may differ
+    expected = {v.name: v.expect for v in rack_project.experiments["gntdev-numa"].variants}
     for variant in VARIANTS:
+        flaky = {name for name, verdict in expected[variant].items() if verdict == "flaky"}
         signatures = []
         for host in ("qemu", HOST):
             cell = by[(host, variant)]
             assert cell.build_key == dom0_builds[variant].key, "one build for both hosts"
             failing = {s.name for s in cell.subtests if s.status is ResultStatus.FAIL}
-            signatures.append(failing)
+            signatures.append(failing - flaky)
         assert signatures[0] == signatures[1], (variant, signatures)
     assert {s.name for s in by[(HOST, "vm-io")].subtests if s.status is ResultStatus.FAIL} == GUP
     none = {s.name: s.status for s in by[(HOST, "none")].subtests}
