@@ -147,3 +147,19 @@ def test_documents_referred_to_exist() -> None:
         if not (REPO / name).is_file() and not (path.parent / name).is_file()
     ]
     assert missing == []
+
+
+def test_invoke_task_help_after_a_positional_task_points_at_the_help() -> None:
+    """Under the stock `invoke`, a task's first positional argument takes the next word, `--help`
+    included: that is one line saying where help is, not a tree named "--help"."""
+    asked = run([tool("invoke"), "build", "--help"], cwd=REPO)
+    assert asked.returncode != 0 and asked.stdout == ""
+    assert asked.stderr.strip().splitlines() == [
+        "--help where --tree's value was expected: for a task's help, `invoke --help TASK` "
+        "(or `kbisect TASK --help`)"
+    ]
+    shown = run([tool("invoke"), "--help", "build"], cwd=REPO)
+    assert shown.returncode == 0 and "--tree=STRING" in shown.stdout
+    # a task without positional arguments shows its help either way
+    either = run([tool("invoke"), "builds", "--help"], cwd=REPO)
+    assert either.returncode == 0 and "Usage: inv[oke]" in either.stdout

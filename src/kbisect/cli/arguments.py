@@ -95,6 +95,12 @@ class CheckedArgument(Argument):
         self.convert = convert or _BY_KIND.get(self.kind)
 
     def set_value(self, value: Any, cast: bool = True) -> None:
+        if self.positional and value in ("--help", "-h"):
+            # only under the stock `invoke` program: kbisect's own program sees --help first
+            raise UsageError(
+                f"{value} where {flag_of(str(self.name))}'s value was expected: for a task's "
+                "help, `invoke --help TASK` (or `kbisect TASK --help`)"
+            )
         if self.positional and isinstance(value, str) and value.startswith("-"):
             # invoke gives a missing positional argument whatever comes next, a mistyped flag
             # included: `kbisect build --tre x` must not build a tree named "--tre".
