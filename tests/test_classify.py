@@ -188,6 +188,23 @@ def test_warning_is_strong_when_its_trace_runs_through_gntdev() -> None:
     assert ev.signature == "warning-xen" and ev.strong
 
 
+@pytest.mark.parametrize(
+    ("path", "signature"),
+    [
+        ("drivers/xen/gntdev.c:400", "warning-xen"),
+        ("../../worktrees/slot0/drivers/xen/gntdev.c:400", "warning-xen"),
+        ("/home/ada/linux/arch/x86/xen/mmu_pv.c:12", "warning-xen"),
+        ("../../worktrees/slot0/mm/memory.c:2310", "warning"),
+        ("mydrivers/xen/thing.c:1", "warning"),
+    ],
+)
+def test_a_warning_in_xen_code_is_found_wherever_the_tree_was_built(
+    path: str, signature: str
+) -> None:
+    (ev,) = scan(f"[    5.1] WARNING: CPU: 0 PID: 7 at {path} f+0x1/0x2\n", LogKind.DMESG)
+    assert ev.signature == signature and ev.strong == (signature == "warning-xen")
+
+
 def test_soft_lockup_and_hung_task() -> None:
     lockup = run_case("soft-lockup")
     assert lockup.status is ResultStatus.FAIL

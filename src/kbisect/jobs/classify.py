@@ -135,7 +135,9 @@ _GRANT_FRAME = re.compile(
     r"^\s+(?:\? )?(?:(?:gntdev|gntalloc|gnttab)_\w*\+0x|\S+\+0x\S+ \[xen_(?:gntdev|gntalloc)\])"
 )
 _GRANT_FUNCTION = re.compile(r"(?:gntdev|gntalloc|gnttab)_")
-_XEN_CODE = re.compile(r"(?:drivers/xen/|arch/x86/xen/|include/xen/)")
+# at the start of the path or after a slash: a kernel built in a worktree or with O= prints
+# `../../worktrees/slot0/drivers/xen/gntdev.c:400`; `mydrivers/xen/` is not Xen's code
+_XEN_CODE = re.compile(r"(?:^|.*/)(?:drivers/xen/|arch/x86/xen/|include/xen/)")
 _XEN_STARS = re.compile(r"\*{4,}\s*$")  # a panic box's frame, not an event itself
 _XEN_END = re.compile(r"Reboot in five seconds|Manual reset required")
 
