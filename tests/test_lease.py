@@ -253,3 +253,11 @@ def test_lease_of_killed_waiter_does_not_linger(
     with book.acquire("xen1", "next", Deadline(5)):
         info = book.holder("xen1")
         assert info is not None and info.purpose == "next"
+
+
+def test_an_unreachable_store_is_infra_trouble_for_its_leases(tmp_path: Path) -> None:
+    """What Lab.close relies on: a store it cannot ask is InfraError, so the emulators this
+    command started are ended, while a bug in kbisect still surfaces."""
+    book = StoreLeases(f"postgresql://kbisect@/kbisect?host={tmp_path}", TIMEOUT)
+    with pytest.raises(InfraError, match="cannot reach the store"):
+        book.holder("xen1")

@@ -18,7 +18,7 @@ from types import FrameType
 
 from kbisect.config import Project
 from kbisect.deadline import Deadline
-from kbisect.errors import UserError
+from kbisect.errors import InfraError, UserError
 from kbisect.lab.kinds import make_host
 from kbisect.lab.machine.vm import VirtualMachine
 from kbisect.lab.protocol import LabHost, LabPaths
@@ -134,7 +134,7 @@ class Lab:
         host now: then its emulator is that process's to end, not this one's."""
         try:
             holder = self.leases().holder(host.name)
-        except Exception:  # an unreachable store: end what this command started
+        except (InfraError, OSError):  # an unreachable store: end what this command started
             return False
         if holder is None:
             return False

@@ -149,6 +149,10 @@ class StoreLeases:
         conn = open_database(self.url)
         try:
             return [_info(row) for row in conn.execute(sql, params).fetchall()]
+        except Exception as e:
+            if conn.operational(e):  # the server or the network, not kbisect's SQL
+                raise InfraError(f"the leases in {shown_url(self.url)}: {e}".strip()) from e
+            raise
         finally:
             conn.close()
 
