@@ -3,10 +3,11 @@ from its own disk (kbisect.lab.machine), reached and deployed to exactly as hard
 ssh), switched and power-cycled by `kbisect lab.power`, its serial console captured by `kbisect
 lab.console`.
 
-Every boot costs one to two minutes under TCG, so the module's tests share one machine and
-walk, in file order: switch on -> trust -> deploy once through grub -> the four variants on
-both hosts -> a plain reboot falls back -> a kernel that hangs is power-cycled back to the
-fallback and FAILs -> the machine is healthy afterwards.
+Every boot costs one to two minutes under TCG, so the module's tests share one machine and one
+nightly, and walk, in file order: switch on -> trust -> the four variants on both hosts (one
+nightly; the rack machine deploys each build through grub) -> the last deploy left the machine as
+a one-shot boot should -> a plain reboot falls back -> a kernel that hangs is power-cycled back
+to the fallback and FAILs -> the machine is healthy afterwards.
 """
 
 from __future__ import annotations
@@ -115,6 +116,27 @@ def probe_after_reboot(host: LabHost, previous: str) -> Probe:
         time.sleep(3)
 
 
+@dataclasses.dataclass(frozen=True)
+class Nightly:
+    done: subprocess.CompletedProcess[str]
+    results: Path
+
+
+@pytest.fixture(scope="module")
+def two_hosts_nightly(
+    rack_project: Project, rack_vm: VirtualMachine, tmp_path_factory: pytest.TempPathFactory
+) -> Nightly:
+    """The `two-hosts` nightly, once for the module: each variant's build on the embedded host
+    and, deployed through grub, on the rack machine (a deploy is two to four minutes here)."""
+    results = tmp_path_factory.mktemp("two-hosts") / "results"
+    os.environ["KBISECT_RESULTS"] = str(results)
+    try:
+        done = kbisect(rack_project.root, "nightly", "--pipeline", "two-hosts", timeout=3600)
+    finally:
+        del os.environ["KBISECT_RESULTS"]
+    return Nightly(done, results)
+
+
 def test_power_status_and_trust_pin_the_machines_key(
     rack_project: Project, rack_vm: VirtualMachine
 ) -> None:
@@ -150,53 +172,10 @@ def test_power_status_and_trust_pin_the_machines_key(
     assert "numa=fake=2" in probe.get("dom0_cmdline")
 
 
-def test_deploy_boots_the_build_once_through_grub(
-    rack_project: Project, rack_vm: VirtualMachine, dom0_builds: dict[str, Artifact]
-) -> None:
-    artifact = dom0_builds["vm-mixedmap"]
-    release = str(artifact.meta["kernel_release"])
-    with Lab(rack_project, keep_up=True) as lab:
-        host = lab.host(HOST)
-        with lab.lease(host, "test"):
-            done = host.deploy(artifact)
-        with host.connect(Deadline(60)) as session:
-            env = session.run(["grub-editenv", "/boot/grub/grubenv", "list"], Deadline(30))
-            files = session.run_shell(
-                f"ls /boot/vmlinuz-kbisect-{artifact.key} /boot/initrd.img-kbisect-{artifact.key}"
-                f" && cat /lib/modules/{release}/kbisect.build && cat /boot/grub/kbisect.cfg",
-                Deadline(30),
-            )
-        console = host.console_log()
-    assert done.build_key == artifact.key and done.release == release
-    assert done.power_cycles == 0
-    fp = done.fingerprint
-    assert fp["boot"] == f"grub2 one-shot 'kbisect-{artifact.key}'"
-    assert fp["hypervisor"] == "xen" and fp["numa_nodes"] == "2"
-    assert f"kbisect.build={artifact.key}" in fp["dom0_cmdline"]
-    assert "numa=fake=2" in fp["dom0_cmdline"], "the running command line carried over"
-    assert files.ok, files.stderr
-    assert f"--id kbisect-{artifact.key} {{" in files.text()
-    assert files.text().splitlines()[2] == artifact.key
-    # grub used the one-shot entry up; the saved default is the fallback
-    grubenv = env.text()
-    assert "next_entry=\n" in grubenv or "next_entry" not in grubenv
-    assert "saved_entry=Debian GNU/Linux, with Xen hypervisor" in grubenv
-    assert console is not None and f"{LOADING_MARK} {artifact.key}" in console.read_text()
-
-
 def test_four_variants_on_both_hosts_agree(
-    rack_project: Project,
-    rack_vm: VirtualMachine,
-    dom0_builds: dict[str, Artifact],
-    tmp_path: Path,
+    rack_project: Project, dom0_builds: dict[str, Artifact], two_hosts_nightly: Nightly
 ) -> None:
-    results = tmp_path / "results"
-    env_root = rack_project.root
-    os.environ["KBISECT_RESULTS"] = str(results)
-    try:
-        done = kbisect(env_root, "nightly", "--pipeline", "two-hosts", timeout=3600)
-    finally:
-        del os.environ["KBISECT_RESULTS"]
+    done, results = two_hosts_nightly.done, two_hosts_nightly.results
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # where the machine has cores to spare, each embedded cell after the first booted on the
     # standby QEMU while the one before it ran
@@ -247,8 +226,50 @@ def test_four_variants_on_both_hosts_agree(
     assert any(b.startswith("QEMU -kernel") for b in boots), boots
 
 
+def test_the_last_deploy_booted_its_build_once_through_grub(
+    rack_project: Project, dom0_builds: dict[str, Artifact], two_hosts_nightly: Nightly
+) -> None:
+    """The rack machine's last cell of the nightly: its build is installed beside Debian's
+    kernels, grub booted its one-shot entry without a power cycle, and the saved default is the
+    fallback again."""
+    assert two_hosts_nightly.done.returncode == 0
+    with ResultsStore(two_hosts_nightly.results) as store:
+        cells = store.cells(store.runs()[0].id)
+    last = max((c for c in cells if c.host == HOST), key=lambda c: str(c.finished))
+    artifact = dom0_builds[last.variant.split("/")[-1]]
+    assert last.build_key == artifact.key
+    release = str(artifact.meta["kernel_release"])
+    with Lab(rack_project, keep_up=True) as lab:
+        host = lab.host(HOST)
+        with host.connect(Deadline(60)) as session:
+            probe = host.probe(session)
+            env = session.run(["grub-editenv", "/boot/grub/grubenv", "list"], Deadline(30))
+            files = session.run_shell(
+                f"ls /boot/vmlinuz-kbisect-{artifact.key} /boot/initrd.img-kbisect-{artifact.key}"
+                f" && cat /lib/modules/{release}/kbisect.build && cat /boot/grub/kbisect.cfg",
+                Deadline(30),
+            )
+        console = host.console_log()
+    assert probe.build == artifact.key and probe.get("release") == release
+    output = two_hosts_nightly.done.stdout + two_hosts_nightly.done.stderr
+    assert f"{HOST}: not back" not in output, "booted without a power cycle"
+    fp = last.fingerprint
+    assert fp["boot"] == f"grub2 one-shot 'kbisect-{artifact.key}'"
+    assert fp["hypervisor"] == "xen" and fp["numa_nodes"] == "2"
+    assert f"kbisect.build={artifact.key}" in fp["dom0_cmdline"]
+    assert "numa=fake=2" in fp["dom0_cmdline"], "the running command line carried over"
+    assert files.ok, files.stderr
+    assert f"--id kbisect-{artifact.key} {{" in files.text()
+    assert files.text().splitlines()[2] == artifact.key
+    # grub used the one-shot entry up; the saved default is the fallback
+    grubenv = env.text()
+    assert "next_entry=\n" in grubenv or "next_entry" not in grubenv
+    assert "saved_entry=Debian GNU/Linux, with Xen hypervisor" in grubenv
+    assert console is not None and f"{LOADING_MARK} {artifact.key}" in console.read_text()
+
+
 def test_a_plain_reboot_comes_back_on_the_fallback(
-    rack_project: Project, rack_vm: VirtualMachine
+    rack_project: Project, two_hosts_nightly: Nightly
 ) -> None:
     with Lab(rack_project, keep_up=True) as lab:
         host = lab.host(HOST)
@@ -289,8 +310,8 @@ def test_a_kernel_that_hangs_is_power_cycled_back_and_fails(
         "      power_cycle: [kbisect, lab.power, rack-vm, cycle]\n"
         "      dom0_cmdline: root=/dev/nowhere rootwait ro console=hvc0 earlyprintk=xen\n"
         "      commands: {initrd: null}\n",
-    ).replace("    boot_timeout: 600\n", "    boot_timeout: 240\n")
-    assert "dom0_cmdline: root=/dev/nowhere" in text and "boot_timeout: 240" in text
+    ).replace("    boot_timeout: 600\n", "    boot_timeout: 150\n")  # the hang shows at ~30 s
+    assert "dom0_cmdline: root=/dev/nowhere" in text and "boot_timeout: 150" in text
     lab_yaml.write_text(text)
     results = tmp_path / "results"
     os.environ["KBISECT_RESULTS"] = str(results)
