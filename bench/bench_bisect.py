@@ -316,7 +316,7 @@ def bayesect_python(venv: Path) -> Path | None:
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return python
     print(f"installing {BAYESECT} into {venv} (the bench's own virtualenv)", flush=True)
-    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True)
+    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
     if made.returncode == 0:
         pip = [str(python), "-m", "pip", "install", "-q", BAYESECT]
         made = subprocess.run(pip, capture_output=True, text=True)
@@ -448,11 +448,11 @@ def goals(results: list[Outcome]) -> None:
             continue
         m, b = median("kbisect", case), median("git-bayesect", case)
         fewer = 1 - m / b
-        ok = fewer >= 0.2 and right("kbisect", case) >= right("git-bayesect", case)
+        met = fewer >= 0.2 and right("kbisect", case) >= right("git-bayesect", case)
         print(
             f"{case}: {fewer:.0%} fewer runs than git-bayesect @{BAYESECT_CONFIDENCE}, right "
             f"{right('kbisect', case):.0%} vs {right('git-bayesect', case):.0%} "
-            f"(target >= 20% fewer at equal or better accuracy: {'met' if ok else 'NOT met'})"
+            f"(target >= 20% fewer at equal or better accuracy: {'met' if met else 'NOT met'})"
         )
 
 
