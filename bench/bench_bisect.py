@@ -1,14 +1,17 @@
 """kbisect's bisection side by side with `git bisect run` and git-bayesect, on the same synthetic
 histories and the same noisy predicate. Prints figures with their targets; asserts nothing.
 
-python3 bench/bench_bisect.py [--trials 20] [--seed 1] [--jobs 2] [--cases all|NAME,...]
-                              [--no-bayesect] [--venv DIR]
+python3 bench/bench_bisect.py [--trials 20] [--seeds 1[,2,...]] [--jobs 2]
+                              [--cases all|NAME,...] [--no-bayesect] [--venv DIR]
 
 Each history is a linear one made with real git (`git fast-import`, one small file changed per
 commit, and a file `pos` holding the commit's position). Commit i is bad iff i >= the culprit; a
 bad commit passes with the case's false-pass rate, a good one fails with its false-fail rate, and
 the case's untestable commits exit 125 (never the culprit or its parent, so that the answer is
-one commit). Culprits and noise are seeded: a run is repeatable.
+one commit). Culprits and noise are seeded: a run is repeatable. With several seeds (--seeds
+1,2,3) the trials of every seed are pooled (each seed's trials are other histories: other
+culprits, other noise): the table and the targets are judged on all of them, and a line per case
+gives each seed's medians, so that a lucky or unlucky seed shows.
 
 - kbisect: its engine (kbisect.bisect.engine.Bisector) in this process, on the history read by
   git (load_history), the revert check included in its runs;
@@ -21,7 +24,8 @@ one commit). Culprits and noise are seeded: a run is repeatable.
   is known untestable to the nearest testable commit.
 
 The information bound is log2(commits) / the capacity of the noisy channel (bits per run): no
-method can need fewer runs on average. With --trials 20 and 8 cases, about 10 minutes on 2 cores.
+method can need fewer runs on average. With --trials 20 and 8 cases, about 10 minutes on 2 cores;
+--seeds 1,2,3 at --jobs 1, about 20 minutes.
 """
 
 from __future__ import annotations
@@ -87,12 +91,16 @@ class Trial:
     culprit: int
     untestable: tuple[int, ...]
     seed: int
+    """The noise's seed."""
+    bench_seed: int
+    """The --seeds value the trial was drawn from."""
 
 
 @dataclass
 class Outcome:
     tool: str
     case: str
+    seed: int
     right: bool
     runs: int
     note: str = ""
@@ -139,7 +147,7 @@ def trials_of(case: Case, count: int, seed: int) -> list[Trial]:
             if i not in (culprit, culprit - 1)
         ]  # fmt: skip
         chosen = tuple(sorted(rng.sample(near, min(case.untestable, len(near)))))
-        out.append(Trial(case, number, culprit, chosen, rng.randrange(1 << 30)))
+        out.append(Trial(case, number, culprit, chosen, rng.randrange(1 << 30), seed))
     return out
 
 
@@ -206,7 +214,8 @@ def run_kbisect(repo: str, trial: Trial, scratch: str) -> Outcome:
         say=lambda _: None,
     ).run()
     right = result.culprit == shas[trial.culprit]
-    return Outcome("kbisect", trial.case.name, right, result.runs, result.status.value)
+    status = result.status.value
+    return Outcome("kbisect", trial.case.name, trial.bench_seed, right, result.runs, status)
 
 
 _SHAS: dict[str, list[str]] = {}
@@ -264,7 +273,8 @@ def run_git(repo: str, trial: Trial, scratch: str) -> Outcome:
     )
     subprocess.run([*git, "bisect", "reset", "-q"], capture_output=True)
     note = "" if first else "no single first bad commit"
-    return Outcome("git bisect run", trial.case.name, first == shas[trial.culprit], calls, note)
+    right = first == shas[trial.culprit]
+    return Outcome("git bisect run", trial.case.name, trial.bench_seed, right, calls, note)
 
 
 # -- git-bayesect ------------------------------------------------------------------------------
@@ -307,7 +317,7 @@ def bayesect_python(venv: Path) -> Path | None:
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return python
     print(f"installing {BAYESECT} into {venv} (the bench's own virtualenv)", flush=True)
-    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True)
+    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
     if made.returncode == 0:
         pip = [str(python), "-m", "pip", "install", "-q", BAYESECT]
         made = subprocess.run(pip, capture_output=True, text=True)
@@ -330,7 +340,7 @@ def run_bayesect(python: Path, trials: list[Trial]) -> list[Outcome]:
     )  # fmt: skip
     got = json.loads(done.stdout)
     return [
-        Outcome("git-bayesect", t.case.name, g["right"], g["runs"])
+        Outcome("git-bayesect", t.case.name, t.bench_seed, g["right"], g["runs"])
         for t, g in zip(trials, got, strict=True)
     ]
 
@@ -368,6 +378,11 @@ def _worker(args: tuple[str, str, Trial, str]) -> Outcome:
     return run_git(repo, trial, str(scratch))
 
 
+def _p90(runs: list[int]) -> int:
+    ordered = sorted(runs)
+    return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+
+
 def table(cases: list[Case], results: list[Outcome], tools: list[str]) -> None:
     head = f"{'case':<36} {'bound':>5}"
     for tool in tools:
@@ -383,11 +398,30 @@ def table(cases: list[Case], results: list[Outcome], tools: list[str]) -> None:
             if not got:
                 line += f" | {'-':>21}"
                 continue
-            runs = sorted(r.runs for r in got)
-            p90 = runs[min(len(runs) - 1, math.ceil(0.9 * len(runs)) - 1)]
+            runs = [r.runs for r in got]
             right = f"{sum(r.right for r in got)}/{len(got)}"
-            line += f" | {right:>6} {statistics.median(runs):>5.1f} {p90:>5}  "
+            line += f" | {right:>6} {statistics.median(runs):>5.1f} {_p90(runs):>5}  "
         print(line)
+
+
+def per_seed(cases: list[Case], results: list[Outcome], tools: list[str]) -> None:
+    """Each seed's median runs per case and tool (right/trials when not all were right)."""
+    seeds = sorted({r.seed for r in results})
+    print(f"\nmedian runs per seed ({', '.join(map(str, seeds))}), " + " / ".join(tools) + ":")
+    for case in cases:
+        cells = []
+        for tool in tools:
+            shown = []
+            for seed in seeds:
+                got = [r for r in results if (r.case, r.tool, r.seed) == (case.name, tool, seed)]
+                if not got:
+                    continue
+                text = f"{statistics.median(r.runs for r in got):g}"
+                if not all(r.right for r in got):
+                    text += f" ({sum(r.right for r in got)}/{len(got)})"
+                shown.append(text)
+            cells.append(", ".join(shown) or "-")
+        print(f"  {case.label:<36} " + " / ".join(cells))
 
 
 def goals(results: list[Outcome]) -> None:
@@ -415,11 +449,11 @@ def goals(results: list[Outcome]) -> None:
             continue
         m, b = median("kbisect", case), median("git-bayesect", case)
         fewer = 1 - m / b
-        ok = fewer >= 0.2 and right("kbisect", case) >= right("git-bayesect", case)
+        met = fewer >= 0.2 and right("kbisect", case) >= right("git-bayesect", case)
         print(
             f"{case}: {fewer:.0%} fewer runs than git-bayesect @{BAYESECT_CONFIDENCE}, right "
             f"{right('kbisect', case):.0%} vs {right('git-bayesect', case):.0%} "
-            f"(target >= 20% fewer at equal or better accuracy: {'met' if ok else 'NOT met'})"
+            f"(target >= 20% fewer at equal or better accuracy: {'met' if met else 'NOT met'})"
         )
 
 
@@ -428,7 +462,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--seeds", "--seed", default="1", help="one seed, or several to pool: 1,2,3"
+    )
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--cases", default="all", help=",".join(c.name for c in CASES))
     parser.add_argument("--no-bayesect", action="store_true")
@@ -438,6 +474,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     cases = CASES if args.cases == "all" else [c for c in CASES if c.name in args.cases.split(",")]
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r}: expected integers separated by commas")
     python = None if args.no_bayesect else bayesect_python(args.venv)
     tools = ["kbisect"] + ([] if args.no_git else ["git bisect run"])
     began = time.monotonic()
@@ -449,26 +489,25 @@ def main() -> None:
             shas = make_history(path, n)
             (path / "shas.json").write_text(json.dumps(shas))
             repos[n] = str(path)
-        work = [
-            (tool, repos[case.commits], trial, tmp)
-            for case in cases
-            for trial in trials_of(case, args.trials, args.seed)
-            for tool in tools
-        ]
+        every = [t for case in cases for seed in seeds for t in trials_of(case, args.trials, seed)]
+        work = [(tool, repos[t.case.commits], t, tmp) for t in every for tool in tools]
         with ProcessPoolExecutor(args.jobs) as pool:
             results += list(pool.map(_worker, work, chunksize=4))
         if python is not None:
-            every = [t for case in cases for t in trials_of(case, args.trials, args.seed)]
             results += run_bayesect(python, every)
             tools.append("git-bayesect")
         shutil.rmtree(Path(tmp) / "scratch", ignore_errors=True)
+    pooled = f"seeds {args.seeds} pooled" if len(seeds) > 1 else f"seed {seeds[0]}"
     print(
-        f"\n{args.trials} trials per case, seed {args.seed}; kbisect at confidence "
+        f"\n{args.trials * len(seeds)} trials per case ({args.trials} per seed, {pooled}); "
+        f"kbisect at confidence "
         f"{Policy().confidence} (runs include its revert check), git-bayesect at "
         f"{BAYESECT_CONFIDENCE}; right = the reported first bad commit is the true one; "
         "med, p90 = predicate runs\n"
     )
     table(cases, results, tools)
+    if len(seeds) > 1:
+        per_seed(cases, results, tools)
     goals(results)
     wrong = [asdict(r) for r in results if not r.right and r.tool == "kbisect"]
     for r in wrong:
