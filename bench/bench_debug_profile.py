@@ -7,8 +7,8 @@ For each profile, in turn: `kbisect build` of the revision and variant (cold unl
 already has the key: the figure says which), then `kbisect run` of the gntstress job on the
 embedded host (boot, job, collect). Prints the build's seconds, the cell's seconds, the job's
 seconds per subtest (from gntstress's own "took" lines) and the cell's verdict; asserts nothing.
-A cold debug build (KASAN, lockdep, kmemleak) is many minutes on 2 cores: run it under the
-shared lock (`flock /tmp/kbisect-heavy.lock nice -n 19 ...`), once.
+A cold debug build (KFENCE, lockdep, kmemleak, SLUB debug) is many minutes on 2 cores: run it
+under the shared lock (`flock /tmp/kbisect-heavy.lock nice -n 19 ...`), once.
 """
 
 from __future__ import annotations
