@@ -205,6 +205,24 @@ def test_a_warning_in_xen_code_is_found_wherever_the_tree_was_built(
     assert ev.signature == signature and ev.strong == (signature == "warning-xen")
 
 
+@pytest.mark.parametrize(
+    ("line", "signature"),
+    [
+        ("BUG: KFENCE: out-of-bounds read in gntdev_mmap+0x40/0x1d9 [xen_gntdev]", "kfence"),
+        ("BUG kmalloc-64 (Not tainted): Redzone overwritten", "slub"),
+        ("BUG numa_policy (Tainted: G        W         ): Object already free", "slub"),
+        ("WARNING: possible recursive locking detected", "lockdep"),
+        ("WARNING: suspicious RCU usage", "lockdep"),
+        ("BUG: kernel NULL pointer dereference, address: 0000000000000000", "bug"),
+    ],
+)
+def test_debug_kernel_reports_are_named(line: str, signature: str) -> None:
+    """What the xen-dom0-debug profile's checkers print is named, strong, not a bare trace."""
+    (ev,) = scan(f"[   21.16] {line}\n[   21.17] Call Trace:\n[   21.18]  dump_stack+0x1/0x2\n",
+                 LogKind.DMESG)  # fmt: skip
+    assert (ev.signature, ev.strong) == (signature, True)
+
+
 def test_soft_lockup_and_hung_task() -> None:
     lockup = run_case("soft-lockup")
     assert lockup.status is ResultStatus.FAIL

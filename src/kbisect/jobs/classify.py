@@ -67,6 +67,12 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig("bad-page-map", r"BUG: Bad page map\b", "a page table entry the mm cannot account"),
     _sig("bad-page-state", r"BUG: Bad page state\b", "a freed page still in use"),
     _sig("kasan", r"BUG: KASAN: ", "a memory-safety bug KASAN caught"),
+    _sig("kfence", r"BUG: KFENCE: ", "a memory-safety bug KFENCE sampled (the debug profile)"),
+    _sig(
+        "slub",
+        r"BUG [\w.:-]+ \((?:Not tainted|Tainted: [^)]*)\): ",
+        "a slab object SLUB debugging found corrupted (red zone, poison, double free)",
+    ),
     _sig("bug", r"BUG: |kernel BUG at ", "BUG: ... lines and BUG_ON() hits"),
     _sig(
         "general-protection-fault",
@@ -80,6 +86,14 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig("rcu-stall", r"(?:rcu: )?INFO: rcu_\w+ (?:self-)?detected stall", "an RCU stall"),
     _sig(
         "warning", r"WARNING: CPU: \d+ PID: \d+ at (?P<path>\S+)(?: (?P<fn>\S+))?", "a WARN() hit"
+    ),
+    _sig(
+        "lockdep",
+        r"WARNING: (?:possible (?:circular locking dependency|recursive locking"
+        r"|irq lock inversion dependency) detected|inconsistent lock state"
+        r"|suspicious RCU usage|bad unlock balance detected!"
+        r"|lock held when returning to user space!)",
+        "lockdep found a lock order or state that can deadlock (PROVE_LOCKING)",
     ),
     _sig(
         "kmemleak",
