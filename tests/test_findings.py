@@ -321,6 +321,11 @@ def test_the_report_task(project: Path, store: ResultsStore, tmp_path: Path) -> 
     assert text.startswith(f"# Findings: {EXPERIMENT}\n")
     site = os.path.relpath(load_project(project).results_dir / "site", tmp_path)
     assert f"]({site}/run/1/cell-" in text
+    # a report kept in the repository names its runs and cells and links nowhere
+    done = _kbisect("--experiment", EXPERIMENT, "--links", "none", root=project)
+    assert done.returncode == 0, done.stderr
+    assert not re.search(r"(?<!\\)\]\(", done.stdout) and "run 1 cell " in done.stdout
+    assert done.stdout.count("\n| 1 |") == 1, "the runs table names run 1"
     done = _kbisect("--experiment", EXPERIMENT, "--json", "--host", "rack-vm", root=project)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["hosts"] == ["rack-vm"]

@@ -66,7 +66,7 @@ def failed_how(sub: SubtestFinding, text: Callable[[str], str] = plain) -> str:
     return f"failed {failed_of(sub.total)}" + (f" ({more})" if more else "")
 
 
-def markdown(findings: Findings, links: str = "") -> str:
+def markdown(findings: Findings, links: str | None = "") -> str:
     """The report; links to cells and runs start with ``links`` (the site's directory relative
     to where the report will be read, or its URL, ending in "/"; "" for the site's root)."""
     out = [f"# Findings: {findings.experiment}", "", plain(findings.title), ""]
@@ -125,7 +125,7 @@ def _n(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def _answer(f: Findings, links: str) -> list[str]:
+def _answer(f: Findings, links: str | None) -> list[str]:
     out = ["| variant | cells | what it did |", "|---|---|---|"]
     for v in f.variants:
         out.append(f"| {code(v.name)} | {v.cells} | {summary(v)} |")
@@ -169,8 +169,9 @@ def summary(
     return "; ".join(parts)
 
 
-def _link(link: CellLink, links: str) -> str:
-    return f"[run {link.run} cell {link.cell}]({links}{link.page})"
+def _link(link: CellLink, links: str | None) -> str:
+    named = f"run {link.run} cell {link.cell}"
+    return named if links is None else f"[{named}]({links}{link.page})"
 
 
 def _quoted(text: str) -> list[str]:
@@ -197,7 +198,7 @@ def _variants(f: Findings) -> list[str]:
     return out
 
 
-def _variant_table(v: VariantFindings, hosts: list[str], links: str) -> list[str]:
+def _variant_table(v: VariantFindings, hosts: list[str], links: str | None) -> list[str]:
     head = f"### {code(v.name)}: {_n(v.cells, 'cell')}"
     if not v.subtests:
         return [head, "", "No results.", ""]
@@ -234,9 +235,10 @@ def _codes(values: tuple[str, ...]) -> str:
     return ", ".join(code(v) for v in values) or "-"
 
 
-def _runs(f: Findings, links: str) -> list[str]:
+def _runs(f: Findings, links: str | None) -> list[str]:
     out = ["## Runs", "", "| run | kind | started | cells |", "|---|---|---|---|"]
     for r in f.runs:
         kind = plain(r.kind + (f" {r.pipeline}" if r.pipeline not in (None, r.kind) else ""))
-        out.append(f"| [{r.id}]({links}run/{r.id}/index.html) | {kind} | {r.started} | {r.cells} |")
+        run = str(r.id) if links is None else f"[{r.id}]({links}run/{r.id}/index.html)"
+        out.append(f"| {run} | {kind} | {r.started} | {r.cells} |")
     return out

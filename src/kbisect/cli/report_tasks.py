@@ -27,9 +27,11 @@ def _experiment_named(p: Project, name: str | None) -> str:
     return name
 
 
-def _links(site: Path, output: str | None, links: str | None) -> str:
+def _links(site: Path, output: str | None, links: str | None) -> str | None:
     """Where the report's links to cells start: as given, else the site's directory relative
-    to the report file (or to the working directory, for stdout)."""
+    to the report file (or to the working directory, for stdout); None for `none`."""
+    if links == "none":  # a report kept where the site is not, e.g. in the repository
+        return None
     if links is not None:
         return links if not links or links.endswith("/") else links + "/"
     where = Path(output).resolve().parent if output else Path.cwd()
@@ -43,7 +45,7 @@ def _links(site: Path, output: str | None, links: str | None) -> str:
         "since": "Only runs from this one on (its id; see the index of the site).",
         "host": "Only the cells of this host.",
         "links": "Where links to cells start: the site's URL or path (default: the site's "
-        "directory relative to the report).",
+        "directory relative to the report); `none`: name the runs and cells, link nothing.",
     },
     checks={"since": run_id},
 )
@@ -71,7 +73,7 @@ def report(
     site = p.results_dir / SITE_DIR
     base = _links(site, output if not json else None, links)
     if json:
-        return TaskResult(as_json(found, base))
+        return TaskResult(as_json(found, base or ""))
     text = markdown(found, base)
     if output:
         out = Path(output)
