@@ -16,7 +16,8 @@ against the one written, the validations, the predicate runs and the time.
 It uses the machine's cache (the builds are store hits, or incremental in the build tree) and a
 project copy and results of its own (--out). Every heavy command (the lab's start, each cell,
 the bisection) holds the shared lock (--lock; "" for none) only while it runs, at nice 19; the
-seconds printed leave out the wait for the lock. Prints figures; asserts nothing.
+seconds printed leave out the wait for the lock. A LAVA lab it started, it stops at the end.
+Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -181,13 +182,18 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "KBISECT_ROOT": str(project_copy(out)),
            "KBISECT_RESULTS": str(out / "results")}  # fmt: skip
-    if (LAVA_HOST in opts.hosts.split(",") or opts.bisect) and not lava_answers():
+    started_lab = (LAVA_HOST in opts.hosts.split(",") or opts.bisect) and not lava_answers()
+    if started_lab:
         took, _, code = heavy([str(REPO / "scripts/lava-lab"), "up"], env, opts.lock, 900)
         print(f"lava-lab up: {took:.0f} s (exit {code})", flush=True)
-    if not opts.no_cells:
-        run_cells(opts, env)
-    if opts.bisect:
-        run_bisection(opts, env)
+    try:
+        if not opts.no_cells:
+            run_cells(opts, env)
+        if opts.bisect:
+            run_bisection(opts, env)
+    finally:
+        if started_lab:  # left as it was found
+            subprocess.run([str(REPO / "scripts/lava-lab"), "down"], timeout=180, check=False)
     print(f"\nresults: {out / 'results'}")
 
 
