@@ -145,6 +145,10 @@ def test_a_complete_job_maps_to_the_verdict_any_host_gives() -> None:
     assert verdict.status is ResultStatus.PASS, verdict.reason
     assert [s.name for s in verdict.subtests] == list(RECORDED_SUBTESTS)
     assert "kbisect.build=" in found.probe and found.exits == {"SETUP": 0, "JOB": 0}
+    # the job's report is the program's output, parsed once and kept with what it was read from
+    assert found.report is not None and found.report.results
+    assert [r.name for r in found.report.results] == list(RECORDED_SUBTESTS)
+    assert found.console == outcome.console()
     # each subtest is a LAVA test case, and back
     cases = lava_cases(outcome)
     assert cases == {"gntstress": "pass", **{name: "pass" for name in RECORDED_SUBTESTS}}

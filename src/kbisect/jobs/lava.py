@@ -28,6 +28,7 @@ from pathlib import Path
 from kbisect.config.model import Job
 from kbisect.errors import InfraError
 from kbisect.jobs.classify import Verdict, judge
+from kbisect.jobs.gntstress import GntstressReport
 from kbisect.jobs.jobrun import LOG_NAMES, REMOTE_DIR, JobRun, setup_script, write_log
 from kbisect.jobs.program import program_of
 from kbisect.lab.lava.definition import SUITE, ConsoleCommand
@@ -52,6 +53,8 @@ class LavaRunResult:
     stderr: str
     dmesg: str
     exits: dict[str, int]  # SETUP, JOB -> exit status
+    console: str = ""  # the whole console the sections were read from
+    report: GntstressReport | None = None  # the program's output parsed (by verdict_of)
 
 
 def section(name: str) -> tuple[str, str]:
@@ -118,6 +121,7 @@ def read_console(console: str) -> LavaRunResult:
         stderr=_between(console, "STDERR"),
         dmesg=_between(console, "DMESG"),
         exits={m[1]: int(m[2]) for m in _EXIT.finditer(console)},
+        console=console,
     )
 
 
@@ -148,11 +152,13 @@ def lava_reason(outcome: LavaOutcome) -> str:
 def verdict_of(
     outcome: LavaOutcome, job: Job, expected: Sequence[str] | None
 ) -> tuple[Verdict, LavaRunResult]:
-    """The cell's verdict from a finished LAVA job."""
+    """The cell's verdict from a finished LAVA job, and what it was read from (the console
+    and its sections read once, the program's output parsed once)."""
     console = outcome.console()
     found = read_console(console)
     program = program_of(job)
     report = program.parse(found.stdout, expected) if found.stdout.strip() else None
+    found = replace(found, report=report)
     finished = "JOB" in found.exits and outcome.health == "Complete" and not outcome.abandoned
     if finished:
         return judge(report, found.exits["JOB"], found.dmesg, console), found
@@ -217,7 +223,7 @@ def run_lava_job(
     texts = {
         LogKind.JOB_OUTPUT: (found.stdout, found.stderr),
         LogKind.DMESG: (found.dmesg, ""),
-        LogKind.CONSOLE: (outcome.console(), ""),
+        LogKind.CONSOLE: (found.console, ""),
         LogKind.LAVA_LOG: (outcome.log_text(), ""),
     }
     logs = {kind: write_log(out_dir / names[kind], *text) for kind, text in texts.items()}
@@ -229,7 +235,7 @@ def run_lava_job(
         exit_status=found.exits.get("JOB"),
         host_died=outcome.health != "Complete",
         timed_out=bool(outcome.abandoned),
-        report=program_of(job).parse(found.stdout, expected) if found.stdout.strip() else None,
+        report=found.report,
         verdict=verdict,
         logs=logs,
         facts=facts,
