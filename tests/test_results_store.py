@@ -29,8 +29,9 @@ from kbisect.results import (
     SubtestRecord,
     schema,
 )
-from kbisect.results.connection import NUL_STAND_IN
+from kbisect.results.connection import NUL_STAND_IN, PgConnection
 from kbisect.results.model import Change, ChangeRecord, SubtestKey, check_relative
+from pgserver import PostgresServer
 
 T0 = datetime(2025, 6, 10, 9, 0, 0, 123456, tzinfo=UTC)
 FP = {
@@ -545,3 +546,23 @@ def test_two_processes_write_concurrently(tmp_path: Path, store_backend: str | N
         assert {(c.host, c.repeat) for c in cells} == {(h, i) for h in "ab" for i in range(40)}
         assert all(len(c.subtests) == 4 and len(c.evidence) == 2 for c in cells)
         assert len(s.runs()) == 1 + 2 * 4
+
+
+def test_a_lost_server_is_infra_and_bad_sql_is_not(postgres_server: PostgresServer) -> None:
+    """PgConnection.infra_error, which the results store and the shared leases share."""
+    url = postgres_server.url()
+    conn, admin = PgConnection(url, 10), PgConnection(url, 10)
+    try:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with pytest.raises(Exception) as bad_sql:
+            conn.execute("SELECT no_such_column FROM no_such_table")
+        assert conn.infra_error(bad_sql.value, "store") is None
+        admin.execute("SELECT pg_terminate_backend(?)", (pid,))
+        with pytest.raises(Exception) as lost:
+            conn.execute("SELECT 1")
+        infra = conn.infra_error(lost.value, "the leases in X")
+        assert isinstance(infra, InfraError)
+        assert str(infra).startswith("the leases in X: ") and "\n" not in str(infra)
+    finally:
+        admin.close()
+        conn.close()

@@ -150,9 +150,10 @@ class StoreLeases:
         try:
             return [_info(row) for row in conn.execute(sql, params).fetchall()]
         except Exception as e:
-            if conn.operational(e):  # the server or the network, not kbisect's SQL
-                raise InfraError(f"the leases in {shown_url(self.url)}: {e}".strip()) from e
-            raise
+            infra = conn.infra_error(e, f"the leases in {shown_url(self.url)}")
+            if infra is None:
+                raise
+            raise infra from e
         finally:
             conn.close()
 

@@ -192,6 +192,11 @@ class PgConnection:
         pg = self._psycopg
         return isinstance(error, pg.OperationalError | pg.InterfaceError)
 
+    def infra_error(self, error: BaseException, what: str) -> InfraError | None:
+        """The InfraError (`what: the error's first line`) an operational error becomes; None
+        for any other error, which is kbisect's and stays as it is."""
+        return InfraError(f"{what}: {_first_line(error)}") if self.operational(error) else None
+
 
 NUL_STAND_IN = "\ufffd"
 """What a NUL character in text becomes in a PostgreSQL store (its text cannot hold NUL)."""
@@ -321,9 +326,11 @@ class StoreConnection(Closeable):
                 raise
             raise InfraError(f"results store {self.path}: {e}") from e
         except Exception as e:
-            if self._pg is None or not self._pg.operational(e):
+            where = f"results store {self.target.describe()}"
+            infra = None if self._pg is None else self._pg.infra_error(e, where)
+            if infra is None:
                 raise
-            raise InfraError(f"results store {self.target.describe()}: {_first_line(e)}") from e
+            raise infra from e
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[None]:
